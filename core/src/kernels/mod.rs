@@ -1,0 +1,93 @@
+//! Compute kernels: a scalar oracle, SIMD variants per architecture, and a
+//! table of them chosen once from a [`CpuCaps`] value.
+
+mod caps;
+pub mod matmul;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86_64;
+
+#[cfg(test)]
+mod tests;
+
+pub use caps::CpuCaps;
+
+use crate::quant::GgmlType;
+
+/// A dot product of one weight row (`n` elements) with one encoded activation row.
+pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+
+/// The kernels chosen for this CPU. Built once; cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    caps: CpuCaps,
+    name: &'static str,
+    #[cfg(target_arch = "x86_64")]
+    avx2: bool,
+}
+
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kernels").field("name", &self.name).field("caps", &self.caps).finish()
+    }
+}
+
+impl Kernels {
+    /// Kernels for the CPU this runs on.
+    pub fn detect() -> Self {
+        Self::with_caps(CpuCaps::detect())
+    }
+
+    /// Kernels restricted to `wanted`; features the CPU (or OS) lacks are
+    /// dropped, so a kernel is never chosen that could fault.
+    pub fn with_caps(wanted: CpuCaps) -> Self {
+        let caps = wanted.intersect(CpuCaps::detect());
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = caps.avx2 && caps.fma && caps.f16c;
+            let name = if avx2 { "x86_64-avx2" } else { "scalar" };
+            Self { caps, name, avx2 }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Self { caps, name: "scalar" }
+        }
+    }
+
+    /// Only the scalar oracle.
+    pub fn scalar() -> Self {
+        Self::with_caps(CpuCaps::NONE)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn caps(&self) -> CpuCaps {
+        self.caps
+    }
+
+    /// The dot product for weights of type `ty`.
+    pub fn dot(&self, ty: GgmlType) -> DotFn {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            if let Some(f) = x86_64::dot_avx2(ty) {
+                return f;
+            }
+        }
+        scalar_dot(ty)
+    }
+}
+
+fn scalar_dot(ty: GgmlType) -> DotFn {
+    macro_rules! table {
+        ($($t:ident),*) => {
+            match ty {
+                $(GgmlType::$t => |n, w, a| scalar::dot(GgmlType::$t, n, w, a),)*
+                _ => |_, _, _| f32::NAN,
+            }
+        };
+    }
+    table!(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)
+}

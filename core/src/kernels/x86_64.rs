@@ -1,0 +1,124 @@
+//! AVX2 kernels. Each is reachable only through [`dot_avx2`], which the
+//! kernel table calls only after [`detect`] confirmed AVX2, FMA and F16C.
+
+use super::{CpuCaps, DotFn};
+use crate::quant::GgmlType;
+use core::arch::x86_64::*;
+use half::f16;
+
+pub(super) fn detect() -> CpuCaps {
+    let l1 = __cpuid(1);
+    let l7 = __cpuid_count(7, 0);
+    let osxsave = l1.ecx & (1 << 27) != 0;
+    // SAFETY: OSXSAVE is set, so XGETBV is available and XCR0 readable.
+    let xcr0 = if osxsave { unsafe { _xgetbv(0) } } else { 0 };
+    let ymm = xcr0 & 0b110 == 0b110;
+    let zmm = xcr0 & 0xE6 == 0xE6;
+    let bit = |reg: u32, b: u32| reg & (1 << b) != 0;
+    CpuCaps {
+        avx2: ymm && bit(l7.ebx, 5),
+        fma: ymm && bit(l1.ecx, 12),
+        f16c: ymm && bit(l1.ecx, 29),
+        avx512: zmm && bit(l7.ebx, 16) && bit(l7.ebx, 30),
+        neon: false,
+        dotprod: false,
+    }
+}
+
+/// The AVX2 dot product for `ty`, if one exists.
+pub(super) fn dot_avx2(ty: GgmlType) -> Option<DotFn> {
+    // SAFETY (all three): the table only asks for these after detection
+    // confirmed AVX2+FMA+F16C on this CPU and OS.
+    Some(match ty {
+        GgmlType::Q4_0 => |n, w, a| unsafe { dot_q4_0(n, w, a) },
+        GgmlType::Q4_1 => |n, w, a| unsafe { dot_q4_1(n, w, a) },
+        GgmlType::Q8_0 => |n, w, a| unsafe { dot_q8_0(n, w, a) },
+        _ => return None,
+    })
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 packed nibble bytes to 32 bytes: low nibbles first, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles(qs: &[u8]) -> __m256i {
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&qs[..16]);
+    // SAFETY: `raw` is 16 readable bytes; unaligned load.
+    let lo = unsafe { _mm_loadu_si128(raw.as_ptr().cast()) };
+    let both = _mm256_set_m128i(_mm_srli_epi16(lo, 4), lo);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load32(bytes: &[u8]) -> __m256i {
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(&bytes[..32]);
+    // SAFETY: `raw` is 32 readable bytes; unaligned load.
+    unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) }
+}
+
+/// Signed i8 x i8 products of 32 lanes, summed into 8 f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_u8_i8(ax, sy)
+}
+
+/// Unsigned x signed byte products of 32 lanes, summed into 8 f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(x, y);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+        let qx = _mm256_sub_epi8(nibbles(&wb[2..]), _mm256_set1_epi8(8));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&ab[2..])), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+        mins += f16_at(wb, 2) * f16_at(ab, 2);
+        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(nibbles(&wb[4..]), load32(&ab[4..])), acc);
+    }
+    hsum(acc) + mins
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
+        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&wb[2..]), load32(&ab[2..])), acc);
+    }
+    hsum(acc)
+}

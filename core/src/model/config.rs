@@ -1,0 +1,116 @@
+use alloc::string::ToString;
+
+use super::ModelError;
+use crate::gguf::{Gguf, GgufError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How RoPE pairs dimensions: adjacent (`Norm`) or split halves (`Neox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeKind {
+    Norm,
+    Neox,
+}
+
+/// Hyper-parameters, all read from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+    pub rope_kind: RopeKind,
+    /// 1 / linear scaling factor.
+    pub rope_freq_scale: f32,
+}
+
+impl Config {
+    pub fn from_gguf(g: &Gguf<'_>) -> Result<Self, ModelError> {
+        let arch_name = g.get_str("general.architecture")?;
+        let (arch, rope_kind) = match arch_name {
+            "llama" => (Arch::Llama, RopeKind::Norm),
+            "qwen2" => (Arch::Qwen2, RopeKind::Neox),
+            other => return Err(ModelError::UnsupportedArch { arch: other.to_string() }),
+        };
+        let key = |k: &str| alloc::format!("{arch_name}.{k}");
+        let usize_of = |k: &str| -> Result<usize, ModelError> { Ok(g.get_u64(&key(k))? as usize) };
+        let opt_usize = |k: &str| -> Result<Option<usize>, GgufError> {
+            Ok(g.opt(&key(k), Gguf::get_u64)?.map(|v| v as usize))
+        };
+        let n_embd = usize_of("embedding_length")?;
+        let n_head = usize_of("attention.head_count")?;
+        let n_head_kv = opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || n_embd % n_head != 0 {
+            return Err(ModelError::BadMetadata {
+                key: "attention.head_count",
+                reason: "head counts must be non-zero, and head_count a multiple of head_count_kv",
+            });
+        }
+        let head_dim = opt_usize("attention.key_length")?.unwrap_or(n_embd / n_head);
+        let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim == 0 {
+            return Err(ModelError::BadMetadata { key: "rope.dimension_count", reason: "must be even and ≤ head size" });
+        }
+        let rope_freq_scale = match g.opt(&key("rope.scaling.type"), Gguf::get_str)? {
+            Some("linear") => {
+                let factor = g.opt(&key("rope.scaling.factor"), Gguf::get_f32)?.unwrap_or(1.0);
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(ModelError::BadMetadata { key: "rope.scaling.factor", reason: "must be positive" });
+                }
+                1.0 / factor
+            }
+            None | Some("none") => 1.0,
+            Some(_) => {
+                return Err(ModelError::BadMetadata { key: "rope.scaling.type", reason: "only linear scaling is supported" })
+            }
+        };
+        let tok = g.tensor("token_embd.weight").ok_or(ModelError::MissingTensor { name: "token_embd.weight".into() })?;
+        Ok(Self {
+            arch,
+            n_vocab: tok.dims[1] as usize,
+            n_embd,
+            n_layer: usize_of("block_count")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: usize_of("feed_forward_length")?,
+            n_ctx_train: opt_usize("context_length")?.unwrap_or(2048),
+            rms_eps: g.opt(&key("attention.layer_norm_rms_epsilon"), Gguf::get_f32)?.unwrap_or(1e-5),
+            rope_base: g.opt(&key("rope.freq_base"), Gguf::get_f32)?.unwrap_or(10000.0),
+            rope_dim,
+            rope_kind,
+            rope_freq_scale,
+        })
+    }
+
+    /// Width of the query projection (all heads).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of the key/value projections (all KV heads).
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}

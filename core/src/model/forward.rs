@@ -1,0 +1,215 @@
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Range;
+use half::f16;
+
+use super::ops::{rms_norm, silu, softmax, Rope};
+use super::{KvCache, Model, ModelError};
+use crate::kernels::matmul::{matmul, Acts, Matrix};
+use crate::parallel::{for_each_chunk_mut, Parallel};
+use crate::quant::dequant::dequantize_row;
+
+/// Buffers reused across forward passes, so steady-state decoding does not allocate.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    norm: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    proj: Vec<f32>,
+    acts: Acts,
+    scratch: Vec<f32>,
+}
+
+fn resize(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    buf.clear();
+    buf.resize(n, 0.0);
+    buf
+}
+
+impl Model<'_> {
+    /// Looks up the embedding rows of `tokens` into `out` (`tokens.len() * n_embd`).
+    pub fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<(), ModelError> {
+        let emb = self.token_embd.as_ref().filter(|_| self.parts.embedding);
+        let emb = emb.ok_or(ModelError::PartNotLoaded { part: "token embedding" })?;
+        let n = self.config.n_embd;
+        for (&t, o) in tokens.iter().zip(out.chunks_exact_mut(n)) {
+            if t as usize >= self.config.n_vocab {
+                return Err(ModelError::TokenOutOfRange { token: t, n_vocab: self.config.n_vocab });
+            }
+            dequantize_row(emb.ty, emb.row(t as usize), o)
+                .map_err(|_| ModelError::UnsupportedTensorType { name: "token_embd.weight".into(), ty: emb.ty })?;
+        }
+        Ok(())
+    }
+
+    /// Runs layers `range` on the hidden states `x` (`n_tok * n_embd`) of tokens
+    /// at positions `kv.len ..`, appending their keys and values to `kv`.
+    pub fn forward_layers(
+        &self,
+        range: Range<usize>,
+        kv: &mut KvCache,
+        x: &mut [f32],
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let n_tok = x.len() / c.n_embd;
+        let pos0 = kv.len;
+        if pos0 + n_tok > kv.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: pos0 + n_tok, n_ctx: kv.n_ctx });
+        }
+        let in_parts = range.start >= self.parts.layers.start && range.end <= self.parts.layers.end;
+        let in_kv = range.start >= kv.layers.start && range.end <= kv.layers.end;
+        if !(in_parts && in_kv) || range.start > range.end {
+            return Err(ModelError::LayerRange { start: range.start, end: range.end, n_layer: c.n_layer });
+        }
+        let rope = Rope {
+            kind: c.rope_kind,
+            dims: c.rope_dim,
+            base: c.rope_base,
+            freq_scale: c.rope_freq_scale,
+            freq_factors: self.rope_freqs.as_deref(),
+        };
+        let mut angles = vec![(0.0f32, 0.0f32); n_tok * c.rope_dim / 2];
+        for (t, cs) in angles.chunks_exact_mut((c.rope_dim / 2).max(1)).enumerate() {
+            rope.angles(pos0 + t, cs);
+        }
+        for il in range {
+            self.layer_forward(il, kv, x, &angles, &rope, ws, par);
+        }
+        kv.len = pos0 + n_tok;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        il: usize,
+        kv: &mut KvCache,
+        x: &mut [f32],
+        angles: &[(f32, f32)],
+        rope: &Rope<'_>,
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+    ) {
+        let c = &self.config;
+        let lw = &self.layers[il - self.parts.layers.start];
+        let (n_embd, hd) = (c.n_embd, c.head_dim);
+        let n_tok = x.len() / n_embd;
+        let pos0 = kv.len;
+        let k_ = &self.kernels;
+
+        // Attention block.
+        let norm = resize(&mut ws.norm, x.len());
+        for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
+            rms_norm(xi, &lw.attn_norm, c.rms_eps, o);
+        }
+        let project = |src: &[f32], w: &Matrix<'_>, b: &Option<Vec<f32>>, acts: &mut Acts, out: &mut Vec<f32>, s: &mut Vec<f32>| {
+            if acts.fmt != Some(w.ty.act_format()) || acts.n != w.n_in {
+                acts.encode(w.ty.act_format(), src, w.n_in, par);
+            }
+            let out = resize(out, n_tok * w.n_out);
+            matmul(k_, w, acts, out, s, par);
+            if let Some(b) = b {
+                for row in out.chunks_exact_mut(w.n_out) {
+                    row.iter_mut().zip(b).for_each(|(o, bi)| *o += bi);
+                }
+            }
+        };
+        ws.acts.fmt = None;
+        project(&ws.norm, &lw.wq, &lw.bq, &mut ws.acts, &mut ws.q, &mut ws.scratch);
+        project(&ws.norm, &lw.wk, &lw.bk, &mut ws.acts, &mut ws.k, &mut ws.scratch);
+        project(&ws.norm, &lw.wv, &lw.bv, &mut ws.acts, &mut ws.v, &mut ws.scratch);
+
+        let half = c.rope_dim / 2;
+        for t in 0..n_tok {
+            let cs = &angles[t * half..(t + 1) * half];
+            for h in ws.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
+                rope.apply(h, cs);
+            }
+            for h in ws.k[t * c.kv_dim()..(t + 1) * c.kv_dim()].chunks_exact_mut(hd) {
+                rope.apply(h, cs);
+            }
+        }
+        let kv_dim = c.kv_dim();
+        let (kc, vc) = kv.layer_mut(il);
+        for (dst, src) in kc[pos0 * kv_dim..(pos0 + n_tok) * kv_dim].iter_mut().zip(&ws.k) {
+            *dst = f16::from_f32(*src);
+        }
+        for (dst, src) in vc[pos0 * kv_dim..(pos0 + n_tok) * kv_dim].iter_mut().zip(&ws.v) {
+            *dst = f16::from_f32(*src);
+        }
+        let (kc, vc) = (&*kc, &*vc);
+        let q = &ws.q;
+        let group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let attn = resize(&mut ws.attn, n_tok * c.q_dim());
+        // One task per (token, head): scores over the causal prefix, softmax, weighted values.
+        for_each_chunk_mut(par, attn, hd, &|start, out| {
+            let (t, h) = (start / c.q_dim(), (start % c.q_dim()) / hd);
+            let n_ctx = pos0 + t + 1;
+            let kvh = h / group;
+            // The reference engine multiplies f16 keys by f16-rounded queries.
+            let mut qh = [0.0f32; 256];
+            let qh = &mut qh[..hd];
+            for (d, v) in qh.iter_mut().zip(&q[start..start + hd]) {
+                *d = f16::from_f32(*v).to_f32();
+            }
+            let mut scores = vec![0.0f32; n_ctx];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let kr = &kc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
+                let dot: f32 = kr.iter().zip(qh.iter()).map(|(a, b)| a.to_f32() * b).sum();
+                *s = dot * scale;
+            }
+            softmax(&mut scores);
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let p = f16::from_f32(p).to_f32();
+                let vr = &vc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
+                for (o, v) in out.iter_mut().zip(vr) {
+                    *o += p * v.to_f32();
+                }
+            }
+        });
+        ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
+        let proj = resize(&mut ws.proj, n_tok * n_embd);
+        matmul(k_, &lw.wo, &ws.acts, proj, &mut ws.scratch, par);
+        x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+
+        // Feed-forward block (SwiGLU).
+        let norm = resize(&mut ws.norm, x.len());
+        for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
+            rms_norm(xi, &lw.ffn_norm, c.rms_eps, o);
+        }
+        ws.acts.fmt = None;
+        project(&ws.norm, &lw.w_gate, &None, &mut ws.acts, &mut ws.gate, &mut ws.scratch);
+        project(&ws.norm, &lw.w_up, &None, &mut ws.acts, &mut ws.up, &mut ws.scratch);
+        for (g, u) in ws.gate.iter_mut().zip(&ws.up) {
+            *g = silu(*g) * u;
+        }
+        ws.acts.encode(lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
+        let proj = resize(&mut ws.proj, n_tok * n_embd);
+        matmul(k_, &lw.w_down, &ws.acts, proj, &mut ws.scratch, par);
+        x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+    }
+
+    /// Final norm and output head for the hidden states `x`, writing
+    /// `n_tok * n_vocab` logits.
+    pub fn output(&self, x: &[f32], logits: &mut [f32], ws: &mut Workspace, par: &dyn Parallel) -> Result<(), ModelError> {
+        let (Some(norm_w), Some(out)) = (&self.output_norm, &self.output) else {
+            return Err(ModelError::PartNotLoaded { part: "output head" });
+        };
+        let n = self.config.n_embd;
+        let norm = resize(&mut ws.norm, x.len());
+        for (o, xi) in norm.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+            rms_norm(xi, norm_w, self.config.rms_eps, o);
+        }
+        ws.acts.encode(out.ty.act_format(), &ws.norm, n, par);
+        matmul(&self.kernels, out, &ws.acts, logits, &mut ws.scratch, par);
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The transformer: configuration from GGUF metadata, weights borrowed from
+//! the file, and a forward pass over any layer range.
+
+mod config;
+mod error;
+mod forward;
+mod kv;
+mod session;
+pub mod ops;
+mod weights;
+
+pub use config::{Arch, Config, RopeKind};
+pub use error::ModelError;
+pub use forward::Workspace;
+pub use kv::KvCache;
+pub use session::{Session, Want};
+pub use weights::{LayerWeights, Model, Parts};

@@ -1,0 +1,71 @@
+use alloc::vec::Vec;
+
+use super::{KvCache, Model, ModelError, Workspace};
+use crate::parallel::Parallel;
+
+/// Which positions of an evaluated batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Only the last token (generation).
+    Last,
+    /// Every token (teacher forcing, perplexity).
+    All,
+    /// No logits at all (prompt batches before the last).
+    None,
+}
+
+/// A single-sequence inference session on one device holding the whole model.
+#[derive(Debug)]
+pub struct Session<'m, 'a> {
+    pub model: &'m Model<'a>,
+    pub kv: KvCache,
+    ws: Workspace,
+    hidden: Vec<f32>,
+    /// Largest number of tokens run through the layers at once.
+    pub n_batch: usize,
+}
+
+impl<'m, 'a> Session<'m, 'a> {
+    pub fn new(model: &'m Model<'a>, n_ctx: usize) -> Self {
+        let c = &model.config;
+        let kv = KvCache::new(model.parts.layers.clone(), n_ctx, c.kv_dim());
+        Self { model, kv, ws: Workspace::default(), hidden: Vec::new(), n_batch: 512 }
+    }
+
+    /// Tokens held in the cache.
+    pub fn pos(&self) -> usize {
+        self.kv.len
+    }
+
+    pub fn clear(&mut self) {
+        self.kv.clear();
+    }
+
+    /// Appends `tokens` to the sequence and returns logits as `want` says
+    /// (`n_vocab` floats per requested position).
+    pub fn eval(&mut self, tokens: &[u32], want: Want, par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
+        let c = &self.model.config;
+        if self.kv.len + tokens.len() > self.kv.n_ctx {
+            return Err(ModelError::ContextOverflow { needed: self.kv.len + tokens.len(), n_ctx: self.kv.n_ctx });
+        }
+        let mut logits = Vec::new();
+        let n_batch = self.n_batch.max(1);
+        let n_chunks = tokens.len().div_ceil(n_batch);
+        for (i, batch) in tokens.chunks(n_batch).enumerate() {
+            self.hidden.clear();
+            self.hidden.resize(batch.len() * c.n_embd, 0.0);
+            self.model.embed(batch, &mut self.hidden)?;
+            let layers = self.model.parts.layers.clone();
+            self.model.forward_layers(layers, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+            let rows = match want {
+                Want::All => &self.hidden[..],
+                Want::Last if i + 1 == n_chunks => &self.hidden[(batch.len() - 1) * c.n_embd..],
+                _ => continue,
+            };
+            let start = logits.len();
+            logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
+            self.model.output(rows, &mut logits[start..], &mut self.ws, par)?;
+        }
+        Ok(logits)
+    }
+}

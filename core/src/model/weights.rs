@@ -1,0 +1,166 @@
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::{Config, ModelError};
+use crate::gguf::Gguf;
+use crate::kernels::matmul::Matrix;
+use crate::kernels::Kernels;
+use crate::quant::{dequant::dequantize_row, GgmlType};
+
+/// Which parts of the model a device holds. A ring worker holds only its
+/// layers; the head also holds the embedding and the output head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts {
+    pub layers: Range<usize>,
+    pub embedding: bool,
+    pub output: bool,
+}
+
+impl Parts {
+    pub fn all(n_layer: usize) -> Self {
+        Self { layers: 0..n_layer, embedding: true, output: true }
+    }
+}
+
+/// One transformer block's weights.
+#[derive(Debug)]
+pub struct LayerWeights<'a> {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix<'a>,
+    pub wk: Matrix<'a>,
+    pub wv: Matrix<'a>,
+    pub wo: Matrix<'a>,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix<'a>,
+    pub w_up: Matrix<'a>,
+    pub w_down: Matrix<'a>,
+}
+
+/// A loaded model: its configuration and the weights of the parts this
+/// device holds, borrowed from the GGUF bytes (no copy of any matrix).
+#[derive(Debug)]
+pub struct Model<'a> {
+    pub config: Config,
+    pub parts: Parts,
+    pub kernels: Kernels,
+    pub(crate) token_embd: Option<Matrix<'a>>,
+    pub(crate) output_norm: Option<Vec<f32>>,
+    pub(crate) output: Option<Matrix<'a>>,
+    pub(crate) rope_freqs: Option<Vec<f32>>,
+    pub(crate) layers: Vec<LayerWeights<'a>>,
+}
+
+impl<'a> Model<'a> {
+    /// Loads every part of the model.
+    pub fn load(g: &Gguf<'a>, kernels: Kernels) -> Result<Self, ModelError> {
+        let n = Config::from_gguf(g)?.n_layer;
+        Self::load_parts(g, Parts::all(n), kernels)
+    }
+
+    /// Loads only `parts`, validating every tensor it will touch.
+    pub fn load_parts(g: &Gguf<'a>, parts: Parts, kernels: Kernels) -> Result<Self, ModelError> {
+        let c = Config::from_gguf(g)?;
+        if parts.layers.start > parts.layers.end || parts.layers.end > c.n_layer {
+            return Err(ModelError::LayerRange { start: parts.layers.start, end: parts.layers.end, n_layer: c.n_layer });
+        }
+        let l = Loader { g };
+        let (e, v) = (c.n_embd as u64, c.n_vocab as u64);
+        let token_embd = if parts.embedding || parts.output { Some(l.matrix("token_embd.weight", e, v)?) } else { None };
+        let (output_norm, output) = if parts.output {
+            let out = match g.tensor("output.weight") {
+                Some(_) => l.matrix("output.weight", e, v)?,
+                None => token_embd.ok_or(ModelError::MissingTensor { name: "output.weight".into() })?,
+            };
+            (Some(l.vector("output_norm.weight", e)?), Some(out))
+        } else {
+            (None, None)
+        };
+        let rope_freqs = match g.tensor("rope_freqs.weight") {
+            Some(_) => Some(l.vector("rope_freqs.weight", (c.rope_dim / 2) as u64)?),
+            None => None,
+        };
+        let (q, kv, ff) = (c.q_dim() as u64, c.kv_dim() as u64, c.n_ff as u64);
+        let mut layers = Vec::new();
+        for i in parts.layers.clone() {
+            let name = |s: &str| format!("blk.{i}.{s}");
+            let bias = |s: &str, n: u64| -> Result<Option<Vec<f32>>, ModelError> {
+                match g.tensor(&name(s)) {
+                    Some(_) => l.vector(&name(s), n).map(Some),
+                    None => Ok(None),
+                }
+            };
+            layers.push(LayerWeights {
+                attn_norm: l.vector(&name("attn_norm.weight"), e)?,
+                wq: l.matrix(&name("attn_q.weight"), e, q)?,
+                wk: l.matrix(&name("attn_k.weight"), e, kv)?,
+                wv: l.matrix(&name("attn_v.weight"), e, kv)?,
+                wo: l.matrix(&name("attn_output.weight"), q, e)?,
+                bq: bias("attn_q.bias", q)?,
+                bk: bias("attn_k.bias", kv)?,
+                bv: bias("attn_v.bias", kv)?,
+                ffn_norm: l.vector(&name("ffn_norm.weight"), e)?,
+                w_gate: l.matrix(&name("ffn_gate.weight"), e, ff)?,
+                w_up: l.matrix(&name("ffn_up.weight"), e, ff)?,
+                w_down: l.matrix(&name("ffn_down.weight"), ff, e)?,
+            });
+        }
+        let embedding = parts.embedding;
+        Ok(Self {
+            config: c,
+            parts,
+            kernels,
+            token_embd: if embedding || output.is_some() { token_embd } else { None },
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        })
+    }
+
+    /// Byte ranges of the file holding layer `i`'s weights (for prefetch/release hints).
+    pub fn layer(&self, i: usize) -> Option<&LayerWeights<'a>> {
+        i.checked_sub(self.parts.layers.start).and_then(|j| self.layers.get(j))
+    }
+}
+
+struct Loader<'g, 'a> {
+    g: &'g Gguf<'a>,
+}
+
+impl<'a> Loader<'_, 'a> {
+    fn info(&self, name: &str) -> Result<&crate::gguf::TensorInfo<'a>, ModelError> {
+        self.g.tensor(name).ok_or_else(|| ModelError::MissingTensor { name: name.to_string() })
+    }
+
+    /// A 2-D matrix of `n_out` rows by `n_in` columns.
+    fn matrix(&self, name: &str, n_in: u64, n_out: u64) -> Result<Matrix<'a>, ModelError> {
+        let t = self.info(name)?;
+        if t.dims != [n_in, n_out, 1, 1] {
+            return Err(ModelError::BadShape { name: name.to_string(), expected: [n_in, n_out], found: t.dims });
+        }
+        if !t.ty.is_supported() {
+            return Err(ModelError::UnsupportedTensorType { name: name.to_string(), ty: t.ty });
+        }
+        Ok(Matrix { ty: t.ty, n_in: n_in as usize, n_out: n_out as usize, data: self.g.tensor_data(t) })
+    }
+
+    /// A 1-D F32 vector, copied (norms and biases are tiny).
+    fn vector(&self, name: &str, n: u64) -> Result<Vec<f32>, ModelError> {
+        let t = self.info(name)?;
+        if t.dims != [n, 1, 1, 1] {
+            return Err(ModelError::BadShape { name: name.to_string(), expected: [n, 1], found: t.dims });
+        }
+        if t.ty != GgmlType::F32 {
+            return Err(ModelError::NotF32 { name: String::from(name), ty: t.ty });
+        }
+        let mut out = alloc::vec![0.0; n as usize];
+        dequantize_row(GgmlType::F32, self.g.tensor_data(t), &mut out)
+            .map_err(|_| ModelError::NotF32 { name: name.to_string(), ty: t.ty })?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,80 @@
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// SentencePiece-style tokenizer: merges the best-scoring adjacent pair whose
+/// concatenation is a token, then falls back to `<0xXX>` byte tokens.
+#[derive(Debug)]
+pub(super) struct Spm {
+    scores: Vec<f32>,
+    add_space_prefix: bool,
+    byte_ids: [Option<u32>; 256],
+}
+
+const SPACE: char = '\u{2581}';
+
+impl Spm {
+    pub(super) fn new(scores: Vec<f32>, add_space_prefix: bool, tokens: &[String]) -> Self {
+        let mut byte_ids = [None; 256];
+        for (i, t) in tokens.iter().enumerate() {
+            if let Some(b) = parse_byte_token(t) {
+                byte_ids[b as usize].get_or_insert(i as u32);
+            }
+        }
+        Self { scores, add_space_prefix, byte_ids }
+    }
+
+    pub(super) fn encode(&self, text: &str, at_start: bool, ids: &BTreeMap<String, u32>, out: &mut Vec<u32>) {
+        let mut s = String::with_capacity(text.len() + 3);
+        if self.add_space_prefix && at_start {
+            s.push(SPACE);
+        }
+        s.extend(text.chars().map(|c| if c == ' ' { SPACE } else { c }));
+        let mut syms: Vec<String> = s.chars().map(String::from).collect();
+        loop {
+            let mut best: Option<(f32, usize, u32)> = None;
+            for i in 0..syms.len().saturating_sub(1) {
+                let joined = [syms[i].as_str(), syms[i + 1].as_str()].concat();
+                if let Some(&id) = ids.get(&joined) {
+                    let score = self.scores[id as usize];
+                    if best.is_none_or(|(b, _, _)| score > b) {
+                        best = Some((score, i, id));
+                    }
+                }
+            }
+            let Some((_, i, _)) = best else { break };
+            let right = syms.remove(i + 1);
+            syms[i].push_str(&right);
+        }
+        for sym in &syms {
+            match ids.get(sym) {
+                Some(&id) => out.push(id),
+                None => out.extend(sym.bytes().filter_map(|b| self.byte_ids[b as usize])),
+            }
+        }
+    }
+}
+
+fn parse_byte_token(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// The bytes an SPM piece stands for: `▁` is a space, `<0xXX>` one byte.
+pub(super) fn piece_bytes(text: &str, out: &mut Vec<u8>) {
+    if let Some(b) = parse_byte_token(text) {
+        out.push(b);
+        return;
+    }
+    for c in text.chars() {
+        if c == SPACE {
+            out.push(b' ');
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The `prima` command line (llama.cpp-style flags).
+
+mod eval;
+mod inspect;
+mod loaded;
+mod run;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "prima", version, about = "Run GGUF language models on everyday devices")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt, streamed to stdout.
+    Run(run::RunArgs),
+    /// Print the token ids and pieces of a text.
+    Tokenize(inspect::TokenizeArgs),
+    /// Teacher-forced logits at every position of a token sequence.
+    Logits(eval::LogitsArgs),
+    /// Perplexity of a text file, computed as llama-perplexity does.
+    Perplexity(eval::PerplexityArgs),
+    /// Describe a model file: architecture, sizes, tensor types.
+    Info(inspect::InfoArgs),
+}
+
+/// Flags shared by every command that loads a model.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Path to a GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    model: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.cmd {
+        Command::Run(a) => run::run(a),
+        Command::Tokenize(a) => inspect::tokenize(a),
+        Command::Logits(a) => eval::logits(a),
+        Command::Perplexity(a) => eval::perplexity(a),
+        Command::Info(a) => inspect::info(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Model files mapped into memory, never copied.
+
+use anyhow::{bail, Context};
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A read-only memory map of a model file.
+#[derive(Debug)]
+pub struct MappedFile {
+    pub path: PathBuf,
+    map: Mmap,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = File::open(path).with_context(|| format!("cannot open model file {}", path.display()))?;
+        let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
+        if len == 0 {
+            bail!("model file {} is empty", path.display());
+        }
+        // SAFETY: the map is read-only. A concurrent truncation of the file by
+        // another process would fault; prima documents that model files must
+        // not be modified while in use, as every mmap-based engine does.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), map })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
