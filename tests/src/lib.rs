@@ -1,1 +1,91 @@
+//! Shared helpers for prima-rs's integration tests: where the real model and
+//! the reference engine's outputs live, and how to run a model in-process.
 
+use prima_core::kernels::Kernels;
+use prima_core::{Gguf, Model, Session, Want};
+use prima_host::mapped::MappedFile;
+use prima_host::pool::Pool;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// `../shared/reference` next to the checkout, or `$PRIMA_REFERENCE_DIR`.
+pub fn reference_dir() -> PathBuf {
+    let dir = std::env::var_os("PRIMA_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/reference"));
+    assert!(dir.join("README.md").exists(), "reference outputs not found at {} (set PRIMA_REFERENCE_DIR)", dir.display());
+    dir
+}
+
+/// The SmolLM2 test model fetched by `scripts/setup.sh`, or `$PRIMA_TEST_MODEL`.
+pub fn smollm2_path() -> PathBuf {
+    let p = std::env::var_os("PRIMA_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert!(p.exists(), "test model not found at {}: run scripts/setup.sh first", p.display());
+    p
+}
+
+pub fn read_json(path: PathBuf) -> Value {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("an id array").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+}
+
+pub fn pool() -> Pool {
+    Pool::new(2).expect("thread pool")
+}
+
+/// Teacher-forced logits (one row of `n_vocab` per position) for `seq`.
+pub fn teacher_forced(file: &MappedFile, seq: &[u32], kernels: Kernels, pool: &Pool) -> (Vec<f32>, usize) {
+    let g = Gguf::parse(file.bytes()).expect("valid GGUF");
+    let model = Model::load(&g, kernels).expect("model loads");
+    let mut s = Session::new(&model, 512);
+    let logits = s.eval(seq, Want::All, pool).expect("eval");
+    (logits, model.config.n_vocab)
+}
+
+/// Differences between our logits and one reference engine's top-10 lists.
+#[derive(Debug, Default)]
+pub struct Agreement {
+    pub positions: usize,
+    pub top1_agree: usize,
+    /// Positions whose reference top-1/top-2 margin is at least the threshold.
+    pub confident: usize,
+    pub confident_agree: usize,
+    pub abs_dlogit_sum: f64,
+    pub abs_dlogit_max: f64,
+    pub n_logits: usize,
+}
+
+impl Agreement {
+    /// Adds one position: `row` is ours, `top10` the reference's `[id, logit]` list.
+    pub fn add(&mut self, row: &[f32], top10: &[Value], margin_threshold: f64) {
+        let refs: Vec<(usize, f64)> =
+            top10.iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap())).collect();
+        let ours = prima_core::sampler::argmax(row) as usize;
+        self.positions += 1;
+        self.top1_agree += usize::from(ours == refs[0].0);
+        if refs[0].1 - refs[1].1 >= margin_threshold {
+            self.confident += 1;
+            self.confident_agree += usize::from(ours == refs[0].0);
+        }
+        for &(id, logit) in &refs {
+            let d = (row[id] as f64 - logit).abs();
+            self.abs_dlogit_sum += d;
+            self.abs_dlogit_max = self.abs_dlogit_max.max(d);
+            self.n_logits += 1;
+        }
+    }
+
+    pub fn mean_abs_dlogit(&self) -> f64 {
+        self.abs_dlogit_sum / self.n_logits.max(1) as f64
+    }
+}

@@ -80,6 +80,26 @@ impl Kernels {
     }
 }
 
+impl Kernels {
+    /// `sum(a[i] * b[i])` of f16 keys with f32 queries (attention scores).
+    pub fn dot_f16_f32(&self, a: &[half::f16], b: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ATTN_AVX2.0(a, b);
+        }
+        scalar::dot_f16_f32(a, b)
+    }
+
+    /// `out[i] += p * v[i]` over f16 values (attention-weighted sum).
+    pub fn axpy_f16(&self, out: &mut [f32], p: f32, v: &[half::f16]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ATTN_AVX2.1(out, p, v);
+        }
+        scalar::axpy_f16(out, p, v)
+    }
+}
+
 fn scalar_dot(ty: GgmlType) -> DotFn {
     macro_rules! table {
         ($($t:ident),*) => {

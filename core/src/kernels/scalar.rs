@@ -63,3 +63,15 @@ fn dot_block256(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     acc
 }
+
+/// `sum(a[i] * b[i])` of f16 keys with f32 queries.
+pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x.to_f32() * y).sum()
+}
+
+/// `out[i] += p * v[i]`.
+pub fn axpy_f16(out: &mut [f32], p: f32, v: &[f16]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += p * x.to_f32();
+    }
+}

@@ -37,8 +37,71 @@ pub(super) fn dot_avx2(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
+/// Attention kernels (`dot_f16_f32`, `axpy_f16`). The kernel table uses
+/// them only after detection confirmed AVX2+FMA+F16C.
+#[allow(clippy::type_complexity)]
+pub(super) const ATTN_AVX2: (fn(&[f16], &[f32]) -> f32, fn(&mut [f32], f32, &[f16])) = (
+    // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+    |a, b| unsafe { dot_f16_f32(a, b) },
+    // SAFETY: as above.
+    |o, p, v| unsafe { axpy_f16(o, p, v) },
+);
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
 fn f16_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+    let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Eight f16 values widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load_f16x8(v: &[f16]) -> __m256 {
+    let mut raw = [0u16; 8];
+    for (r, x) in raw.iter_mut().zip(v) {
+        *r = x.to_bits();
+    }
+    // SAFETY: `raw` is 16 readable bytes; unaligned load.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(raw.as_ptr().cast()) })
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn load_f32x8(v: &[f32]) -> __m256 {
+    let mut raw = [0f32; 8];
+    raw.copy_from_slice(&v[..8]);
+    // SAFETY: `raw` is 32 readable bytes; unaligned load.
+    unsafe { _mm256_loadu_ps(raw.as_ptr()) }
+}
+
+/// `sum(a[i] * b[i])` over f16 keys and f32 queries.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let n8 = a.len().min(b.len()) / 8 * 8;
+    for (x, y) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        acc = _mm256_fmadd_ps(load_f16x8(x), load_f32x8(y), acc);
+    }
+    let tail: f32 = a[n8..].iter().zip(&b[n8..]).map(|(x, y)| x.to_f32() * y).sum();
+    hsum(acc) + tail
+}
+
+/// `out[i] += p * v[i]` over f16 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f16(out: &mut [f32], p: f32, v: &[f16]) {
+    let n8 = out.len().min(v.len()) / 8 * 8;
+    let pv = _mm256_set1_ps(p);
+    for (o, x) in out[..n8].chunks_exact_mut(8).zip(v[..n8].chunks_exact(8)) {
+        let r = _mm256_fmadd_ps(pv, load_f16x8(x), load_f32x8(o));
+        let mut raw = [0f32; 8];
+        // SAFETY: `raw` is 32 writable bytes; unaligned store.
+        unsafe { _mm256_storeu_ps(raw.as_mut_ptr(), r) };
+        o.copy_from_slice(&raw);
+    }
+    for (o, x) in out[n8..].iter_mut().zip(&v[n8..]) {
+        *o += p * x.to_f32();
+    }
 }
 
 #[inline]

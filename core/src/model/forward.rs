@@ -162,17 +162,14 @@ impl Model<'_> {
             let mut scores = vec![0.0f32; n_ctx];
             for (j, s) in scores.iter_mut().enumerate() {
                 let kr = &kc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
-                let dot: f32 = kr.iter().zip(qh.iter()).map(|(a, b)| a.to_f32() * b).sum();
-                *s = dot * scale;
+                *s = k_.dot_f16_f32(kr, qh) * scale;
             }
             softmax(&mut scores);
             out.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
                 let p = f16::from_f32(p).to_f32();
                 let vr = &vc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
-                for (o, v) in out.iter_mut().zip(vr) {
-                    *o += p * v.to_f32();
-                }
+                k_.axpy_f16(out, p, vr);
             }
         });
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);

@@ -1,0 +1,88 @@
+//! The `prima` binary as users run it: perplexity, generation, errors.
+
+use prima_tests::*;
+use std::process::Command;
+
+fn prima() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_prima"))
+}
+
+#[test]
+fn perplexity_is_within_one_percent_of_reference() {
+    let reference = read_json(reference_dir().join("perplexity.json"));
+    let want = reference["runs"]["prima"]["final_ppl"].as_f64().unwrap();
+    let out = prima()
+        .args(["perplexity", "-m"])
+        .arg(smollm2_path())
+        .arg("-f")
+        .arg(reference_dir().join("ppl-text.txt"))
+        .args(["-c", "512", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["n_chunks"], 7);
+    assert_eq!(got["scored_tokens"], 1785);
+    assert_eq!(got["n_tokens"], reference["text"]["n_tokens_smollm2"]);
+    let ppl = got["ppl"].as_f64().unwrap();
+    eprintln!("ppl {ppl:.4} vs reference {want:.4}");
+    assert!((ppl - want).abs() / want <= 0.01, "ppl {ppl} not within 1% of {want}");
+}
+
+#[test]
+fn run_json_reports_prompt_ids_generation_and_timings() {
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "The capital of France is", "-n", "8", "--temp", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&v["prompt_ids"]), vec![504, 3575, 282, 4649, 314]);
+    // The reference's first greedy steps (margins >= 1.1).
+    assert_eq!(ids(&v["generated_ids"])[..4], [7042, 30, 198, 198]);
+    assert!(v["text"].as_str().unwrap().starts_with(" Paris."));
+    assert!(v["timings"]["generation_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let run = |seed: &str| {
+        let out = prima()
+            .args(["run", "-m"])
+            .arg(smollm2_path())
+            .args(["-p", "Once upon a time", "-n", "12", "--temp", "0.9", "--seed", seed, "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ids(&v["generated_ids"])
+    };
+    assert_eq!(run("7"), run("7"));
+}
+
+#[test]
+fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
+    let dir = std::env::temp_dir().join(format!("prima-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_gguf = dir.join("not.gguf");
+    std::fs::write(&not_gguf, b"this is not a model").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["run".into(), "-m".into(), "/nonexistent/model.gguf".into(), "-p".into(), "x".into()], "cannot open model file"),
+        (vec!["info".into(), "-m".into(), not_gguf.display().to_string()], "not a GGUF file"),
+        (
+            vec!["run".into(), "-m".into(), smollm2_path().display().to_string(), "-p".into(), "hello".into(), "-c".into(), "4".into()],
+            "context overflow",
+        ),
+        (vec!["run".into(), "--bogus-flag".into()], "unexpected argument"),
+    ];
+    for (args, needle) in cases {
+        let out = prima().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: stderr {err:?} lacks {needle:?}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

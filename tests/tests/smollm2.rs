@@ -1,0 +1,80 @@
+//! SmolLM2-135M Q4_1 against the reference engine: tokenization, teacher-forced
+//! logits, greedy continuations.
+
+use prima_core::kernels::Kernels;
+use prima_core::sampler::argmax;
+use prima_core::tokenizer::Tokenizer;
+use prima_core::{Gguf, Model, Session, Want};
+use prima_host::mapped::MappedFile;
+use prima_tests::*;
+
+#[test]
+fn tokenization_matches_reference_for_every_string() {
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let tok = Tokenizer::from_gguf(&Gguf::parse(file.bytes()).unwrap()).unwrap();
+    let reference = read_json(reference_dir().join("smollm2-q4_1.json"));
+    let cases = reference["tokenization"].as_array().unwrap();
+    assert_eq!(cases.len(), 15);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text, true, true), ids(&case["ids"]), "special parsing on: {text:?}");
+        let plain = ids(&case["ids_add_special_false_parse_special_false"]);
+        assert_eq!(tok.encode(text, false, false), plain, "special parsing off: {text:?}");
+        // Decoding the plain ids gives the text back.
+        assert_eq!(tok.decode(&plain, true), text);
+    }
+}
+
+#[test]
+fn teacher_forced_logits_match_reference() {
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let teacher = read_json(reference_dir().join("smollm2-q4_1-teacher.json"));
+    let pool = pool();
+    let mut agree = Agreement::default();
+    for item in teacher["items"].as_array().unwrap() {
+        let seq = ids(&item["sequence"]);
+        let (logits, n_vocab) = teacher_forced(&file, &seq, Kernels::detect(), &pool);
+        let positions = item["engines"]["prima"]["top10"].as_array().unwrap();
+        assert_eq!(positions.len(), seq.len());
+        for (row, top10) in logits.chunks_exact(n_vocab).zip(positions) {
+            agree.add(row, top10.as_array().unwrap(), 0.5);
+        }
+    }
+    // The two C++ engines' own disagreement, recorded in the reference.
+    let engines = &teacher["summary"]["prima_vs_upstream"];
+    let their_mean = engines["top10_union_abs_logit_diff_mean"].as_f64().expect("engine disagreement recorded");
+    eprintln!("{agree:?} mean |dlogit| {:.4} (engines: {their_mean:.4})", agree.mean_abs_dlogit());
+    assert_eq!(agree.confident_agree, agree.confident, "top-1 differs where the reference margin is >= 0.5");
+    assert!(agree.positions >= 150);
+    assert!(
+        agree.mean_abs_dlogit() <= their_mean,
+        "mean |dlogit| {:.4} exceeds the engines' disagreement {their_mean:.4}",
+        agree.mean_abs_dlogit()
+    );
+}
+
+#[test]
+fn greedy_continuations_match_reference_while_margins_hold() {
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let model = Model::load(&g, Kernels::detect()).unwrap();
+    let pool = pool();
+    let reference = read_json(reference_dir().join("smollm2-q4_1.json"));
+    let mut compared = 0;
+    for gen in reference["generation"].as_array().unwrap() {
+        let prompt = ids(&gen["prompt_ids"]);
+        let steps = gen["steps"].as_array().unwrap();
+        let mut s = Session::new(&model, 512);
+        let mut logits = s.eval(&prompt, Want::Last, &pool).unwrap();
+        for step in steps {
+            if step["margin"].as_f64().unwrap() < 0.5 {
+                break;
+            }
+            let want = step["id"].as_u64().unwrap() as u32;
+            assert_eq!(argmax(&logits), want, "prompt {:?} step {}", gen["prompt"], step["step"]);
+            compared += 1;
+            logits = s.eval(&[want], Want::Last, &pool).unwrap();
+        }
+    }
+    assert!(compared >= 8, "only {compared} steps had margins >= 0.5");
+}
