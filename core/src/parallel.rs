@@ -37,8 +37,7 @@ pub fn for_each_chunk_mut<T: Send>(
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
     let chunk = chunk.max(1);
-    let pieces: alloc::vec::Vec<spin::Mutex<&mut [T]>> =
-        out.chunks_mut(chunk).map(spin::Mutex::new).collect();
+    let pieces: alloc::vec::Vec<spin::Mutex<&mut [T]>> = out.chunks_mut(chunk).map(spin::Mutex::new).collect();
     par.run(pieces.len(), &|i| {
         let mut piece = pieces[i].lock();
         f(i * chunk, &mut piece);

@@ -1,1 +1,3 @@
-fn main() { std::process::exit(prima_host::cli::main()) }
+fn main() {
+    std::process::exit(prima_host::cli::main())
+}

@@ -69,10 +69,21 @@ fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
     let not_gguf = dir.join("not.gguf");
     std::fs::write(&not_gguf, b"this is not a model").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["run".into(), "-m".into(), "/nonexistent/model.gguf".into(), "-p".into(), "x".into()], "cannot open model file"),
+        (
+            vec!["run".into(), "-m".into(), "/nonexistent/model.gguf".into(), "-p".into(), "x".into()],
+            "cannot open model file",
+        ),
         (vec!["info".into(), "-m".into(), not_gguf.display().to_string()], "not a GGUF file"),
         (
-            vec!["run".into(), "-m".into(), smollm2_path().display().to_string(), "-p".into(), "hello".into(), "-c".into(), "4".into()],
+            vec![
+                "run".into(),
+                "-m".into(),
+                smollm2_path().display().to_string(),
+                "-p".into(),
+                "hello".into(),
+                "-c".into(),
+                "4".into(),
+            ],
             "context overflow",
         ),
         (vec!["run".into(), "--bogus-flag".into()], "unexpected argument"),

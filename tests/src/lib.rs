@@ -17,7 +17,11 @@ pub fn reference_dir() -> PathBuf {
     let dir = std::env::var_os("PRIMA_REFERENCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/reference"));
-    assert!(dir.join("README.md").exists(), "reference outputs not found at {} (set PRIMA_REFERENCE_DIR)", dir.display());
+    assert!(
+        dir.join("README.md").exists(),
+        "reference outputs not found at {} (set PRIMA_REFERENCE_DIR)",
+        dir.display()
+    );
     dir
 }
 

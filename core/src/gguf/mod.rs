@@ -242,8 +242,8 @@ fn read_tensor_info<'a>(cur: &mut Cursor<'a>) -> Result<RawTensor<'a>, GgufError
         }
     }
     let type_id = cur.u32("tensor type")?;
-    let ty = GgmlType::from_id(type_id)
-        .ok_or_else(|| GgufError::UnknownTensorType { name: name.to_string(), type_id })?;
+    let ty =
+        GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType { name: name.to_string(), type_id })?;
     let offset = cur.u64("tensor offset")?;
     Ok((name, n_dims, dims, ty, offset))
 }

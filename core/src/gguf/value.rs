@@ -193,7 +193,8 @@ impl<'a> Array<'a> {
 
 pub(super) fn read_value<'a>(cur: &mut Cursor<'a>, key: &str) -> Result<Value<'a>, GgufError> {
     let type_id = cur.u32("metadata value type")?;
-    let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
+    let ty =
+        ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
     read_typed(cur, ty, key, 0)
 }
 

@@ -1,1 +1,114 @@
+//! Every kernel variant this machine supports against the scalar oracle.
 
+use super::matmul::Matrix;
+use super::*;
+use crate::parallel::Serial;
+use crate::quant::q8::quantize_row;
+use crate::quant::ActFormat;
+use crate::sampler::Rng;
+use alloc::vec;
+use alloc::vec::Vec;
+
+const TYPES: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+];
+
+/// Random weight bytes with sane (finite, small) f16 scales.
+fn random_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..ty.row_bytes(n)).map(|_| rng.next_u64() as u8).collect();
+    let small = |rng: &mut Rng| half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1).to_le_bytes();
+    match ty {
+        GgmlType::F32 => {
+            bytes.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&(rng.next_f64() as f32 - 0.5).to_le_bytes()))
+        }
+        GgmlType::F16 | GgmlType::BF16 => bytes.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&small(rng))),
+        _ => {
+            // Overwrite each f16 scale field with a small finite value.
+            let scale_offsets: &[usize] = match ty {
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+                GgmlType::Q2_K => &[80, 82],
+                GgmlType::Q3_K => &[108],
+                GgmlType::Q6_K => &[208],
+                _ => &[],
+            };
+            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+                for &o in scale_offsets {
+                    block[o..o + 2].copy_from_slice(&small(rng));
+                }
+            }
+        }
+    }
+    bytes
+}
+
+#[test]
+fn every_detected_variant_matches_scalar_on_random_rows() {
+    let mut rng = Rng::new(42);
+    let variants = [Kernels::detect(), Kernels::with_caps(CpuCaps { avx512: false, ..CpuCaps::ALL })];
+    for ty in TYPES {
+        for n in [256usize, 512, 1024] {
+            let w = random_row(ty, n, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+            let mut a = vec![0u8; ty.act_format().row_bytes(n)];
+            quantize_row(ty.act_format(), &x, &mut a);
+            let want = scalar::dot(ty, n, &w, &a);
+            assert!(want.is_finite(), "{ty}: scalar result {want}");
+            for k in variants {
+                let got = k.dot(ty)(n, &w, &a);
+                let tol = 1e-4 * (1.0 + want.abs());
+                assert!((got - want).abs() <= tol, "{ty} n={n} {}: {got} vs scalar {want}", k.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_batched_equals_rowwise_scalar_dots() {
+    let mut rng = Rng::new(7);
+    let (n_in, n_out, n_tok) = (64, 10, 3);
+    let data: Vec<u8> = (0..n_out).flat_map(|_| random_row(GgmlType::Q8_0, n_in, &mut rng)).collect();
+    let w = Matrix { ty: GgmlType::Q8_0, n_in, n_out, data: &data };
+    let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let k = Kernels::scalar();
+    let out = matmul::matmul_f32(&k, &w, &x, &Serial);
+    for t in 0..n_tok {
+        let mut a = vec![0u8; 34 * 2];
+        quantize_row(ActFormat::Q8_0, &x[t * n_in..(t + 1) * n_in], &mut a);
+        for r in 0..n_out {
+            assert_eq!(out[t * n_out + r], scalar::dot(GgmlType::Q8_0, n_in, w.row(r), &a));
+        }
+    }
+}
+
+#[test]
+fn attention_kernels_match_scalar() {
+    let mut rng = Rng::new(3);
+    let a: Vec<half::f16> = (0..70).map(|_| half::f16::from_f32(rng.next_f64() as f32 - 0.5)).collect();
+    let b: Vec<f32> = (0..70).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let k = Kernels::detect();
+    assert!((k.dot_f16_f32(&a, &b) - scalar::dot_f16_f32(&a, &b)).abs() < 1e-4);
+    let (mut o1, mut o2) = (b.clone(), b.clone());
+    k.axpy_f16(&mut o1, 0.3, &a);
+    scalar::axpy_f16(&mut o2, 0.3, &a);
+    assert!(o1.iter().zip(&o2).all(|(x, y)| (x - y).abs() < 1e-6));
+}
+
+#[test]
+fn forcing_no_caps_gives_scalar() {
+    assert_eq!(Kernels::with_caps(CpuCaps::NONE).name(), "scalar");
+}

@@ -55,9 +55,8 @@ impl Config {
         };
         let key = |k: &str| alloc::format!("{arch_name}.{k}");
         let usize_of = |k: &str| -> Result<usize, ModelError> { Ok(g.get_u64(&key(k))? as usize) };
-        let opt_usize = |k: &str| -> Result<Option<usize>, GgufError> {
-            Ok(g.opt(&key(k), Gguf::get_u64)?.map(|v| v as usize))
-        };
+        let opt_usize =
+            |k: &str| -> Result<Option<usize>, GgufError> { Ok(g.opt(&key(k), Gguf::get_u64)?.map(|v| v as usize)) };
         let n_embd = usize_of("embedding_length")?;
         let n_head = usize_of("attention.head_count")?;
         let n_head_kv = opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
@@ -70,7 +69,10 @@ impl Config {
         let head_dim = opt_usize("attention.key_length")?.unwrap_or(n_embd / n_head);
         let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim == 0 {
-            return Err(ModelError::BadMetadata { key: "rope.dimension_count", reason: "must be even and ≤ head size" });
+            return Err(ModelError::BadMetadata {
+                key: "rope.dimension_count",
+                reason: "must be even and ≤ head size",
+            });
         }
         let rope_freq_scale = match g.opt(&key("rope.scaling.type"), Gguf::get_str)? {
             Some("linear") => {
@@ -82,10 +84,14 @@ impl Config {
             }
             None | Some("none") => 1.0,
             Some(_) => {
-                return Err(ModelError::BadMetadata { key: "rope.scaling.type", reason: "only linear scaling is supported" })
+                return Err(ModelError::BadMetadata {
+                    key: "rope.scaling.type",
+                    reason: "only linear scaling is supported",
+                })
             }
         };
-        let tok = g.tensor("token_embd.weight").ok_or(ModelError::MissingTensor { name: "token_embd.weight".into() })?;
+        let tok =
+            g.tensor("token_embd.weight").ok_or(ModelError::MissingTensor { name: "token_embd.weight".into() })?;
         Ok(Self {
             arch,
             n_vocab: tok.dims[1] as usize,

@@ -8,18 +8,47 @@ use crate::quant::GgmlType;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelError {
     Gguf(GgufError),
-    UnsupportedArch { arch: String },
-    MissingTensor { name: String },
-    BadShape { name: String, expected: [u64; 2], found: [u64; 4] },
-    UnsupportedTensorType { name: String, ty: GgmlType },
+    UnsupportedArch {
+        arch: String,
+    },
+    MissingTensor {
+        name: String,
+    },
+    BadShape {
+        name: String,
+        expected: [u64; 2],
+        found: [u64; 4],
+    },
+    UnsupportedTensorType {
+        name: String,
+        ty: GgmlType,
+    },
     /// Norm and bias tensors must be F32.
-    NotF32 { name: String, ty: GgmlType },
-    BadMetadata { key: &'static str, reason: &'static str },
-    ContextOverflow { needed: usize, n_ctx: usize },
-    TokenOutOfRange { token: u32, n_vocab: usize },
-    LayerRange { start: usize, end: usize, n_layer: usize },
+    NotF32 {
+        name: String,
+        ty: GgmlType,
+    },
+    BadMetadata {
+        key: &'static str,
+        reason: &'static str,
+    },
+    ContextOverflow {
+        needed: usize,
+        n_ctx: usize,
+    },
+    TokenOutOfRange {
+        token: u32,
+        n_vocab: usize,
+    },
+    LayerRange {
+        start: usize,
+        end: usize,
+        n_layer: usize,
+    },
     /// A stage was asked of a model loaded without it (e.g. the output head on a worker).
-    PartNotLoaded { part: &'static str },
+    PartNotLoaded {
+        part: &'static str,
+    },
 }
 
 impl From<GgufError> for ModelError {
@@ -38,13 +67,17 @@ impl fmt::Display for ModelError {
             BadShape { name, expected, found } => {
                 write!(f, "tensor '{name}' has shape {found:?}, expected {expected:?}")
             }
-            UnsupportedTensorType { name, ty } => write!(f, "tensor '{name}' has type {ty}, which prima cannot compute"),
+            UnsupportedTensorType { name, ty } => {
+                write!(f, "tensor '{name}' has type {ty}, which prima cannot compute")
+            }
             NotF32 { name, ty } => write!(f, "tensor '{name}' has type {ty}, expected F32"),
             BadMetadata { key, reason } => write!(f, "metadata '{key}': {reason}"),
             ContextOverflow { needed, n_ctx } => {
                 write!(f, "context overflow: {needed} tokens do not fit the context of {n_ctx} (raise -c)")
             }
-            TokenOutOfRange { token, n_vocab } => write!(f, "token id {token} is out of range (vocabulary has {n_vocab})"),
+            TokenOutOfRange { token, n_vocab } => {
+                write!(f, "token id {token} is out of range (vocabulary has {n_vocab})")
+            }
             LayerRange { start, end, n_layer } => {
                 write!(f, "layer range {start}..{end} is not within the model's {n_layer} layers")
             }

@@ -108,7 +108,12 @@ impl Model<'_> {
         for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
             rms_norm(xi, &lw.attn_norm, c.rms_eps, o);
         }
-        let project = |src: &[f32], w: &Matrix<'_>, b: &Option<Vec<f32>>, acts: &mut Acts, out: &mut Vec<f32>, s: &mut Vec<f32>| {
+        let project = |src: &[f32],
+                       w: &Matrix<'_>,
+                       b: &Option<Vec<f32>>,
+                       acts: &mut Acts,
+                       out: &mut Vec<f32>,
+                       s: &mut Vec<f32>| {
             if acts.fmt != Some(w.ty.act_format()) || acts.n != w.n_in {
                 acts.encode(w.ty.act_format(), src, w.n_in, par);
             }
@@ -196,7 +201,13 @@ impl Model<'_> {
 
     /// Final norm and output head for the hidden states `x`, writing
     /// `n_tok * n_vocab` logits.
-    pub fn output(&self, x: &[f32], logits: &mut [f32], ws: &mut Workspace, par: &dyn Parallel) -> Result<(), ModelError> {
+    pub fn output(
+        &self,
+        x: &[f32],
+        logits: &mut [f32],
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+    ) -> Result<(), ModelError> {
         let (Some(norm_w), Some(out)) = (&self.output_norm, &self.output) else {
             return Err(ModelError::PartNotLoaded { part: "output head" });
         };

@@ -5,8 +5,8 @@ mod config;
 mod error;
 mod forward;
 mod kv;
-mod session;
 pub mod ops;
+mod session;
 mod weights;
 
 pub use config::{Arch, Config, RopeKind};

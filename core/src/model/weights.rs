@@ -66,11 +66,16 @@ impl<'a> Model<'a> {
     pub fn load_parts(g: &Gguf<'a>, parts: Parts, kernels: Kernels) -> Result<Self, ModelError> {
         let c = Config::from_gguf(g)?;
         if parts.layers.start > parts.layers.end || parts.layers.end > c.n_layer {
-            return Err(ModelError::LayerRange { start: parts.layers.start, end: parts.layers.end, n_layer: c.n_layer });
+            return Err(ModelError::LayerRange {
+                start: parts.layers.start,
+                end: parts.layers.end,
+                n_layer: c.n_layer,
+            });
         }
         let l = Loader { g };
         let (e, v) = (c.n_embd as u64, c.n_vocab as u64);
-        let token_embd = if parts.embedding || parts.output { Some(l.matrix("token_embd.weight", e, v)?) } else { None };
+        let token_embd =
+            if parts.embedding || parts.output { Some(l.matrix("token_embd.weight", e, v)?) } else { None };
         let (output_norm, output) = if parts.output {
             let out = match g.tensor("output.weight") {
                 Some(_) => l.matrix("output.weight", e, v)?,

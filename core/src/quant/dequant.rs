@@ -8,7 +8,11 @@ use half::{bf16, f16};
 pub enum DequantError {
     Unsupported(GgmlType),
     /// `bytes` does not hold exactly `out.len()` elements of the type.
-    LengthMismatch { ty: GgmlType, bytes: usize, elements: usize },
+    LengthMismatch {
+        ty: GgmlType,
+        bytes: usize,
+        elements: usize,
+    },
 }
 
 impl core::fmt::Display for DequantError {

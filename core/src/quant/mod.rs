@@ -9,7 +9,7 @@ pub mod q8;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode_block32, decode_block256, Block32, Block256};
+pub use decode::{decode_block256, decode_block32, Block256, Block32};
 
 /// Tensor element types as numbered by GGUF/ggml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

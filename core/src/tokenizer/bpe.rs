@@ -17,7 +17,11 @@ pub(super) struct Bpe {
 }
 
 impl Bpe {
-    pub(super) fn new<'a>(steps: &'static [Split], merges: impl Iterator<Item = &'a str>, ids: &BTreeMap<String, u32>) -> Self {
+    pub(super) fn new<'a>(
+        steps: &'static [Split],
+        merges: impl Iterator<Item = &'a str>,
+        ids: &BTreeMap<String, u32>,
+    ) -> Self {
         let mut map = BTreeMap::new();
         for (rank, m) in merges.enumerate() {
             let Some((l, r)) = m.split_once(' ') else { continue };

@@ -110,7 +110,11 @@ impl Tokenizer {
             return Err(TokenizerError::Inconsistent { what: "vocabulary size" });
         }
         let kinds: Vec<TokenKind> = match g.get("tokenizer.ggml.token_type") {
-            Some(_) => g.get_array("tokenizer.ggml.token_type")?.iter().map(|v| TokenKind::from_id(v.as_i64().unwrap_or(1))).collect(),
+            Some(_) => g
+                .get_array("tokenizer.ggml.token_type")?
+                .iter()
+                .map(|v| TokenKind::from_id(v.as_i64().unwrap_or(1)))
+                .collect(),
             None => alloc::vec![TokenKind::Normal; n],
         };
         if kinds.len() != n {
@@ -133,7 +137,8 @@ impl Tokenizer {
                 Algorithm::Bpe(bpe::Bpe::new(steps, merges, &ids))
             }
             "llama" => {
-                let scores: Vec<f32> = g.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f32().unwrap_or(0.0)).collect();
+                let scores: Vec<f32> =
+                    g.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f32().unwrap_or(0.0)).collect();
                 if scores.len() != n {
                     return Err(TokenizerError::Inconsistent { what: "scores length differs from tokens" });
                 }

@@ -63,9 +63,7 @@ pub fn splits_for(pre: &str) -> Option<&'static [Split]> {
     use Split::*;
     Some(match pre {
         "default" | "gpt-2" | "gpt2" => &[PunctRuns, Gpt2, NumberRuns, AsciiDigitTriples],
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
-            &[EachDigit, Gpt2]
-        }
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => &[EachDigit, Gpt2],
         "llama3" | "llama-bpe" | "llama-v3" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe" => {
             &[Llama3 { max_digits: 3 }]
         }

@@ -83,7 +83,12 @@ pub(super) fn info(a: InfoArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("file:          {} ({:.1} MiB, GGUF v{})", a.model.model.display(), file_bytes as f64 / 1048576.0, g.version);
+    println!(
+        "file:          {} ({:.1} MiB, GGUF v{})",
+        a.model.model.display(),
+        file_bytes as f64 / 1048576.0,
+        g.version
+    );
     println!("architecture:  {arch}");
     println!("name:          {name}");
     println!("parameters:    {:.1} M in {} tensors", n_params as f64 / 1e6, g.tensors().len());
@@ -94,7 +99,10 @@ pub(super) fn info(a: InfoArgs) -> anyhow::Result<()> {
                 "shape:         {} layers, embd {}, ff {}, heads {}/{} (q/kv), head dim {}, vocab {}",
                 c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab
             );
-            println!("rope:          {:?}, base {}, dims {}; train ctx {}", c.rope_kind, c.rope_base, c.rope_dim, c.n_ctx_train);
+            println!(
+                "rope:          {:?}, base {}, dims {}; train ctx {}",
+                c.rope_kind, c.rope_base, c.rope_dim, c.n_ctx_train
+            );
             println!("kernels:       {}", m.kernels.name());
         }
         Err(e) => println!("loadable:      no ({e:#})"),
