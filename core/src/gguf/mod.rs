@@ -252,7 +252,7 @@ fn read_tensor_info<'a>(cur: &mut Cursor<'a>) -> Result<RawTensor<'a>, GgufError
 fn tensor_bytes(name: &str, dims: &[u64; 4], ty: GgmlType) -> Result<u64, GgufError> {
     let overflow = || GgufError::SizeOverflow { name: name.to_string() };
     let block = ty.block_len() as u64;
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(GgufError::RowNotBlockAligned { name: name.to_string(), ne0: dims[0], block: ty.block_len() });
     }
     let row_bytes = (dims[0] / block).checked_mul(ty.block_bytes() as u64).ok_or_else(overflow)?;

@@ -52,7 +52,7 @@ impl Builder {
         b.extend_from_slice(&self.n_kv.to_le_bytes());
         b.extend_from_slice(&self.kvs);
         b.extend_from_slice(&self.infos);
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.resize(b.len() + data_len, 0);

@@ -32,7 +32,7 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(),
         return Err(DequantError::Unsupported(ty));
     }
     let (bl, bb) = (ty.block_len(), ty.block_bytes());
-    if out.len() % bl != 0 || bytes.len() != out.len() / bl * bb {
+    if !out.len().is_multiple_of(bl) || bytes.len() != out.len() / bl * bb {
         return Err(DequantError::LengthMismatch { ty, bytes: bytes.len(), elements: out.len() });
     }
     match ty {

@@ -96,7 +96,7 @@ fn q3_k_block() {
     let y = deq(GgmlType::Q3_K, bytes_of(&b));
     assert_eq!(y[0], 5.0 * 3.0);
     b.hmask[0] = 0; // a cleared high bit subtracts 4.
-    assert_eq!(deq(GgmlType::Q3_K, bytes_of(&b))[0], 5.0 * -1.0);
+    assert_eq!(deq(GgmlType::Q3_K, bytes_of(&b))[0], -5.0);
 }
 
 #[test]

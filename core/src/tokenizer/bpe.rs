@@ -38,7 +38,7 @@ impl Bpe {
             s.push(byte_to_char(b as u8));
             *slot = ids.get(&s).copied();
         }
-        let ignore_merges = steps.iter().any(|s| *s == Split::Llama3 { max_digits: 3 });
+        let ignore_merges = steps.contains(&Split::Llama3 { max_digits: 3 });
         Self { steps, ignore_merges, merges: map, byte_ids }
     }
 
