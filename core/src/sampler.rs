@@ -169,3 +169,61 @@ impl Sampler {
         cand[keep - 1].0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Vec<f32> {
+        (0..50).map(|i| ((i * 37) % 50) as f32 * 0.1).collect()
+    }
+
+    #[test]
+    fn greedy_and_top_k_one_pick_the_argmax() {
+        let want = argmax(&logits());
+        let mut greedy = Sampler::new(SamplerConfig { temperature: 0.0, ..Default::default() });
+        assert_eq!(greedy.sample(&mut logits()), want);
+        let mut k1 = Sampler::new(SamplerConfig { top_k: 1, temperature: 1.5, ..Default::default() });
+        assert_eq!(k1.sample(&mut logits()), want);
+    }
+
+    #[test]
+    fn same_seed_reproduces_and_samples_vary() {
+        let cfg = SamplerConfig { temperature: 2.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplerConfig { seed, ..cfg });
+            (0..32).map(|_| s.sample(&mut logits())).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1));
+        let distinct: alloc::collections::BTreeSet<u32> = draw(1).into_iter().collect();
+        assert!(distinct.len() > 3, "temperature 2 over 50 tokens should vary: {distinct:?}");
+    }
+
+    #[test]
+    fn top_p_and_min_p_keep_only_likely_tokens() {
+        let mut l = alloc::vec![0.0f32; 10];
+        l[3] = 10.0;
+        l[4] = 9.0;
+        let mut s =
+            Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0, ..Default::default() });
+        for _ in 0..20 {
+            assert_eq!(s.sample(&mut l.clone()), 3);
+        }
+        let mut s =
+            Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.2, ..Default::default() });
+        for _ in 0..50 {
+            assert!([3, 4].contains(&s.sample(&mut l.clone())));
+        }
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_recent_tokens() {
+        let mut l = alloc::vec![0.0f32; 4];
+        l[1] = 2.0;
+        l[2] = 1.5;
+        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() });
+        s.accept(1);
+        assert_eq!(s.sample(&mut l), 2);
+        assert_eq!(l[1], 1.0);
+    }
+}
