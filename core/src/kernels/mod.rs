@@ -78,9 +78,7 @@ impl Kernels {
         }
         scalar_dot(ty)
     }
-}
 
-impl Kernels {
     /// `sum(a[i] * b[i])` of f16 keys with f32 queries (attention scores).
     pub fn dot_f16_f32(&self, a: &[half::f16], b: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]

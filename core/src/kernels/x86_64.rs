@@ -83,8 +83,7 @@ fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     for (x, y) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
         acc = _mm256_fmadd_ps(load_f16x8(x), load_f32x8(y), acc);
     }
-    let tail: f32 = a[n8..].iter().zip(&b[n8..]).map(|(x, y)| x.to_f32() * y).sum();
-    hsum(acc) + tail
+    hsum(acc) + super::scalar::dot_f16_f32(&a[n8..], &b[n8..])
 }
 
 /// `out[i] += p * v[i]` over f16 values.
@@ -99,9 +98,7 @@ fn axpy_f16(out: &mut [f32], p: f32, v: &[f16]) {
         unsafe { _mm256_storeu_ps(raw.as_mut_ptr(), r) };
         o.copy_from_slice(&raw);
     }
-    for (o, x) in out[n8..].iter_mut().zip(&v[n8..]) {
-        *o += p * x.to_f32();
-    }
+    super::scalar::axpy_f16(&mut out[n8..], p, &v[n8..]);
 }
 
 #[inline]

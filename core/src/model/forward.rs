@@ -164,17 +164,17 @@ impl Model<'_> {
             for (d, v) in qh.iter_mut().zip(&q[start..start + hd]) {
                 *d = f16::from_f32(*v).to_f32();
             }
+            // Head `kvh`'s range at position `j` in the K and V caches.
+            let head = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
             let mut scores = vec![0.0f32; n_ctx];
             for (j, s) in scores.iter_mut().enumerate() {
-                let kr = &kc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
-                *s = k_.dot_f16_f32(kr, qh) * scale;
+                *s = k_.dot_f16_f32(&kc[head(j)], qh) * scale;
             }
             softmax(&mut scores);
             out.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
                 let p = f16::from_f32(p).to_f32();
-                let vr = &vc[j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd];
-                k_.axpy_f16(out, p, vr);
+                k_.axpy_f16(out, p, &vc[head(j)]);
             }
         });
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
