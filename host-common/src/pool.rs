@@ -20,6 +20,12 @@ impl Pool {
         Ok(Self { pool, threads })
     }
 
+    /// Runs `f` on one of the pool's threads, so the tasks it starts are
+    /// shared out without a cross-thread hand-off each time.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// One thread per available core.
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())

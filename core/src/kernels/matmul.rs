@@ -4,7 +4,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::Kernels;
+use core::ops::Range;
+
+use super::{Kernels, TileFn, TILE};
 use crate::parallel::{chunk_size, for_each_chunk_mut, Parallel};
 use crate::quant::{q8::quantize_row, ActFormat, GgmlType};
 
@@ -63,37 +65,108 @@ impl Acts {
     }
 }
 
+/// Batches at least this large are split among threads by token, so each
+/// thread writes whole output vectors; smaller ones are split by weight row,
+/// so the weights are read from memory once.
+const SPLIT_BY_TOKEN_FROM: usize = 32;
+
+/// Tokens whose encoded activations are kept hot in L1 while weight rows stream past.
+const TOKEN_BLOCK: usize = 16;
+
 /// `out[t][r] = dot(w.row(r), acts.row(t))` for every token `t` and row `r`.
 /// `out` holds `acts.rows()` vectors of `w.n_out`. `scratch` is reused.
 pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch: &mut Vec<f32>, par: &dyn Parallel) {
-    let dot = k.dot(w.ty);
+    let tile = k.tile(w.ty);
     let n_tok = acts.rows();
     debug_assert_eq!(out.len(), n_tok * w.n_out);
-    if n_tok == 1 {
-        let chunk = chunk_size(w.n_out, par.threads(), 16);
-        for_each_chunk_mut(par, out, chunk, &|r0, o| {
-            for (i, y) in o.iter_mut().enumerate() {
-                *y = dot(w.n_in, w.row(r0 + i), acts.row(0));
+    if n_tok >= SPLIT_BY_TOKEN_FROM {
+        let toks_per_task = chunk_size(n_tok, par.threads(), TILE);
+        for_each_chunk_mut(par, out, toks_per_task * w.n_out, &|start, o| {
+            let t0 = start / w.n_out;
+            let n = o.len() / w.n_out;
+            for tb in (0..n).step_by(TOKEN_BLOCK) {
+                let toks = tb..(tb + TOKEN_BLOCK).min(n);
+                tiles(tile, w, acts, 0..w.n_out, t0 + toks.start..t0 + toks.end, &mut |r, t, y| {
+                    o[(t - t0) * w.n_out + r] = y
+                });
             }
         });
         return;
     }
-    // Row-major by weight row so each row is read once and reused across the batch.
+    let rows_per_task = chunk_size(w.n_out, par.threads(), 16);
+    if n_tok == 1 {
+        for_each_chunk_mut(par, out, rows_per_task, &|r0, o| {
+            tiles(tile, w, acts, r0..r0 + o.len(), 0..1, &mut |r, _, y| o[r - r0] = y);
+        });
+        return;
+    }
+    // Small batches: by row into [row][token], then transposed.
     scratch.clear();
     scratch.resize(w.n_out * n_tok, 0.0);
-    let rows_per_chunk = chunk_size(w.n_out, par.threads(), 4);
-    for_each_chunk_mut(par, scratch, rows_per_chunk * n_tok, &|start, o| {
+    for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, o| {
         let r0 = start / n_tok;
-        for (i, row_out) in o.chunks_exact_mut(n_tok).enumerate() {
-            let wr = w.row(r0 + i);
-            for (t, y) in row_out.iter_mut().enumerate() {
-                *y = dot(w.n_in, wr, acts.row(t));
-            }
-        }
+        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, &mut |r, t, y| o[(r - r0) * n_tok + t] = y);
     });
     for t in 0..n_tok {
         for r in 0..w.n_out {
             out[t * w.n_out + r] = scratch[r * n_tok + t];
+        }
+    }
+}
+
+/// One activation vector times several matrices of one weight type, as a
+/// single dispatch over their stacked rows (decode's Q/K/V and gate/up), so
+/// threads meet at one barrier instead of one per matrix. `out` receives the
+/// products one matrix after another.
+pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f32], par: &dyn Parallel) {
+    debug_assert_eq!(acts.rows(), 1);
+    debug_assert!(ws.iter().all(|w| w.ty == ws[0].ty && w.n_in == ws[0].n_in));
+    let tile = k.tile(ws[0].ty);
+    let total: usize = ws.iter().map(|w| w.n_out).sum();
+    debug_assert_eq!(out.len(), total);
+    let rows_per_task = chunk_size(total, par.threads(), 16);
+    for_each_chunk_mut(par, out, rows_per_task, &|r0, o| {
+        let mut base = 0;
+        for w in ws {
+            let (lo, hi) = (r0.max(base), (r0 + o.len()).min(base + w.n_out));
+            if lo < hi {
+                tiles(tile, w, acts, lo - base..hi - base, 0..1, &mut |r, _, y| o[base + r - r0] = y);
+            }
+            base += w.n_out;
+        }
+    });
+}
+
+/// Runs `tile` over `rows` x `toks` in [`TILE`]-sized groups, passing each
+/// result to `put(row, token, value)`.
+fn tiles(
+    tile: TileFn,
+    w: &Matrix<'_>,
+    acts: &Acts,
+    rows: Range<usize>,
+    toks: Range<usize>,
+    put: &mut dyn FnMut(usize, usize, f32),
+) {
+    let mut out = [[0.0; TILE]; TILE];
+    let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
+    for r0 in rows.clone().step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows.end);
+        let wr: [&[u8]; TILE] = core::array::from_fn(|i| {
+            let r = (r0 + i).min(r1 - 1);
+            &w.data[r * wrb..(r + 1) * wrb]
+        });
+        for t0 in toks.clone().step_by(TILE) {
+            let t1 = (t0 + TILE).min(toks.end);
+            let ar: [&[u8]; TILE] = core::array::from_fn(|i| {
+                let t = (t0 + i).min(t1 - 1);
+                &acts.data[t * arb..(t + 1) * arb]
+            });
+            tile(w.n_in, &wr[..r1 - r0], &ar[..t1 - t0], &mut out);
+            for r in r0..r1 {
+                for t in t0..t1 {
+                    put(r, t, out[r - r0][t - t0]);
+                }
+            }
         }
     }
 }

@@ -15,8 +15,15 @@ pub use caps::CpuCaps;
 
 use crate::quant::GgmlType;
 
-/// A dot product of one weight row (`n` elements) with one encoded activation row.
-pub type DotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+/// Rows of weights (at most [`TILE`]) times rows of encoded activations (at
+/// most [`TILE`]), each `n` elements: `out[r][t] = dot(w[r], a[t])`.
+pub type TileFn = fn(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut);
+
+/// The most weight rows, and the most activation rows, in one tile.
+pub const TILE: usize = 4;
+
+/// A tile's results, indexed `[weight row][activation row]`.
+pub type TileOut = [[f32; TILE]; TILE];
 
 /// The kernels chosen for this CPU. Built once; cheap to copy.
 #[derive(Clone, Copy)]
@@ -68,15 +75,22 @@ impl Kernels {
         self.caps
     }
 
-    /// The dot product for weights of type `ty`.
-    pub fn dot(&self, ty: GgmlType) -> DotFn {
+    /// The tile product for weights of type `ty`.
+    pub fn tile(&self, ty: GgmlType) -> TileFn {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
-            if let Some(f) = x86_64::dot_avx2(ty) {
+            if let Some(f) = x86_64::tile_avx2(ty) {
                 return f;
             }
         }
-        scalar_dot(ty)
+        scalar_tile(ty)
+    }
+
+    /// One weight row of `ty` times one encoded activation row.
+    pub fn dot(&self, ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let mut out = [[0.0; TILE]; TILE];
+        self.tile(ty)(n, &[w], &[a], &mut out);
+        out[0][0]
     }
 
     /// `sum(a[i] * b[i])` of f16 keys with f32 queries (attention scores).
@@ -98,12 +112,12 @@ impl Kernels {
     }
 }
 
-fn scalar_dot(ty: GgmlType) -> DotFn {
+fn scalar_tile(ty: GgmlType) -> TileFn {
     macro_rules! table {
         ($($t:ident),*) => {
             match ty {
-                $(GgmlType::$t => |n, w, a| scalar::dot(GgmlType::$t, n, w, a),)*
-                _ => |_, _, _| f32::NAN,
+                $(GgmlType::$t => |n, w, a, out| scalar::tile(GgmlType::$t, n, w, a, out),)*
+                _ => |_, _, _, out| *out = [[f32::NAN; TILE]; TILE],
             }
         };
     }

@@ -23,6 +23,15 @@ pub fn dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
+/// Every pair of `w` rows and `a` rows, one dot product each.
+pub fn tile(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut super::TileOut) {
+    for (o, wr) in out.iter_mut().zip(w) {
+        for (y, ar) in o.iter_mut().zip(a) {
+            *y = dot(ty, n, wr, ar);
+        }
+    }
+}
+
 fn half_dot(w: &[u8], a: &[u8], n: usize, cvt: impl Fn([u8; 2]) -> f32) -> f32 {
     w.chunks_exact(2).zip(a.chunks_exact(2)).take(n).map(|(x, y)| cvt([x[0], x[1]]) * cvt([y[0], y[1]])).sum()
 }

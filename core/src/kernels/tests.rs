@@ -69,7 +69,7 @@ fn every_detected_variant_matches_scalar_on_random_rows() {
             let want = scalar::dot(ty, n, &w, &a);
             assert!(want.is_finite(), "{ty}: scalar result {want}");
             for k in variants {
-                let got = k.dot(ty)(n, &w, &a);
+                let got = k.dot(ty, n, &w, &a);
                 let tol = 1e-4 * (1.0 + want.abs());
                 assert!((got - want).abs() <= tol, "{ty} n={n} {}: {got} vs scalar {want}", k.name());
             }
@@ -78,19 +78,24 @@ fn every_detected_variant_matches_scalar_on_random_rows() {
 }
 
 #[test]
-fn matmul_batched_equals_rowwise_scalar_dots() {
+fn matmul_equals_rowwise_scalar_dots_for_every_batch_path() {
     let mut rng = Rng::new(7);
-    let (n_in, n_out, n_tok) = (64, 10, 3);
+    let (n_in, n_out) = (64, 10);
     let data: Vec<u8> = (0..n_out).flat_map(|_| random_row(GgmlType::Q8_0, n_in, &mut rng)).collect();
     let w = Matrix { ty: GgmlType::Q8_0, n_in, n_out, data: &data };
-    let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.next_f64() as f32 - 0.5).collect();
-    let k = Kernels::scalar();
-    let out = matmul::matmul_f32(&k, &w, &x, &Serial);
-    for t in 0..n_tok {
-        let mut a = vec![0u8; 34 * 2];
-        quantize_row(ActFormat::Q8_0, &x[t * n_in..(t + 1) * n_in], &mut a);
-        for r in 0..n_out {
-            assert_eq!(out[t * n_out + r], scalar::dot(GgmlType::Q8_0, n_in, w.row(r), &a));
+    // 1: decode; 3: small batch split by row; 40: large batch split by token.
+    for n_tok in [1, 3, 40] {
+        let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        for k in [Kernels::scalar(), Kernels::detect()] {
+            let out = matmul::matmul_f32(&k, &w, &x, &Serial);
+            for t in 0..n_tok {
+                let mut a = vec![0u8; 34 * 2];
+                quantize_row(ActFormat::Q8_0, &x[t * n_in..(t + 1) * n_in], &mut a);
+                for r in 0..n_out {
+                    let want = scalar::dot(GgmlType::Q8_0, n_in, w.row(r), &a);
+                    assert!((out[t * n_out + r] - want).abs() <= 1e-5, "n_tok {n_tok} [{t}][{r}] {}", k.name());
+                }
+            }
         }
     }
 }
@@ -111,4 +116,66 @@ fn attention_kernels_match_scalar() {
 #[test]
 fn forcing_no_caps_gives_scalar() {
     assert_eq!(Kernels::with_caps(CpuCaps::NONE).name(), "scalar");
+}
+
+#[test]
+fn every_tile_shape_matches_scalar_dots() {
+    let mut rng = Rng::new(11);
+    let n = 256;
+    for ty in TYPES {
+        let rows: Vec<Vec<u8>> = (0..TILE).map(|_| random_row(ty, n, &mut rng)).collect();
+        let acts: Vec<Vec<u8>> = (0..TILE)
+            .map(|_| {
+                let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+                let mut a = vec![0u8; ty.act_format().row_bytes(n)];
+                quantize_row(ty.act_format(), &x, &mut a);
+                a
+            })
+            .collect();
+        let w: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+        let a: Vec<&[u8]> = acts.iter().map(|r| &r[..]).collect();
+        for k in [Kernels::detect(), Kernels::with_caps(CpuCaps { avx512: false, ..CpuCaps::ALL })] {
+            for nr in 1..=TILE {
+                for nt in 1..=TILE {
+                    let mut out = [[f32::NAN; TILE]; TILE];
+                    k.tile(ty)(n, &w[..nr], &a[..nt], &mut out);
+                    for r in 0..nr {
+                        for t in 0..nt {
+                            let want = scalar::dot(ty, n, w[r], a[t]);
+                            let tol = 1e-4 * (1.0 + want.abs());
+                            let got = out[r][t];
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{ty} {nr}x{nt} [{r}][{t}] {}: {got} vs {want}",
+                                k.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stacked_matvec_equals_separate_matmuls() {
+    let mut rng = Rng::new(5);
+    let n_in = 256;
+    let mats: Vec<Vec<u8>> = [7usize, 13, 5]
+        .iter()
+        .map(|&n_out| (0..n_out).flat_map(|_| random_row(GgmlType::Q4_1, n_in, &mut rng)).collect())
+        .collect();
+    let ws: Vec<Matrix<'_>> = mats
+        .iter()
+        .map(|d| Matrix { ty: GgmlType::Q4_1, n_in, n_out: d.len() / GgmlType::Q4_1.row_bytes(n_in), data: d })
+        .collect();
+    let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let k = Kernels::detect();
+    let mut acts = matmul::Acts::default();
+    acts.encode(ActFormat::Q8_1, &x, n_in, &Serial);
+    let mut stacked = vec![0.0; 25];
+    let refs: Vec<&Matrix<'_>> = ws.iter().collect();
+    matmul::matvec_stacked(&k, &refs, &acts, &mut stacked, &Serial);
+    let separate: Vec<f32> = ws.iter().flat_map(|w| matmul::matmul_f32(&k, w, &x, &Serial)).collect();
+    assert_eq!(stacked, separate);
 }

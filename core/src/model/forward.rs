@@ -5,7 +5,7 @@ use half::f16;
 
 use super::ops::{rms_norm, silu, softmax, Rope};
 use super::{KvCache, Model, ModelError};
-use crate::kernels::matmul::{matmul, Acts, Matrix};
+use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
 use crate::parallel::{for_each_chunk_mut, Parallel};
 use crate::quant::dequant::dequantize_row;
 
@@ -108,27 +108,25 @@ impl Model<'_> {
         for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
             rms_norm(xi, &lw.attn_norm, c.rms_eps, o);
         }
-        let project = |src: &[f32],
-                       w: &Matrix<'_>,
-                       b: &Option<Vec<f32>>,
-                       acts: &mut Acts,
-                       out: &mut Vec<f32>,
-                       s: &mut Vec<f32>| {
+        let project = |src: &[f32], w: &Matrix<'_>, acts: &mut Acts, out: &mut Vec<f32>, s: &mut Vec<f32>| {
             if acts.fmt != Some(w.ty.act_format()) || acts.n != w.n_in {
                 acts.encode(w.ty.act_format(), src, w.n_in, par);
             }
-            let out = resize(out, n_tok * w.n_out);
-            matmul(k_, w, acts, out, s, par);
+            matmul(k_, w, acts, resize(out, n_tok * w.n_out), s, par);
+        };
+        ws.acts.fmt = None;
+        if !self.stacked_matvec(&[&lw.wq, &lw.wk, &lw.wv], ws, par, |ws| [&mut ws.q, &mut ws.k, &mut ws.v]) {
+            project(&ws.norm, &lw.wq, &mut ws.acts, &mut ws.q, &mut ws.scratch);
+            project(&ws.norm, &lw.wk, &mut ws.acts, &mut ws.k, &mut ws.scratch);
+            project(&ws.norm, &lw.wv, &mut ws.acts, &mut ws.v, &mut ws.scratch);
+        }
+        for (out, b) in [(&mut ws.q, &lw.bq), (&mut ws.k, &lw.bk), (&mut ws.v, &lw.bv)] {
             if let Some(b) = b {
-                for row in out.chunks_exact_mut(w.n_out) {
+                for row in out.chunks_exact_mut(b.len()) {
                     row.iter_mut().zip(b).for_each(|(o, bi)| *o += bi);
                 }
             }
-        };
-        ws.acts.fmt = None;
-        project(&ws.norm, &lw.wq, &lw.bq, &mut ws.acts, &mut ws.q, &mut ws.scratch);
-        project(&ws.norm, &lw.wk, &lw.bk, &mut ws.acts, &mut ws.k, &mut ws.scratch);
-        project(&ws.norm, &lw.wv, &lw.bv, &mut ws.acts, &mut ws.v, &mut ws.scratch);
+        }
 
         let half = c.rope_dim / 2;
         for t in 0..n_tok {
@@ -188,8 +186,10 @@ impl Model<'_> {
             rms_norm(xi, &lw.ffn_norm, c.rms_eps, o);
         }
         ws.acts.fmt = None;
-        project(&ws.norm, &lw.w_gate, &None, &mut ws.acts, &mut ws.gate, &mut ws.scratch);
-        project(&ws.norm, &lw.w_up, &None, &mut ws.acts, &mut ws.up, &mut ws.scratch);
+        if !self.stacked_matvec(&[&lw.w_gate, &lw.w_up], ws, par, |ws| [&mut ws.gate, &mut ws.up]) {
+            project(&ws.norm, &lw.w_gate, &mut ws.acts, &mut ws.gate, &mut ws.scratch);
+            project(&ws.norm, &lw.w_up, &mut ws.acts, &mut ws.up, &mut ws.scratch);
+        }
         for (g, u) in ws.gate.iter_mut().zip(&ws.up) {
             *g = silu(*g) * u;
         }
@@ -197,6 +197,34 @@ impl Model<'_> {
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.w_down, &ws.acts, proj, &mut ws.scratch, par);
         x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+    }
+
+    /// For one token whose matrices share a weight type: multiplies `ws.norm`
+    /// by all of `mats` in one dispatch and splits the result into the
+    /// buffers `outs` picks. Returns false (doing nothing) otherwise.
+    fn stacked_matvec<const N: usize>(
+        &self,
+        mats: &[&Matrix<'_>; N],
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+        outs: impl FnOnce(&mut Workspace) -> [&mut Vec<f32>; N],
+    ) -> bool {
+        let ty = mats[0].ty;
+        if ws.norm.len() != self.config.n_embd || mats.iter().any(|m| m.ty != ty) {
+            return false;
+        }
+        ws.acts.encode(ty.act_format(), &ws.norm, self.config.n_embd, par);
+        let total = mats.iter().map(|m| m.n_out).sum();
+        let mut stacked = core::mem::take(&mut ws.scratch);
+        matvec_stacked(&self.kernels, mats, &ws.acts, resize(&mut stacked, total), par);
+        let mut at = 0;
+        for (m, out) in mats.iter().zip(outs(ws)) {
+            out.clear();
+            out.extend_from_slice(&stacked[at..at + m.n_out]);
+            at += m.n_out;
+        }
+        ws.scratch = stacked;
+        true
     }
 
     /// Final norm and output head for the hidden states `x`, writing

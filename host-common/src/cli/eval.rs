@@ -42,7 +42,7 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let model = model(&g)?;
     let n_vocab = model.config.n_vocab;
     let mut session = Session::new(&model, a.ids.len().max(1));
-    let all = session.eval(&a.ids, Want::All, &l.pool).map_err(|e| anyhow!("{e}"))?;
+    let all = l.pool.enter(|| session.eval(&a.ids, Want::All, &l.pool)).map_err(|e| anyhow!("{e}"))?;
     let mut positions = Vec::new();
     for (pos, row) in all.chunks_exact(n_vocab).enumerate() {
         let (top, lse) = summarize(row, a.top);
@@ -102,8 +102,8 @@ pub(super) fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
             }
         }
         session.clear();
-        session.eval(&toks[..first], Want::None, &l.pool).map_err(|e| anyhow!("{e}"))?;
-        let logits = session.eval(&toks[first..], Want::All, &l.pool).map_err(|e| anyhow!("{e}"))?;
+        l.pool.enter(|| session.eval(&toks[..first], Want::None, &l.pool)).map_err(|e| anyhow!("{e}"))?;
+        let logits = l.pool.enter(|| session.eval(&toks[first..], Want::All, &l.pool)).map_err(|e| anyhow!("{e}"))?;
         for (j, row) in logits.chunks_exact(n_vocab).enumerate().take(a.ctx - first - 1) {
             let target = toks[first + j + 1] as usize;
             let (_, lse) = summarize(row, 0);

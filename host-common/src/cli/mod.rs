@@ -1,5 +1,6 @@
 //! The `prima` command line (llama.cpp-style flags).
 
+mod bench;
 mod eval;
 mod inspect;
 mod loaded;
@@ -27,6 +28,8 @@ enum Command {
     Perplexity(eval::PerplexityArgs),
     /// Describe a model file: architecture, sizes, tensor types.
     Info(inspect::InfoArgs),
+    /// Prompt and generation throughput, as llama-bench reports it.
+    Bench(bench::BenchArgs),
 }
 
 /// Flags shared by every command that loads a model.
@@ -55,6 +58,7 @@ pub fn main() -> i32 {
         Command::Logits(a) => eval::logits(a),
         Command::Perplexity(a) => eval::perplexity(a),
         Command::Info(a) => inspect::info(a),
+        Command::Bench(a) => bench::bench(a),
     };
     match result {
         Ok(()) => 0,

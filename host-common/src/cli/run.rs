@@ -88,7 +88,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut stream = StreamDecoder::default();
 
     let t0 = Instant::now();
-    let mut logits = session.eval(&prompt, Want::Last, &l.pool).map_err(|e| anyhow!("{e}"))?;
+    let mut logits = l.pool.enter(|| session.eval(&prompt, Want::Last, &l.pool)).map_err(|e| anyhow!("{e}"))?;
     let prompt_s = t0.elapsed().as_secs_f64();
     let mut generated = Vec::new();
     let mut text = String::new();
@@ -112,7 +112,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         if generated.len() == a.n_predict {
             break;
         }
-        logits = session.eval(&[next], Want::Last, &l.pool).map_err(|e| anyhow!("{e}"))?;
+        logits = l.pool.enter(|| session.eval(&[next], Want::Last, &l.pool)).map_err(|e| anyhow!("{e}"))?;
     }
     let rest = stream.finish();
     text.push_str(&rest);

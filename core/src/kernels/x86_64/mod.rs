@@ -1,8 +1,9 @@
-//! AVX2 kernels. Each is reachable only through [`dot_avx2`], which the
-//! kernel table calls only after [`detect`] confirmed AVX2, FMA and F16C.
+//! AVX2 kernels. Each is reachable only through the tables here, which the
+//! kernel table consults only after [`detect`] confirmed AVX2, FMA and F16C.
 
-use super::{CpuCaps, DotFn};
-use crate::quant::GgmlType;
+mod block32;
+
+use super::CpuCaps;
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -25,18 +26,6 @@ pub(super) fn detect() -> CpuCaps {
     }
 }
 
-/// The AVX2 dot product for `ty`, if one exists.
-pub(super) fn dot_avx2(ty: GgmlType) -> Option<DotFn> {
-    // SAFETY (all three): the table only asks for these after detection
-    // confirmed AVX2+FMA+F16C on this CPU and OS.
-    Some(match ty {
-        GgmlType::Q4_0 => |n, w, a| unsafe { dot_q4_0(n, w, a) },
-        GgmlType::Q4_1 => |n, w, a| unsafe { dot_q4_1(n, w, a) },
-        GgmlType::Q8_0 => |n, w, a| unsafe { dot_q8_0(n, w, a) },
-        _ => return None,
-    })
-}
-
 /// Attention kernels (`dot_f16_f32`, `axpy_f16`). The kernel table uses
 /// them only after detection confirmed AVX2+FMA+F16C.
 #[allow(clippy::type_complexity)]
@@ -49,7 +38,7 @@ pub(super) const ATTN_AVX2: (fn(&[f16], &[f32]) -> f32, fn(&mut [f32], f32, &[f1
 
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
+pub(super) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -103,7 +92,7 @@ fn axpy_f16(out: &mut [f32], p: f32, v: &[f16]) {
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let lo = _mm256_castps256_ps128(v);
     let hi = _mm256_extractf128_ps(v, 1);
     let s = _mm_add_ps(lo, hi);
@@ -115,7 +104,7 @@ fn hsum(v: __m256) -> f32 {
 /// 16 packed nibble bytes to 32 bytes: low nibbles first, then high nibbles.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn nibbles(qs: &[u8]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8]) -> __m256i {
     let mut raw = [0u8; 16];
     raw.copy_from_slice(&qs[..16]);
     // SAFETY: `raw` is 16 readable bytes; unaligned load.
@@ -126,59 +115,11 @@ fn nibbles(qs: &[u8]) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load32(bytes: &[u8]) -> __m256i {
+pub(super) fn load32(bytes: &[u8]) -> __m256i {
     let mut raw = [0u8; 32];
     raw.copy_from_slice(&bytes[..32]);
     // SAFETY: `raw` is 32 readable bytes; unaligned load.
     unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) }
 }
 
-/// Signed i8 x i8 products of 32 lanes, summed into 8 f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_u8_i8(ax, sy)
-}
-
-/// Unsigned x signed byte products of 32 lanes, summed into 8 f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
-    let dot = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (wb, ab) in w.chunks_exact(18).zip(a.chunks_exact(34)).take(n / 32) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-        let qx = _mm256_sub_epi8(nibbles(&wb[2..]), _mm256_set1_epi8(8));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, load32(&ab[2..])), acc);
-    }
-    hsum(acc)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (wb, ab) in w.chunks_exact(20).zip(a.chunks_exact(36)).take(n / 32) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-        mins += f16_at(wb, 2) * f16_at(ab, 2);
-        acc = _mm256_fmadd_ps(d, mul_sum_u8_i8(nibbles(&wb[4..]), load32(&ab[4..])), acc);
-    }
-    hsum(acc) + mins
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (wb, ab) in w.chunks_exact(34).zip(a.chunks_exact(34)).take(n / 32) {
-        let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8(load32(&wb[2..]), load32(&ab[2..])), acc);
-    }
-    hsum(acc)
-}
+pub(super) use block32::tile_avx2;

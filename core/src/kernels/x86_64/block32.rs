@@ -1,0 +1,158 @@
+//! AVX2 tile kernels for the 32-element block types. One pass multiplies `R`
+//! weight rows by `T` activation rows, so every unpacked weight block and
+//! every loaded activation block is reused from registers `T` (or `R`) times,
+//! and the `R * T` accumulator chains run independently.
+
+use super::{f16_at, hsum, load32, nibbles};
+use crate::kernels::{TileFn, TileOut};
+use crate::quant::GgmlType;
+use core::arch::x86_64::*;
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+const IQ4_NL: u8 = 5;
+
+/// Bytes per weight block, bytes per activation block, and whether the levels
+/// are signed (scale only) rather than unsigned with a block minimum (Q8_1 activations).
+const fn layout(ty: u8) -> (usize, usize, bool) {
+    match ty {
+        Q4_0 | IQ4_NL => (18, 34, true),
+        Q4_1 => (20, 36, false),
+        Q5_0 => (22, 34, true),
+        Q5_1 => (24, 36, false),
+        _ => (34, 34, true),
+    }
+}
+
+/// How far ahead of the current block weight rows are prefetched: far
+/// enough to cover DRAM latency at decode's streaming rate.
+const PREFETCH_BYTES: usize = 4096;
+
+/// Bit `j` of the 4-byte little-endian `qh` as `0x10` (set) or `0` in byte `j`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(qh: &[u8]) -> __m256i {
+    let bits = i32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        ),
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// One weight block as 32 levels plus its scale and minimum.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn unpack<const TY: u8>(wb: &[u8]) -> (__m256i, f32, f32) {
+    match TY {
+        Q4_0 => (_mm256_sub_epi8(nibbles(&wb[2..]), _mm256_set1_epi8(8)), f16_at(wb, 0), 0.0),
+        Q4_1 => (nibbles(&wb[4..]), f16_at(wb, 0), f16_at(wb, 2)),
+        Q5_0 => {
+            let q = _mm256_or_si256(nibbles(&wb[6..]), fifth_bits(&wb[2..6]));
+            (_mm256_sub_epi8(q, _mm256_set1_epi8(16)), f16_at(wb, 0), 0.0)
+        }
+        Q5_1 => (_mm256_or_si256(nibbles(&wb[8..]), fifth_bits(&wb[4..8])), f16_at(wb, 0), f16_at(wb, 2)),
+        IQ4_NL => {
+            let l = crate::quant::blocks::IQ4NL_LEVELS;
+            let table = _mm256_setr_epi8(
+                l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9], l[10], l[11], l[12], l[13], l[14], l[15],
+                l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], l[8], l[9], l[10], l[11], l[12], l[13], l[14], l[15],
+            );
+            (_mm256_shuffle_epi8(table, nibbles(&wb[2..])), f16_at(wb, 0), 0.0)
+        }
+        _ => (load32(&wb[2..]), f16_at(wb, 0), 0.0),
+    }
+}
+
+/// Signed products summed in pairs of pairs: `x` is made non-negative and its
+/// sign moved onto `y`, so `maddubs` (unsigned x signed) applies.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum_products(x: __m256i, y: __m256i, signed: bool) -> __m256 {
+    let (ux, sy) = if signed { (_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) } else { (x, y) };
+    let pairs = _mm256_maddubs_epi16(ux, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile<const TY: u8, const R: usize, const T: usize>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+    let (wb, ab, signed) = layout(TY);
+    let qa_at = if signed { 2 } else { 4 };
+    let nb = n / 32;
+    let w: [&[u8]; R] = core::array::from_fn(|r| &w[r][..nb * wb]);
+    let a: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ab]);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut mins = [[0.0f32; T]; R];
+    for b in 0..nb {
+        let mut wq = [_mm256_setzero_si256(); R];
+        let mut dw = [_mm256_setzero_ps(); R];
+        let mut mw = [0.0f32; R];
+        for r in 0..R {
+            // A hint only: it never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(b * wb + PREFETCH_BYTES).cast());
+            let (q, d, m) = unpack::<TY>(&w[r][b * wb..(b + 1) * wb]);
+            (wq[r], dw[r], mw[r]) = (q, _mm256_set1_ps(d), m);
+        }
+        for t in 0..T {
+            let blk = &a[t][b * ab..(b + 1) * ab];
+            let da = _mm256_set1_ps(f16_at(blk, 0));
+            let qa = load32(&blk[qa_at..]);
+            let sa = if signed { 0.0 } else { f16_at(blk, 2) };
+            for r in 0..R {
+                let p = sum_products(wq[r], qa, signed);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), p, acc[r][t]);
+                if !signed {
+                    mins[r][t] += mw[r] * sa;
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum(acc[r][t]) + mins[r][t];
+        }
+    }
+}
+
+/// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+    match (w.len(), a.len()) {
+        (4, 4) => tile::<TY, 4, 4>(n, w, a, out),
+        (4, 1) => tile::<TY, 4, 1>(n, w, a, out),
+        (1, 4) => tile::<TY, 1, 4>(n, w, a, out),
+        (rows, toks) => {
+            let mut one = [[0.0; 4]; 4];
+            for r in 0..rows.min(4) {
+                for t in 0..toks.min(4) {
+                    tile::<TY, 1, 1>(n, &w[r..], &a[t..], &mut one);
+                    out[r][t] = one[0][0];
+                }
+            }
+        }
+    }
+}
+
+/// The tile kernel for `ty`, if it is a 32-element block type.
+pub(in crate::kernels) fn tile_avx2(ty: GgmlType) -> Option<TileFn> {
+    // SAFETY (every arm): the kernel table asks for these only after
+    // detection confirmed AVX2+FMA+F16C on this CPU and OS.
+    Some(match ty {
+        GgmlType::Q4_0 => |n, w, a, o| unsafe { tile_any::<Q4_0>(n, w, a, o) },
+        GgmlType::Q4_1 => |n, w, a, o| unsafe { tile_any::<Q4_1>(n, w, a, o) },
+        GgmlType::Q5_0 => |n, w, a, o| unsafe { tile_any::<Q5_0>(n, w, a, o) },
+        GgmlType::Q5_1 => |n, w, a, o| unsafe { tile_any::<Q5_1>(n, w, a, o) },
+        GgmlType::Q8_0 => |n, w, a, o| unsafe { tile_any::<Q8_0>(n, w, a, o) },
+        GgmlType::IQ4_NL => |n, w, a, o| unsafe { tile_any::<IQ4_NL>(n, w, a, o) },
+        _ => return None,
+    })
+}
