@@ -6,13 +6,17 @@ pub struct CpuCaps {
     pub fma: bool,
     pub f16c: bool,
     pub avx512: bool,
+    /// AVX-VNNI: 256-bit `vpdpbusd` byte dot products.
+    pub avxvnni: bool,
     pub neon: bool,
     pub dotprod: bool,
 }
 
 impl CpuCaps {
-    pub const NONE: Self = Self { avx2: false, fma: false, f16c: false, avx512: false, neon: false, dotprod: false };
-    pub const ALL: Self = Self { avx2: true, fma: true, f16c: true, avx512: true, neon: true, dotprod: true };
+    pub const NONE: Self =
+        Self { avx2: false, fma: false, f16c: false, avx512: false, avxvnni: false, neon: false, dotprod: false };
+    pub const ALL: Self =
+        Self { avx2: true, fma: true, f16c: true, avx512: true, avxvnni: true, neon: true, dotprod: true };
 
     pub fn intersect(self, o: Self) -> Self {
         Self {
@@ -20,6 +24,7 @@ impl CpuCaps {
             fma: self.fma && o.fma,
             f16c: self.f16c && o.f16c,
             avx512: self.avx512 && o.avx512,
+            avxvnni: self.avxvnni && o.avxvnni,
             neon: self.neon && o.neon,
             dotprod: self.dotprod && o.dotprod,
         }

@@ -1,6 +1,7 @@
 //! Compute kernels: a scalar oracle, SIMD variants per architecture, and a
 //! table of them chosen once from a [`CpuCaps`] value.
 
+mod attn;
 mod caps;
 pub mod matmul;
 pub mod scalar;
@@ -32,6 +33,8 @@ pub struct Kernels {
     name: &'static str,
     #[cfg(target_arch = "x86_64")]
     avx2: bool,
+    #[cfg(target_arch = "x86_64")]
+    vnni: bool,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -53,8 +56,13 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = caps.avx2 && caps.fma && caps.f16c;
-            let name = if avx2 { "x86_64-avx2" } else { "scalar" };
-            Self { caps, name, avx2 }
+            let vnni = avx2 && caps.avxvnni;
+            let name = match (avx2, vnni) {
+                (true, true) => "x86_64-avx2-vnni",
+                (true, false) => "x86_64-avx2",
+                _ => "scalar",
+            };
+            Self { caps, name, avx2, vnni }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -78,8 +86,9 @@ impl Kernels {
     /// The tile product for weights of type `ty`.
     pub fn tile(&self, ty: GgmlType) -> TileFn {
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            if let Some(f) = x86_64::tile_avx2(ty) {
+        {
+            let simd = if self.vnni { x86_64::tile_vnni(ty) } else { None };
+            if let Some(f) = simd.or_else(|| if self.avx2 { x86_64::tile_avx2(ty) } else { None }) {
                 return f;
             }
         }
@@ -100,6 +109,42 @@ impl Kernels {
             return x86_64::ATTN_AVX2.0(a, b);
         }
         scalar::dot_f16_f32(a, b)
+    }
+
+    /// Rounds every value to the nearest f16 (ties to even), kept as f32.
+    pub fn round_to_f16(&self, x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ROUND_F16_AVX2(x);
+        }
+        x.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
+
+    /// `dst[i] = src[i]` widened from f16.
+    pub fn f16_to_f32(&self, src: &[half::f16], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ROWS_AVX2.0(src, dst);
+        }
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+    }
+
+    /// `out[j] = q · keys[j]` over `out.len()` key rows of `q.len()` (attention scores).
+    pub fn dot_rows(&self, q: &[f32], keys: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ROWS_AVX2.1(q, keys, out);
+        }
+        attn::dot_rows(q, keys, out)
+    }
+
+    /// `out = sum_j p[j] * values[j]` over `p.len()` value rows (attention output).
+    pub fn weighted_sum(&self, p: &[f32], values: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ROWS_AVX2.2(p, values, out);
+        }
+        attn::weighted_sum(p, values, out)
     }
 
     /// `out[i] += p * v[i]` over f16 values (attention-weighted sum).

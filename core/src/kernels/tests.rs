@@ -56,10 +56,20 @@ fn random_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
+/// Every kernel set this machine can run: all detected features, then each
+/// narrower instruction set in turn.
+fn variants() -> [Kernels; 3] {
+    [
+        Kernels::detect(),
+        Kernels::with_caps(CpuCaps { avx512: false, avxvnni: false, ..CpuCaps::ALL }),
+        Kernels::scalar(),
+    ]
+}
+
 #[test]
 fn every_detected_variant_matches_scalar_on_random_rows() {
     let mut rng = Rng::new(42);
-    let variants = [Kernels::detect(), Kernels::with_caps(CpuCaps { avx512: false, ..CpuCaps::ALL })];
+    let variants = variants();
     for ty in TYPES {
         for n in [256usize, 512, 1024] {
             let w = random_row(ty, n, &mut rng);
@@ -134,7 +144,7 @@ fn every_tile_shape_matches_scalar_dots() {
             .collect();
         let w: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
         let a: Vec<&[u8]> = acts.iter().map(|r| &r[..]).collect();
-        for k in [Kernels::detect(), Kernels::with_caps(CpuCaps { avx512: false, ..CpuCaps::ALL })] {
+        for k in variants() {
             for nr in 1..=TILE {
                 for nt in 1..=TILE {
                     let mut out = [[f32::NAN; TILE]; TILE];

@@ -3,7 +3,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use half::f16;
 
-use super::ops::{rms_norm, silu, softmax, Rope};
+use super::attention::{attend, Heads};
+use super::ops::{rms_norm, silu, Rope};
 use super::{KvCache, Model, ModelError};
 use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
 use crate::parallel::{for_each_chunk_mut, Parallel};
@@ -22,6 +23,15 @@ pub struct Workspace {
     proj: Vec<f32>,
     acts: Acts,
     scratch: Vec<f32>,
+    attn_scratch: Vec<f32>,
+}
+
+/// Runs `f(first_row, rows)` over `buf`'s rows of `row_len`, split among
+/// threads when the batch is big enough to repay the hand-off.
+fn by_rows(par: &dyn Parallel, buf: &mut [f32], row_len: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    let n_rows = buf.len() / row_len.max(1);
+    let per_task = if n_rows < 8 { n_rows.max(1) } else { n_rows.div_ceil(par.threads()) };
+    for_each_chunk_mut(par, buf, per_task * row_len, &|start, rows| f(start / row_len, rows));
 }
 
 fn resize(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -104,10 +114,11 @@ impl Model<'_> {
         let k_ = &self.kernels;
 
         // Attention block.
-        let norm = resize(&mut ws.norm, x.len());
-        for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
-            rms_norm(xi, &lw.attn_norm, c.rms_eps, o);
-        }
+        by_rows(par, resize(&mut ws.norm, x.len()), n_embd, &|t0, rows| {
+            for (t, o) in (t0..).zip(rows.chunks_exact_mut(n_embd)) {
+                rms_norm(&x[t * n_embd..(t + 1) * n_embd], &lw.attn_norm, c.rms_eps, o);
+            }
+        });
         let project = |src: &[f32], w: &Matrix<'_>, acts: &mut Acts, out: &mut Vec<f32>, s: &mut Vec<f32>| {
             if acts.fmt != Some(w.ty.act_format()) || acts.n != w.n_in {
                 acts.encode(w.ty.act_format(), src, w.n_in, par);
@@ -129,14 +140,13 @@ impl Model<'_> {
         }
 
         let half = c.rope_dim / 2;
-        for t in 0..n_tok {
-            let cs = &angles[t * half..(t + 1) * half];
-            for h in ws.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
-                rope.apply(h, cs);
-            }
-            for h in ws.k[t * c.kv_dim()..(t + 1) * c.kv_dim()].chunks_exact_mut(hd) {
-                rope.apply(h, cs);
-            }
+        for (buf, dim) in [(&mut ws.q, c.q_dim()), (&mut ws.k, c.kv_dim())] {
+            by_rows(par, buf, dim, &|t0, rows| {
+                for (t, row) in (t0..).zip(rows.chunks_exact_mut(dim)) {
+                    let cs = &angles[t * half..(t + 1) * half];
+                    row.chunks_exact_mut(hd).for_each(|h| rope.apply(h, cs));
+                }
+            });
         }
         let kv_dim = c.kv_dim();
         let (kc, vc) = kv.layer_mut(il);
@@ -146,57 +156,37 @@ impl Model<'_> {
         for (dst, src) in vc[pos0 * kv_dim..(pos0 + n_tok) * kv_dim].iter_mut().zip(&ws.v) {
             *dst = f16::from_f32(*src);
         }
-        let (kc, vc) = (&*kc, &*vc);
-        let q = &ws.q;
-        let group = c.n_head / c.n_head_kv;
-        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd, pos0 };
         let attn = resize(&mut ws.attn, n_tok * c.q_dim());
-        // One task per (token, head): scores over the causal prefix, softmax, weighted values.
-        for_each_chunk_mut(par, attn, hd, &|start, out| {
-            let (t, h) = (start / c.q_dim(), (start % c.q_dim()) / hd);
-            let n_ctx = pos0 + t + 1;
-            let kvh = h / group;
-            // The reference engine multiplies f16 keys by f16-rounded queries.
-            let mut qh = [0.0f32; 256];
-            let qh = &mut qh[..hd];
-            for (d, v) in qh.iter_mut().zip(&q[start..start + hd]) {
-                *d = f16::from_f32(*v).to_f32();
-            }
-            // Head `kvh`'s range at position `j` in the K and V caches.
-            let head = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
-            let mut scores = vec![0.0f32; n_ctx];
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = k_.dot_f16_f32(&kc[head(j)], qh) * scale;
-            }
-            softmax(&mut scores);
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let p = f16::from_f32(p).to_f32();
-                k_.axpy_f16(out, p, &vc[head(j)]);
-            }
-        });
+        attend(k_, heads, &ws.q, kc, vc, attn, &mut ws.attn_scratch, par);
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.wo, &ws.acts, proj, &mut ws.scratch, par);
-        x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+        by_rows(par, x, n_embd, &|t0, rows| {
+            rows.iter_mut().zip(&proj[t0 * n_embd..]).for_each(|(a, b)| *a += b);
+        });
 
         // Feed-forward block (SwiGLU).
-        let norm = resize(&mut ws.norm, x.len());
-        for (o, xi) in norm.chunks_exact_mut(n_embd).zip(x.chunks_exact(n_embd)) {
-            rms_norm(xi, &lw.ffn_norm, c.rms_eps, o);
-        }
+        by_rows(par, resize(&mut ws.norm, x.len()), n_embd, &|t0, rows| {
+            for (t, o) in (t0..).zip(rows.chunks_exact_mut(n_embd)) {
+                rms_norm(&x[t * n_embd..(t + 1) * n_embd], &lw.ffn_norm, c.rms_eps, o);
+            }
+        });
         ws.acts.fmt = None;
         if !self.stacked_matvec(&[&lw.w_gate, &lw.w_up], ws, par, |ws| [&mut ws.gate, &mut ws.up]) {
             project(&ws.norm, &lw.w_gate, &mut ws.acts, &mut ws.gate, &mut ws.scratch);
             project(&ws.norm, &lw.w_up, &mut ws.acts, &mut ws.up, &mut ws.scratch);
         }
-        for (g, u) in ws.gate.iter_mut().zip(&ws.up) {
-            *g = silu(*g) * u;
-        }
+        let (up, n_ff) = (&ws.up, lw.w_gate.n_out);
+        by_rows(par, &mut ws.gate, n_ff, &|t0, rows| {
+            rows.iter_mut().zip(&up[t0 * n_ff..]).for_each(|(g, u)| *g = silu(*g) * u);
+        });
         ws.acts.encode(lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.w_down, &ws.acts, proj, &mut ws.scratch, par);
-        x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+        by_rows(par, x, n_embd, &|t0, rows| {
+            rows.iter_mut().zip(&proj[t0 * n_embd..]).for_each(|(a, b)| *a += b);
+        });
     }
 
     /// For one token whose matrices share a weight type: multiplies `ws.norm`

@@ -1,6 +1,7 @@
 //! The transformer: configuration from GGUF metadata, weights borrowed from
 //! the file, and a forward pass over any layer range.
 
+mod attention;
 mod config;
 mod error;
 mod forward;

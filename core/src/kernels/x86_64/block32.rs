@@ -71,88 +71,125 @@ fn unpack<const TY: u8>(wb: &[u8]) -> (__m256i, f32, f32) {
     }
 }
 
-/// Signed products summed in pairs of pairs: `x` is made non-negative and its
-/// sign moved onto `y`, so `maddubs` (unsigned x signed) applies.
+/// Makes `x` non-negative and moves its sign onto `y`, so unsigned x signed
+/// byte products (`maddubs`, `dpbusd`) compute signed x signed.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn sum_products(x: __m256i, y: __m256i, signed: bool) -> __m256 {
-    let (ux, sy) = if signed { (_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) } else { (x, y) };
-    let pairs = _mm256_maddubs_epi16(ux, sy);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+fn sign_to_y(x: __m256i, y: __m256i, signed: bool) -> (__m256i, __m256i) {
+    if signed {
+        (_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+    } else {
+        (x, y)
+    }
 }
 
-/// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile<const TY: u8, const R: usize, const T: usize>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-    let (wb, ab, signed) = layout(TY);
-    let qa_at = if signed { 2 } else { 4 };
-    let nb = n / 32;
-    let w: [&[u8]; R] = core::array::from_fn(|r| &w[r][..nb * wb]);
-    let a: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ab]);
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut mins = [[0.0f32; T]; R];
-    for b in 0..nb {
-        let mut wq = [_mm256_setzero_si256(); R];
-        let mut dw = [_mm256_setzero_ps(); R];
-        let mut mw = [0.0f32; R];
-        for r in 0..R {
-            // A hint only: it never faults, whatever the address.
-            _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(b * wb + PREFETCH_BYTES).cast());
-            let (q, d, m) = unpack::<TY>(&w[r][b * wb..(b + 1) * wb]);
-            (wq[r], dw[r], mw[r]) = (q, _mm256_set1_ps(d), m);
+/// The tile kernels, stamped out once per instruction set: `$features` are
+/// the target features and `$sum4` sums each group of four byte products
+/// into one i32 lane.
+macro_rules! tile_kernels {
+    ($features:literal, $sum4:expr) => {
+        use super::*;
+
+        /// Products of 32 byte pairs, summed into 8 f32 lanes.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn sum_products(x: __m256i, y: __m256i, signed: bool) -> __m256 {
+            let (ux, sy) = sign_to_y(x, y, signed);
+            _mm256_cvtepi32_ps($sum4(ux, sy))
         }
-        for t in 0..T {
-            let blk = &a[t][b * ab..(b + 1) * ab];
-            let da = _mm256_set1_ps(f16_at(blk, 0));
-            let qa = load32(&blk[qa_at..]);
-            let sa = if signed { 0.0 } else { f16_at(blk, 2) };
+
+        /// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`.
+        #[target_feature(enable = $features)]
+        fn tile<const TY: u8, const R: usize, const T: usize>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+            let (wb, ab, signed) = layout(TY);
+            let qa_at = if signed { 2 } else { 4 };
+            let nb = n / 32;
+            let w: [&[u8]; R] = core::array::from_fn(|r| &w[r][..nb * wb]);
+            let a: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ab]);
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut mins = [[0.0f32; T]; R];
+            for b in 0..nb {
+                let mut wq = [_mm256_setzero_si256(); R];
+                let mut dw = [_mm256_setzero_ps(); R];
+                let mut mw = [0.0f32; R];
+                for r in 0..R {
+                    // A hint only: it never faults, whatever the address.
+                    _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(b * wb + PREFETCH_BYTES).cast());
+                    let (q, d, m) = unpack::<TY>(&w[r][b * wb..(b + 1) * wb]);
+                    (wq[r], dw[r], mw[r]) = (q, _mm256_set1_ps(d), m);
+                }
+                for t in 0..T {
+                    let blk = &a[t][b * ab..(b + 1) * ab];
+                    let da = _mm256_set1_ps(f16_at(blk, 0));
+                    let qa = load32(&blk[qa_at..]);
+                    let sa = if signed { 0.0 } else { f16_at(blk, 2) };
+                    for r in 0..R {
+                        let p = sum_products(wq[r], qa, signed);
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), p, acc[r][t]);
+                        if !signed {
+                            mins[r][t] += mw[r] * sa;
+                        }
+                    }
+                }
+            }
             for r in 0..R {
-                let p = sum_products(wq[r], qa, signed);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), p, acc[r][t]);
-                if !signed {
-                    mins[r][t] += mw[r] * sa;
+                for t in 0..T {
+                    out[r][t] = hsum(acc[r][t]) + mins[r][t];
                 }
             }
         }
-    }
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum(acc[r][t]) + mins[r][t];
-        }
-    }
-}
 
-/// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-    match (w.len(), a.len()) {
-        (4, 4) => tile::<TY, 4, 4>(n, w, a, out),
-        (4, 1) => tile::<TY, 4, 1>(n, w, a, out),
-        (1, 4) => tile::<TY, 1, 4>(n, w, a, out),
-        (rows, toks) => {
-            let mut one = [[0.0; 4]; 4];
-            for r in 0..rows.min(4) {
-                for t in 0..toks.min(4) {
-                    tile::<TY, 1, 1>(n, &w[r..], &a[t..], &mut one);
-                    out[r][t] = one[0][0];
+        /// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
+        #[target_feature(enable = $features)]
+        pub(super) fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+            match (w.len(), a.len()) {
+                (4, 4) => tile::<TY, 4, 4>(n, w, a, out),
+                (4, 1) => tile::<TY, 4, 1>(n, w, a, out),
+                (1, 4) => tile::<TY, 1, 4>(n, w, a, out),
+                (rows, toks) => {
+                    let mut one = [[0.0; 4]; 4];
+                    for r in 0..rows.min(4) {
+                        for t in 0..toks.min(4) {
+                            tile::<TY, 1, 1>(n, &w[r..], &a[t..], &mut one);
+                            out[r][t] = one[0][0];
+                        }
+                    }
                 }
             }
         }
-    }
+    };
 }
 
-/// The tile kernel for `ty`, if it is a 32-element block type.
+mod avx2 {
+    tile_kernels!("avx2,fma,f16c", |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)));
+}
+
+mod vnni {
+    tile_kernels!("avx2,fma,f16c,avxvnni", |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y));
+}
+
+macro_rules! table {
+    ($m:ident, $ty:expr) => {
+        // SAFETY (every arm): the kernel table asks for these only after
+        // detection confirmed this module's features on this CPU and OS.
+        Some(match $ty {
+            GgmlType::Q4_0 => |n, w, a, o| unsafe { $m::tile_any::<Q4_0>(n, w, a, o) },
+            GgmlType::Q4_1 => |n, w, a, o| unsafe { $m::tile_any::<Q4_1>(n, w, a, o) },
+            GgmlType::Q5_0 => |n, w, a, o| unsafe { $m::tile_any::<Q5_0>(n, w, a, o) },
+            GgmlType::Q5_1 => |n, w, a, o| unsafe { $m::tile_any::<Q5_1>(n, w, a, o) },
+            GgmlType::Q8_0 => |n, w, a, o| unsafe { $m::tile_any::<Q8_0>(n, w, a, o) },
+            GgmlType::IQ4_NL => |n, w, a, o| unsafe { $m::tile_any::<IQ4_NL>(n, w, a, o) },
+            _ => None?,
+        })
+    };
+}
+
+/// The AVX2 tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_avx2(ty: GgmlType) -> Option<TileFn> {
-    // SAFETY (every arm): the kernel table asks for these only after
-    // detection confirmed AVX2+FMA+F16C on this CPU and OS.
-    Some(match ty {
-        GgmlType::Q4_0 => |n, w, a, o| unsafe { tile_any::<Q4_0>(n, w, a, o) },
-        GgmlType::Q4_1 => |n, w, a, o| unsafe { tile_any::<Q4_1>(n, w, a, o) },
-        GgmlType::Q5_0 => |n, w, a, o| unsafe { tile_any::<Q5_0>(n, w, a, o) },
-        GgmlType::Q5_1 => |n, w, a, o| unsafe { tile_any::<Q5_1>(n, w, a, o) },
-        GgmlType::Q8_0 => |n, w, a, o| unsafe { tile_any::<Q8_0>(n, w, a, o) },
-        GgmlType::IQ4_NL => |n, w, a, o| unsafe { tile_any::<IQ4_NL>(n, w, a, o) },
-        _ => return None,
-    })
+    table!(avx2, ty)
+}
+
+/// The AVX-VNNI tile kernel for `ty` (AVX2 plus `vpdpbusd`), if it is a 32-element block type.
+pub(in crate::kernels) fn tile_vnni(ty: GgmlType) -> Option<TileFn> {
+    table!(vnni, ty)
 }

@@ -10,6 +10,7 @@ use half::f16;
 pub(super) fn detect() -> CpuCaps {
     let l1 = __cpuid(1);
     let l7 = __cpuid_count(7, 0);
+    let l7s1 = __cpuid_count(7, 1);
     let osxsave = l1.ecx & (1 << 27) != 0;
     // SAFETY: OSXSAVE is set, so XGETBV is available and XCR0 readable.
     let xcr0 = if osxsave { unsafe { _xgetbv(0) } } else { 0 };
@@ -21,6 +22,7 @@ pub(super) fn detect() -> CpuCaps {
         fma: ymm && bit(l1.ecx, 12),
         f16c: ymm && bit(l1.ecx, 29),
         avx512: zmm && bit(l7.ebx, 16) && bit(l7.ebx, 30),
+        avxvnni: ymm && bit(l7s1.eax, 4),
         neon: false,
         dotprod: false,
     }
@@ -35,6 +37,63 @@ pub(super) const ATTN_AVX2: (fn(&[f16], &[f32]) -> f32, fn(&mut [f32], f32, &[f1
     // SAFETY: as above.
     |o, p, v| unsafe { axpy_f16(o, p, v) },
 );
+
+/// Row kernels for batched attention (`f16_to_f32`, `dot_rows`,
+/// `weighted_sum`); the kernel table uses them only after detection
+/// confirmed AVX2+FMA+F16C.
+#[allow(clippy::type_complexity)]
+pub(super) const ROWS_AVX2: (fn(&[f16], &mut [f32]), fn(&[f32], &[f32], &mut [f32]), fn(&[f32], &[f32], &mut [f32])) = (
+    // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+    |s, d| unsafe { f16_to_f32(s, d) },
+    // SAFETY: as above.
+    |q, k, o| unsafe { dot_rows(q, k, o) },
+    // SAFETY: as above.
+    |p, v, o| unsafe { weighted_sum(p, v, o) },
+);
+
+/// `round_to_f16`, used only after detection confirmed AVX2+FMA+F16C.
+// SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+pub(super) const ROUND_F16_AVX2: fn(&mut [f32]) = |x| unsafe { round_to_f16(x) };
+
+#[target_feature(enable = "avx2,f16c")]
+fn round_to_f16(x: &mut [f32]) {
+    let n8 = x.len() / 8 * 8;
+    for c in x[..n8].chunks_exact_mut(8) {
+        let mut raw = [0f32; 8];
+        raw.copy_from_slice(c);
+        // SAFETY: `raw` is 32 readable and writable bytes; unaligned load and store.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(raw.as_ptr()));
+            _mm256_storeu_ps(raw.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+        c.copy_from_slice(&raw);
+    }
+    x[n8..].iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
+}
+
+#[target_feature(enable = "avx2,f16c")]
+fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    let n8 = src.len().min(dst.len()) / 8 * 8;
+    for (s, d) in src[..n8].chunks_exact(8).zip(dst[..n8].chunks_exact_mut(8)) {
+        let mut raw = [0f32; 8];
+        // SAFETY: `raw` is 32 writable bytes; unaligned store.
+        unsafe { _mm256_storeu_ps(raw.as_mut_ptr(), load_f16x8(s)) };
+        d.copy_from_slice(&raw);
+    }
+    dst[n8..].iter_mut().zip(&src[n8..]).for_each(|(d, s)| *d = s.to_f32());
+}
+
+/// The portable body, compiled here with AVX2 enabled.
+#[target_feature(enable = "avx2,fma")]
+fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    super::attn::dot_rows(q, keys, out)
+}
+
+/// The portable body, compiled here with AVX2 enabled.
+#[target_feature(enable = "avx2,fma")]
+fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
+    super::attn::weighted_sum(p, values, out)
+}
 
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -122,4 +181,4 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
     unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) }
 }
 
-pub(super) use block32::tile_avx2;
+pub(super) use block32::{tile_avx2, tile_vnni};

@@ -1,0 +1,150 @@
+//! Causal multi-head attention over the f16 KV cache, with grouped KV heads.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use half::f16;
+
+use super::ops::softmax;
+use crate::kernels::Kernels;
+use crate::parallel::{for_each_chunk_mut, Parallel};
+
+/// Prompts of at least this many tokens take the blocked path.
+const TOKEN_BLOCK: usize = 16;
+
+/// The attention problem of one layer for `n_tok` new tokens at `pos0..`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heads {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub pos0: usize,
+}
+
+impl Heads {
+    fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+    fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+    fn group(&self) -> usize {
+        self.n_head / self.n_head_kv
+    }
+    fn scale(&self) -> f32 {
+        1.0 / libm::sqrtf(self.head_dim as f32)
+    }
+}
+
+/// `out` (`n_tok * q_dim`) = attention of the queries `q` over cache rows
+/// `0 .. pos0 + t + 1` for token `t`. `scratch` is reused between calls.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend(
+    k: &Kernels,
+    h: Heads,
+    q: &[f32],
+    kc: &[f16],
+    vc: &[f16],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    par: &dyn Parallel,
+) {
+    if q.len() / h.q_dim() >= TOKEN_BLOCK {
+        attend_blocked(k, h, q, kc, vc, out, scratch, par);
+    } else {
+        attend_per_head(k, h, q, kc, vc, out, par);
+    }
+}
+
+/// A query head rounded to f16 precision: the reference engine multiplies
+/// f16 keys by f16-rounded queries.
+fn rounded_query(k: &Kernels, q: &[f32], out: &mut [f32]) {
+    out.copy_from_slice(q);
+    k.round_to_f16(out);
+}
+
+/// Scaled scores → probabilities rounded to f16, as the reference engine keeps them.
+fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32) {
+    scores.iter_mut().for_each(|s| *s *= scale);
+    softmax(scores);
+    k.round_to_f16(scores);
+}
+
+/// One task per (token, head), reading the f16 cache directly: decode's
+/// only parallelism is across heads.
+fn attend_per_head(k: &Kernels, h: Heads, q: &[f32], kc: &[f16], vc: &[f16], out: &mut [f32], par: &dyn Parallel) {
+    let (hd, q_dim, kv_dim) = (h.head_dim, h.q_dim(), h.kv_dim());
+    for_each_chunk_mut(par, out, hd, &|start, out| {
+        let (t, head) = (start / q_dim, (start % q_dim) / hd);
+        let n_ctx = h.pos0 + t + 1;
+        let kvh = head / h.group();
+        let mut qh = [0.0f32; 256];
+        let qh = &mut qh[..hd];
+        rounded_query(k, &q[start..start + hd], qh);
+        let row = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
+        let mut scores = vec![0.0f32; n_ctx];
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = k.dot_f16_f32(&kc[row(j)], qh);
+        }
+        probabilities(k, &mut scores, h.scale());
+        out.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            k.axpy_f16(out, p, &vc[row(j)]);
+        }
+    });
+}
+
+/// One task per (KV head, block of tokens): the head's keys and values are
+/// widened to f32 once and serve every query head of the group for every
+/// token of the block. Results land in `scratch` as `[kv head][token][group * hd]`
+/// and are then scattered into `out`.
+#[allow(clippy::too_many_arguments)]
+fn attend_blocked(
+    k: &Kernels,
+    h: Heads,
+    q: &[f32],
+    kc: &[f16],
+    vc: &[f16],
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    par: &dyn Parallel,
+) {
+    let (hd, q_dim, kv_dim, group) = (h.head_dim, h.q_dim(), h.kv_dim(), h.group());
+    let n_tok = q.len() / q_dim;
+    let n_blocks = n_tok.div_ceil(TOKEN_BLOCK);
+    let per_task = TOKEN_BLOCK * group * hd;
+    scratch.clear();
+    scratch.resize(h.n_head_kv * n_blocks * per_task, 0.0);
+    for_each_chunk_mut(par, scratch, per_task, &|start, res| {
+        let task = start / per_task;
+        let (g, t0) = (task / n_blocks, task % n_blocks * TOKEN_BLOCK);
+        let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+        let ctx_end = h.pos0 + t1;
+        let (mut keys, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
+        for j in 0..ctx_end {
+            let row = j * kv_dim + g * hd..j * kv_dim + g * hd + hd;
+            k.f16_to_f32(&kc[row.clone()], &mut keys[j * hd..(j + 1) * hd]);
+            k.f16_to_f32(&vc[row], &mut values[j * hd..(j + 1) * hd]);
+        }
+        let mut scores = vec![0.0f32; ctx_end];
+        let mut qh = vec![0.0f32; hd];
+        for t in t0..t1 {
+            let n_ctx = h.pos0 + t + 1;
+            for hi in 0..group {
+                let head = g * group + hi;
+                rounded_query(k, &q[t * q_dim + head * hd..][..hd], &mut qh);
+                let s = &mut scores[..n_ctx];
+                k.dot_rows(&qh, &keys[..n_ctx * hd], s);
+                probabilities(k, s, h.scale());
+                let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
+                k.weighted_sum(s, &values[..n_ctx * hd], o);
+            }
+        }
+    });
+    for t in 0..n_tok {
+        for head in 0..h.n_head {
+            let (g, hi) = (head / group, head % group);
+            let from = (g * n_blocks * TOKEN_BLOCK + t) * group * hd + hi * hd;
+            out[t * q_dim + head * hd..][..hd].copy_from_slice(&scratch[from..from + hd]);
+        }
+    }
+}
