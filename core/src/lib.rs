@@ -10,7 +10,7 @@
 #![warn(missing_debug_implementations)]
 
 extern crate alloc;
-#[cfg(feature = "std")]
+#[cfg(any(feature = "std", test))]
 extern crate std;
 
 #[macro_use]

@@ -39,8 +39,13 @@ impl CpuCaps {
         }
         #[cfg(target_arch = "aarch64")]
         {
-            // NEON is part of the aarch64 baseline; dotprod needs the OS's word (the host's job).
-            Self { neon: true, ..Self::NONE }
+            // NEON is part of the aarch64 baseline; dotprod needs the OS's word,
+            // which only a std build can ask for.
+            #[cfg(any(feature = "std", test))]
+            let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+            #[cfg(not(any(feature = "std", test)))]
+            let dotprod = false;
+            Self { neon: true, dotprod, ..Self::NONE }
         }
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {

@@ -1,6 +1,9 @@
 //! Compute kernels: a scalar oracle, SIMD variants per architecture, and a
 //! table of them chosen once from a [`CpuCaps`] value.
 
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_code)]
+mod aarch64;
 mod attn;
 mod caps;
 pub mod matmul;
@@ -35,6 +38,10 @@ pub struct Kernels {
     avx2: bool,
     #[cfg(target_arch = "x86_64")]
     vnni: bool,
+    #[cfg(target_arch = "aarch64")]
+    neon: bool,
+    #[cfg(target_arch = "aarch64")]
+    dotprod: bool,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -64,7 +71,17 @@ impl Kernels {
             };
             Self { caps, name, avx2, vnni }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            let (neon, dotprod) = (caps.neon, caps.neon && caps.dotprod);
+            let name = match (neon, dotprod) {
+                (true, true) => "aarch64-neon-dotprod",
+                (true, false) => "aarch64-neon",
+                _ => "scalar",
+            };
+            Self { caps, name, neon, dotprod }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             Self { caps, name: "scalar" }
         }
@@ -89,6 +106,13 @@ impl Kernels {
         {
             let simd = if self.vnni { x86_64::tile_vnni(ty) } else { None };
             if let Some(f) = simd.or_else(|| if self.avx2 { x86_64::tile_avx2(ty) } else { None }) {
+                return f;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let simd = if self.dotprod { aarch64::tile_dotprod(ty) } else { None };
+            if let Some(f) = simd.or_else(|| if self.neon { aarch64::tile_neon(ty) } else { None }) {
                 return f;
             }
         }

@@ -61,7 +61,7 @@ fn random_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
 fn variants() -> [Kernels; 3] {
     [
         Kernels::detect(),
-        Kernels::with_caps(CpuCaps { avx512: false, avxvnni: false, ..CpuCaps::ALL }),
+        Kernels::with_caps(CpuCaps { avx512: false, avxvnni: false, dotprod: false, ..CpuCaps::ALL }),
         Kernels::scalar(),
     ]
 }
@@ -188,4 +188,17 @@ fn stacked_matvec_equals_separate_matmuls() {
     matmul::matvec_stacked(&k, &refs, &acts, &mut stacked, &Serial);
     let separate: Vec<f32> = ws.iter().flat_map(|w| matmul::matmul_f32(&k, w, &x, &Serial)).collect();
     assert_eq!(stacked, separate);
+}
+
+#[test]
+fn simd_is_chosen_where_the_cpu_has_it() {
+    let k = Kernels::detect();
+    #[cfg(target_arch = "aarch64")]
+    assert!(k.name().starts_with("aarch64-neon"), "{}", k.name());
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(k.name() != "scalar", CpuCaps::detect().avx2 && CpuCaps::detect().fma && CpuCaps::detect().f16c);
+    // Names of every variant exercised on this machine, for the test log.
+    for v in variants() {
+        std::println!("kernel variant under test: {}", v.name());
+    }
 }
