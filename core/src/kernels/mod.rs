@@ -105,7 +105,10 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             let simd = if self.vnni { x86_64::tile_vnni(ty) } else { None };
-            if let Some(f) = simd.or_else(|| if self.avx2 { x86_64::tile_avx2(ty) } else { None }) {
+            let simd = simd.or_else(|| if self.avx2 { x86_64::tile_avx2(ty) } else { None });
+            let simd = simd.or_else(|| if self.avx2 { x86_64::tile_kquant(ty) } else { None });
+            let simd = simd.or_else(|| if self.avx2 { x86_64::tile_half(ty) } else { None });
+            if let Some(f) = simd.or_else(|| if self.avx2 { x86_64::tile_autovec(ty) } else { None }) {
                 return f;
             }
         }

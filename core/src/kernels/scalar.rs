@@ -9,6 +9,23 @@ use half::{bf16, f16};
 /// Dot product of one weight row of `ty` (`n` elements) with one activation
 /// row encoded as `ty.act_format()`.
 pub fn dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    dot_inline(ty, n, w, a)
+}
+
+/// [`tile`], always inlined: SIMD wrappers compile these same loops with
+/// their instruction set enabled, so the compiler vectorizes the decoding
+/// and integer sums while every float operation keeps the oracle's order.
+#[inline(always)]
+pub(super) fn tile_inline(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut super::TileOut) {
+    for (o, wr) in out.iter_mut().zip(w) {
+        for (y, ar) in o.iter_mut().zip(a) {
+            *y = dot_inline(ty, n, wr, ar);
+        }
+    }
+}
+
+#[inline(always)]
+fn dot_inline(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     match ty {
         GgmlType::F32 => w
             .chunks_exact(4)
@@ -32,10 +49,12 @@ pub fn tile(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut super::T
     }
 }
 
+#[inline(always)]
 fn half_dot(w: &[u8], a: &[u8], n: usize, cvt: impl Fn([u8; 2]) -> f32) -> f32 {
     w.chunks_exact(2).zip(a.chunks_exact(2)).take(n).map(|(x, y)| cvt([x[0], x[1]]) * cvt([y[0], y[1]])).sum()
 }
 
+#[inline(always)]
 fn dot_block32(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (bb, ab) = (ty.block_bytes(), if ty.act_format() == ActFormat::Q8_1 { 36 } else { 34 });
     let (mut acc, mut mins) = (0.0f32, 0.0f32);
@@ -55,6 +74,7 @@ fn dot_block32(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     acc + mins
 }
 
+#[inline(always)]
 fn dot_block256(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     let bb = ty.block_bytes();
     let mut acc = 0.0f32;

@@ -79,6 +79,8 @@ fn five_bit(qs: &[u8; 16], qh: u32, q: &mut [i8; 32], offset: i8) {
 }
 
 /// Decodes a 256-element super-block of `ty`. Returns `None` for other types.
+/// Always inlined, so SIMD builds of the dot products vectorize it.
+#[inline(always)]
 pub fn decode_block256(ty: GgmlType, bytes: &[u8]) -> Option<Block256> {
     let mut out = Block256 { q: [0; 256], scale: [0.0; 16], min: [0.0; 16] };
     match ty {
@@ -93,6 +95,7 @@ pub fn decode_block256(ty: GgmlType, bytes: &[u8]) -> Option<Block256> {
     Some(out)
 }
 
+#[inline(always)]
 fn q2k(b: &BlockQ2K, out: &mut Block256) {
     let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
     for g in 0..16 {
@@ -111,6 +114,7 @@ fn q2k(b: &BlockQ2K, out: &mut Block256) {
     }
 }
 
+#[inline(always)]
 fn q3k(b: &BlockQ3K, out: &mut Block256) {
     let d = b.d.to_f32();
     let s = &b.scales;
@@ -132,6 +136,7 @@ fn q3k(b: &BlockQ3K, out: &mut Block256) {
 }
 
 /// The 6-bit scale and min of sub-block `j` (0..8) in Q4_K/Q5_K.
+#[inline(always)]
 fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
@@ -140,18 +145,21 @@ fn scale_min_k4(j: usize, s: &[u8; 12]) -> (u8, u8) {
     }
 }
 
-fn set_k4_scales(d: f32, dmin: f32, scales: &[u8; 12], out: &mut Block256) {
+#[inline(always)]
+/// The per-16 scales and mins of a Q4_K/Q5_K super-block.
+pub(crate) fn set_k4_scales(d: f32, dmin: f32, scales: &[u8; 12], scale: &mut [f32; 16], min: &mut [f32; 16]) {
     for j in 0..8 {
         let (sc, m) = scale_min_k4(j, scales);
         for g in [2 * j, 2 * j + 1] {
-            out.scale[g] = d * sc as f32;
-            out.min[g] = dmin * m as f32;
+            scale[g] = d * sc as f32;
+            min[g] = dmin * m as f32;
         }
     }
 }
 
+#[inline(always)]
 fn q4k(b: &BlockQ4K, out: &mut Block256) {
-    set_k4_scales(b.d.to_f32(), b.dmin.to_f32(), &b.scales, out);
+    set_k4_scales(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &mut out.scale, &mut out.min);
     for chunk in 0..4 {
         for l in 0..32 {
             let byte = b.qs[chunk * 32 + l];
@@ -161,8 +169,9 @@ fn q4k(b: &BlockQ4K, out: &mut Block256) {
     }
 }
 
+#[inline(always)]
 fn q5k(b: &BlockQ5K, out: &mut Block256) {
-    set_k4_scales(b.d.to_f32(), b.dmin.to_f32(), &b.scales, out);
+    set_k4_scales(b.d.to_f32(), b.dmin.to_f32(), &b.scales, &mut out.scale, &mut out.min);
     for chunk in 0..4 {
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         for l in 0..32 {
@@ -174,6 +183,7 @@ fn q5k(b: &BlockQ5K, out: &mut Block256) {
     }
 }
 
+#[inline(always)]
 fn q6k(b: &BlockQ6K, out: &mut Block256) {
     let d = b.d.to_f32();
     for g in 0..16 {
@@ -191,6 +201,7 @@ fn q6k(b: &BlockQ6K, out: &mut Block256) {
     }
 }
 
+#[inline(always)]
 fn iq4xs(b: &BlockIq4Xs, out: &mut Block256) {
     let d = b.d.to_f32();
     for ib in 0..8 {

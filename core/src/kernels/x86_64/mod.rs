@@ -2,8 +2,10 @@
 //! kernel table consults only after [`detect`] confirmed AVX2, FMA and F16C.
 
 mod block32;
+mod kquant;
 
-use super::CpuCaps;
+use super::{CpuCaps, TileFn, TileOut};
+use crate::quant::GgmlType;
 use core::arch::x86_64::*;
 use half::f16;
 
@@ -182,3 +184,68 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
 }
 
 pub(super) use block32::{tile_avx2, tile_vnni};
+pub(super) use kquant::tile_kquant;
+
+/// F16 and BF16 weights (with activations in the same format): eight
+/// values widened to f32 per step, four independent FMA chains.
+pub(super) fn tile_half(ty: GgmlType) -> Option<TileFn> {
+    // SAFETY (both arms): the kernel table asks for these only after
+    // detection confirmed AVX2+FMA+F16C on this CPU and OS.
+    match ty {
+        GgmlType::F16 => Some(|n, w, a, o| unsafe { tile_half_any::<false>(n, w, a, o) }),
+        GgmlType::BF16 => Some(|n, w, a, o| unsafe { tile_half_any::<true>(n, w, a, o) }),
+        _ => None,
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn widen8<const BF16: bool>(b: &[u8]) -> __m256 {
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&b[..16]);
+    // SAFETY: `raw` is 16 readable bytes; unaligned load.
+    let v = unsafe { _mm_loadu_si128(raw.as_ptr().cast()) };
+    if BF16 {
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
+    } else {
+        _mm256_cvtph_ps(v)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_half_any<const BF16: bool>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+    let n8 = n / 8 * 8;
+    for (o, wr) in out.iter_mut().zip(w) {
+        for (y, ar) in o.iter_mut().zip(a) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, (wc, ac)) in wr[..2 * n8].chunks_exact(16).zip(ar[..2 * n8].chunks_exact(16)).enumerate() {
+                acc[i % 4] = _mm256_fmadd_ps(widen8::<BF16>(wc), widen8::<BF16>(ac), acc[i % 4]);
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let ty = if BF16 { GgmlType::BF16 } else { GgmlType::F16 };
+            *y = hsum(sum) + super::scalar::dot(ty, n - n8, &wr[2 * n8..], &ar[2 * n8..]);
+        }
+    }
+}
+
+/// The oracle's loops compiled with AVX2 enabled, for the types without a
+/// hand-written kernel (F32). The compiler
+/// vectorizes the decoding and integer sums; results equal the oracle's.
+pub(super) fn tile_autovec(ty: GgmlType) -> Option<TileFn> {
+    macro_rules! table {
+        ($($t:ident),*) => {
+            // SAFETY (every arm): the kernel table asks for these only after
+            // detection confirmed AVX2+FMA+F16C on this CPU and OS.
+            match ty {
+                $(GgmlType::$t => Some(|n, w, a, o| unsafe { oracle_avx2(GgmlType::$t, n, w, a, o) }),)*
+                _ => None,
+            }
+        };
+    }
+    table!(F32)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn oracle_avx2(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+    super::scalar::tile_inline(ty, n, w, a, out)
+}

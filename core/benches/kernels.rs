@@ -1,0 +1,60 @@
+//! Tile-kernel throughput per weight type: the scalar oracle against the
+//! kernels chosen for this CPU, for decode (one token) and prompt batches
+//! (four tokens per tile). Run with `cargo bench -p prima-core`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use prima_core::kernels::{Kernels, TILE};
+use prima_core::quant::q8::quantize_row;
+use prima_core::sampler::Rng;
+use prima_core::GgmlType;
+use std::hint::black_box;
+use std::time::Duration;
+
+const N: usize = 4096;
+
+fn bench_tiles(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let mut group = c.benchmark_group("tile");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_XS,
+        GgmlType::F16,
+        GgmlType::BF16,
+    ];
+    for ty in types {
+        // Speed does not depend on the values, so random bytes will do.
+        let rows: Vec<Vec<u8>> =
+            (0..TILE).map(|_| (0..ty.row_bytes(N)).map(|_| rng.next_u64() as u8).collect()).collect();
+        let x: Vec<f32> = (0..N).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut act = vec![0u8; ty.act_format().row_bytes(N)];
+        quantize_row(ty.act_format(), &x, &mut act);
+        let w: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
+        for k in [Kernels::scalar(), Kernels::detect()] {
+            for toks in [1, TILE] {
+                let a: Vec<&[u8]> = (0..toks).map(|_| &act[..]).collect();
+                let tile = k.tile(ty);
+                group.throughput(Throughput::Elements((TILE * toks * N) as u64));
+                let id = BenchmarkId::new(format!("{ty}/{}", k.name()), format!("4x{toks}"));
+                group.bench_function(id, |b| {
+                    let mut out = [[0.0; TILE]; TILE];
+                    b.iter(|| tile(N, black_box(&w), black_box(&a), &mut out))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_tiles);
+criterion_main!(benches);
