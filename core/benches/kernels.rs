@@ -1,9 +1,9 @@
-//! Tile-kernel throughput per weight type: the scalar oracle against the
-//! kernels chosen for this CPU, for decode (one token) and prompt batches
+//! Tile-kernel throughput per weight type: the scalar oracle against every
+//! SIMD level this CPU supports, for decode (one token) and prompt batches
 //! (four tokens per tile). Run with `cargo bench -p prima-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use prima_core::kernels::{Kernels, TILE};
+use prima_core::kernels::{CpuCaps, Kernels, TILE};
 use prima_core::quant::q8::quantize_row;
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;
@@ -11,6 +11,19 @@ use std::hint::black_box;
 use std::time::Duration;
 
 const N: usize = 4096;
+
+/// The scalar oracle, then every SIMD level this CPU supports, narrowest first.
+fn variants() -> Vec<Kernels> {
+    let narrow = |c: CpuCaps| Kernels::with_caps(c);
+    let mut v = vec![
+        Kernels::scalar(),
+        narrow(CpuCaps { avx512: false, avxvnni: false, dotprod: false, ..CpuCaps::ALL }),
+        narrow(CpuCaps { avx512: false, ..CpuCaps::ALL }),
+        Kernels::detect(),
+    ];
+    v.dedup_by_key(|k| k.name());
+    v
+}
 
 fn bench_tiles(c: &mut Criterion) {
     let mut rng = Rng::new(1);
@@ -40,7 +53,7 @@ fn bench_tiles(c: &mut Criterion) {
         let mut act = vec![0u8; ty.act_format().row_bytes(N)];
         quantize_row(ty.act_format(), &x, &mut act);
         let w: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
-        for k in [Kernels::scalar(), Kernels::detect()] {
+        for k in variants() {
             for toks in [1, TILE] {
                 let a: Vec<&[u8]> = (0..toks).map(|_| &act[..]).collect();
                 let tile = k.tile(ty);

@@ -5,6 +5,7 @@ pub struct CpuCaps {
     pub avx2: bool,
     pub fma: bool,
     pub f16c: bool,
+    /// AVX-512 F, BW, VL and VNNI together.
     pub avx512: bool,
     /// AVX-VNNI: 256-bit `vpdpbusd` byte dot products.
     pub avxvnni: bool,

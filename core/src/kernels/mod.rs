@@ -38,6 +38,8 @@ pub struct Kernels {
     avx2: bool,
     #[cfg(target_arch = "x86_64")]
     vnni: bool,
+    #[cfg(target_arch = "x86_64")]
+    avx512: bool,
     #[cfg(target_arch = "aarch64")]
     neon: bool,
     #[cfg(target_arch = "aarch64")]
@@ -64,12 +66,14 @@ impl Kernels {
         {
             let avx2 = caps.avx2 && caps.fma && caps.f16c;
             let vnni = avx2 && caps.avxvnni;
-            let name = match (avx2, vnni) {
-                (true, true) => "x86_64-avx2-vnni",
-                (true, false) => "x86_64-avx2",
+            let avx512 = avx2 && caps.avx512;
+            let name = match (avx2, vnni, avx512) {
+                (true, _, true) => "x86_64-avx512vl-vnni",
+                (true, true, false) => "x86_64-avx2-vnni",
+                (true, false, false) => "x86_64-avx2",
                 _ => "scalar",
             };
-            Self { caps, name, avx2, vnni }
+            Self { caps, name, avx2, vnni, avx512 }
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -104,7 +108,8 @@ impl Kernels {
     pub fn tile(&self, ty: GgmlType) -> TileFn {
         #[cfg(target_arch = "x86_64")]
         {
-            let simd = if self.vnni { x86_64::tile_vnni(ty) } else { None };
+            let simd = if self.avx512 { x86_64::tile_avx512(ty) } else { None };
+            let simd = simd.or_else(|| if self.vnni { x86_64::tile_vnni(ty) } else { None });
             let simd = simd.or_else(|| if self.avx2 { x86_64::tile_avx2(ty) } else { None });
             let simd = simd.or_else(|| if self.avx2 { x86_64::tile_kquant(ty) } else { None });
             let simd = simd.or_else(|| if self.avx2 { x86_64::tile_half(ty) } else { None });

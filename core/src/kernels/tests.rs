@@ -58,9 +58,10 @@ fn random_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
 
 /// Every kernel set this machine can run: all detected features, then each
 /// narrower instruction set in turn.
-fn variants() -> [Kernels; 3] {
+fn variants() -> [Kernels; 4] {
     [
         Kernels::detect(),
+        Kernels::with_caps(CpuCaps { avx512: false, ..CpuCaps::ALL }),
         Kernels::with_caps(CpuCaps { avx512: false, avxvnni: false, dotprod: false, ..CpuCaps::ALL }),
         Kernels::scalar(),
     ]

@@ -168,6 +168,16 @@ mod vnni {
     tile_kernels!("avx2,fma,f16c,avxvnni", |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y));
 }
 
+/// 256-bit vectors still, but AVX-512VL's 32 registers hold a 4x4 tile's
+/// accumulators without spilling.
+mod avx512 {
+    tile_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", |x, y| _mm256_dpbusd_epi32(
+        _mm256_setzero_si256(),
+        x,
+        y
+    ));
+}
+
 macro_rules! table {
     ($m:ident, $ty:expr) => {
         // SAFETY (every arm): the kernel table asks for these only after
@@ -187,6 +197,11 @@ macro_rules! table {
 /// The AVX2 tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_avx2(ty: GgmlType) -> Option<TileFn> {
     table!(avx2, ty)
+}
+
+/// The AVX-512 (VL, VNNI) tile kernel for `ty`, if it is a 32-element block type.
+pub(in crate::kernels) fn tile_avx512(ty: GgmlType) -> Option<TileFn> {
+    table!(avx512, ty)
 }
 
 /// The AVX-VNNI tile kernel for `ty` (AVX2 plus `vpdpbusd`), if it is a 32-element block type.

@@ -23,7 +23,7 @@ pub(super) fn detect() -> CpuCaps {
         avx2: ymm && bit(l7.ebx, 5),
         fma: ymm && bit(l1.ecx, 12),
         f16c: ymm && bit(l1.ecx, 29),
-        avx512: zmm && bit(l7.ebx, 16) && bit(l7.ebx, 30),
+        avx512: zmm && bit(l7.ebx, 16) && bit(l7.ebx, 30) && bit(l7.ebx, 31) && bit(l7.ecx, 11),
         avxvnni: ymm && bit(l7s1.eax, 4),
         neon: false,
         dotprod: false,
@@ -183,7 +183,7 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
     unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) }
 }
 
-pub(super) use block32::{tile_avx2, tile_vnni};
+pub(super) use block32::{tile_avx2, tile_avx512, tile_vnni};
 pub(super) use kquant::tile_kquant;
 
 /// F16 and BF16 weights (with activations in the same format): eight
