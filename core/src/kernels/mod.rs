@@ -161,13 +161,14 @@ impl Kernels {
         dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
     }
 
-    /// `out[j] = q · keys[j]` over `out.len()` key rows of `q.len()` (attention scores).
-    pub fn dot_rows(&self, q: &[f32], keys: &[f32], out: &mut [f32]) {
+    /// `out[j] = sum_d q[d] * keys_t[d * stride + j]`: attention scores against
+    /// keys stored transposed, one row of `stride` per dimension.
+    pub fn dot_rows_t(&self, q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
-            return x86_64::ROWS_AVX2.1(q, keys, out);
+            return x86_64::ROWS_AVX2.1(q, keys_t, stride, out);
         }
-        attn::dot_rows(q, keys, out)
+        attn::dot_rows_t(q, keys_t, stride, out)
     }
 
     /// `out = sum_j p[j] * values[j]` over `p.len()` value rows (attention output).

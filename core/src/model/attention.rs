@@ -119,10 +119,15 @@ fn attend_blocked(
         let (g, t0) = (task / n_blocks, task % n_blocks * TOKEN_BLOCK);
         let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
         let ctx_end = h.pos0 + t1;
-        let (mut keys, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
+        // Keys transposed (`[dim][position]`) for vertical score sums; values as rows.
+        let (mut keys_t, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
+        let mut key = vec![0.0f32; hd];
         for j in 0..ctx_end {
             let row = j * kv_dim + g * hd..j * kv_dim + g * hd + hd;
-            k.f16_to_f32(&kc[row.clone()], &mut keys[j * hd..(j + 1) * hd]);
+            k.f16_to_f32(&kc[row.clone()], &mut key);
+            for (d, &x) in key.iter().enumerate() {
+                keys_t[d * ctx_end + j] = x;
+            }
             k.f16_to_f32(&vc[row], &mut values[j * hd..(j + 1) * hd]);
         }
         let mut scores = vec![0.0f32; ctx_end];
@@ -133,7 +138,7 @@ fn attend_blocked(
                 let head = g * group + hi;
                 rounded_query(k, &q[t * q_dim + head * hd..][..hd], &mut qh);
                 let s = &mut scores[..n_ctx];
-                k.dot_rows(&qh, &keys[..n_ctx * hd], s);
+                k.dot_rows_t(&qh, &keys_t, ctx_end, s);
                 probabilities(k, s, h.scale());
                 let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
                 k.weighted_sum(s, &values[..n_ctx * hd], o);

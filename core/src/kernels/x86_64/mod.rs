@@ -40,15 +40,19 @@ pub(super) const ATTN_AVX2: (fn(&[f16], &[f32]) -> f32, fn(&mut [f32], f32, &[f1
     |o, p, v| unsafe { axpy_f16(o, p, v) },
 );
 
-/// Row kernels for batched attention (`f16_to_f32`, `dot_rows`,
+/// Row kernels for batched attention (`f16_to_f32`, `dot_rows_t`,
 /// `weighted_sum`); the kernel table uses them only after detection
 /// confirmed AVX2+FMA+F16C.
 #[allow(clippy::type_complexity)]
-pub(super) const ROWS_AVX2: (fn(&[f16], &mut [f32]), fn(&[f32], &[f32], &mut [f32]), fn(&[f32], &[f32], &mut [f32])) = (
+pub(super) const ROWS_AVX2: (
+    fn(&[f16], &mut [f32]),
+    fn(&[f32], &[f32], usize, &mut [f32]),
+    fn(&[f32], &[f32], &mut [f32]),
+) = (
     // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
     |s, d| unsafe { f16_to_f32(s, d) },
     // SAFETY: as above.
-    |q, k, o| unsafe { dot_rows(q, k, o) },
+    |q, k, s, o| unsafe { dot_rows_t(q, k, s, o) },
     // SAFETY: as above.
     |p, v, o| unsafe { weighted_sum(p, v, o) },
 );
@@ -87,8 +91,8 @@ fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
 
 /// The portable body, compiled here with AVX2 enabled.
 #[target_feature(enable = "avx2,fma")]
-fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
-    super::attn::dot_rows(q, keys, out)
+fn dot_rows_t(q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
+    super::attn::dot_rows_t(q, keys_t, stride, out)
 }
 
 /// The portable body, compiled here with AVX2 enabled.
