@@ -97,3 +97,34 @@ fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn bench_json_reports_every_test_and_thread_count() {
+    let out = prima()
+        .args(["bench", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "16", "-n", "4", "-t", "1,2", "-r", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(String, u64)> =
+        rows.iter().map(|r| (r["test"].as_str().unwrap().to_string(), r["threads"].as_u64().unwrap())).collect();
+    let want = [("pp16", 1), ("tg4", 1), ("pp16", 2), ("tg4", 2)].map(|(t, n)| (t.to_string(), n));
+    assert_eq!(seen, want);
+    for r in &rows {
+        assert_eq!(r["samples_tokens_per_s"].as_array().unwrap().len(), 2);
+        assert!(r["tokens_per_s_mean"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn bench_rejects_zero_repetitions_and_zero_threads() {
+    for bad in [["-r", "0"], ["-t", "0"]] {
+        let out = prima().args(["bench", "-m"]).arg(smollm2_path()).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("must be at least 1"), "{err}");
+    }
+}
