@@ -7,10 +7,24 @@
 /// multiply-add across keys and no horizontal sum is needed.
 #[inline(always)]
 pub(super) fn dot_rows_t(q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
-    out.fill(0.0);
+    // Blocks of keys whose partial scores stay in registers across all dimensions.
+    const BLOCK: usize = 32;
     let n = out.len();
+    let full = n / BLOCK * BLOCK;
+    for j0 in (0..full).step_by(BLOCK) {
+        let mut acc = [0.0f32; BLOCK];
+        for (d, &qd) in q.iter().enumerate() {
+            let k = &keys_t[d * stride + j0..d * stride + j0 + BLOCK];
+            for (a, &kj) in acc.iter_mut().zip(k) {
+                *a += qd * kj;
+            }
+        }
+        out[j0..j0 + BLOCK].copy_from_slice(&acc);
+    }
+    let tail = &mut out[full..];
+    tail.fill(0.0);
     for (d, &qd) in q.iter().enumerate() {
-        for (o, &k) in out.iter_mut().zip(&keys_t[d * stride..d * stride + n]) {
+        for (o, &k) in tail.iter_mut().zip(&keys_t[d * stride + full..d * stride + n]) {
             *o += qd * k;
         }
     }

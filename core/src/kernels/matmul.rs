@@ -96,7 +96,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     let rows_per_task = chunk_size(w.n_out, par.threads(), 16);
     if n_tok == 1 {
         for_each_chunk_mut(par, out, rows_per_task, &|r0, o| {
-            tiles(tile, w, acts, r0..r0 + o.len(), 0..1, &mut |r, _, y| o[r - r0] = y);
+            tiles(tile, w, acts, r0..r0 + o.len(), 0..1, |r, _, y| o[r - r0] = y);
         });
         return;
     }
@@ -105,7 +105,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     scratch.resize(w.n_out * n_tok, 0.0);
     for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, o| {
         let r0 = start / n_tok;
-        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, &mut |r, t, y| o[(r - r0) * n_tok + t] = y);
+        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, |r, t, y| o[(r - r0) * n_tok + t] = y);
     });
     for t in 0..n_tok {
         for r in 0..w.n_out {
@@ -130,7 +130,7 @@ pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f
         for w in ws {
             let (lo, hi) = (r0.max(base), (r0 + o.len()).min(base + w.n_out));
             if lo < hi {
-                tiles(tile, w, acts, lo - base..hi - base, 0..1, &mut |r, _, y| o[base + r - r0] = y);
+                tiles(tile, w, acts, lo - base..hi - base, 0..1, |r, _, y| o[base + r - r0] = y);
             }
             base += w.n_out;
         }
@@ -145,22 +145,22 @@ fn tiles(
     acts: &Acts,
     rows: Range<usize>,
     toks: Range<usize>,
-    put: &mut dyn FnMut(usize, usize, f32),
+    mut put: impl FnMut(usize, usize, f32),
 ) {
     let mut out = [[0.0; TILE]; TILE];
     let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
     for r0 in rows.clone().step_by(TILE) {
         let r1 = (r0 + TILE).min(rows.end);
-        let wr: [&[u8]; TILE] = core::array::from_fn(|i| {
-            let r = (r0 + i).min(r1 - 1);
-            &w.data[r * wrb..(r + 1) * wrb]
-        });
+        let mut wr: [&[u8]; TILE] = [&[]; TILE];
+        for (i, slot) in wr.iter_mut().enumerate().take(r1 - r0) {
+            *slot = &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb];
+        }
         for t0 in toks.clone().step_by(TILE) {
             let t1 = (t0 + TILE).min(toks.end);
-            let ar: [&[u8]; TILE] = core::array::from_fn(|i| {
-                let t = (t0 + i).min(t1 - 1);
-                &acts.data[t * arb..(t + 1) * arb]
-            });
+            let mut ar: [&[u8]; TILE] = [&[]; TILE];
+            for (i, slot) in ar.iter_mut().enumerate().take(t1 - t0) {
+                *slot = &acts.data[(t0 + i) * arb..(t0 + i + 1) * arb];
+            }
             tile(w.n_in, &wr[..r1 - r0], &ar[..t1 - t0], &mut out);
             for r in r0..r1 {
                 for t in t0..t1 {

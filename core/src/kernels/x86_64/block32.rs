@@ -104,8 +104,15 @@ macro_rules! tile_kernels {
             let (wb, ab, signed) = layout(TY);
             let qa_at = if signed { 2 } else { 4 };
             let nb = n / 32;
-            let w: [&[u8]; R] = core::array::from_fn(|r| &w[r][..nb * wb]);
-            let a: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ab]);
+            // Plain loops, not `array::from_fn`, which does not inline here.
+            let (mut wr, mut ar): ([&[u8]; R], [&[u8]; T]) = ([&[]; R], [&[]; T]);
+            for r in 0..R {
+                wr[r] = &w[r][..nb * wb];
+            }
+            for t in 0..T {
+                ar[t] = &a[t][..nb * ab];
+            }
+            let (w, a) = (wr, ar);
             let mut acc = [[_mm256_setzero_ps(); T]; R];
             let mut mins = [[0.0f32; T]; R];
             for b in 0..nb {
