@@ -25,6 +25,6 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub use gguf::{Gguf, GgufError};
-pub use model::{Model, ModelError, Session, Want};
+pub use model::{KvType, Model, ModelError, Session, Want};
 
 pub use quant::GgmlType;

@@ -2,7 +2,7 @@
 //! the reference engine's outputs live, and how to run a model in-process.
 
 use prima_core::kernels::Kernels;
-use prima_core::{Gguf, Model, Session, Want};
+use prima_core::{Gguf, KvType, Model, Session, Want};
 use prima_host::mapped::MappedFile;
 use prima_host::pool::Pool;
 use serde_json::Value;
@@ -49,9 +49,20 @@ pub fn pool() -> Pool {
 
 /// Teacher-forced logits (one row of `n_vocab` per position) for `seq`.
 pub fn teacher_forced(file: &MappedFile, seq: &[u32], kernels: Kernels, pool: &Pool) -> (Vec<f32>, usize) {
+    teacher_forced_kv(file, seq, kernels, KvType::F16, pool)
+}
+
+/// [`teacher_forced`] with a KV cache of `kv_type`.
+pub fn teacher_forced_kv(
+    file: &MappedFile,
+    seq: &[u32],
+    kernels: Kernels,
+    kv_type: KvType,
+    pool: &Pool,
+) -> (Vec<f32>, usize) {
     let g = Gguf::parse(file.bytes()).expect("valid GGUF");
     let model = Model::load(&g, kernels).expect("model loads");
-    let mut s = Session::new(&model, 512);
+    let mut s = Session::with_kv_type(&model, 512, kv_type);
     let logits = s.eval(seq, Want::All, pool).expect("eval");
     (logits, model.config.n_vocab)
 }

@@ -1,33 +1,22 @@
-//! Attention's inner loops over f32 rows. Each is a vertical multiply-add
-//! with no reduction and no fused multiply-add, so the compiler vectorizes it
-//! at every SIMD width and the scalar and SIMD builds agree bit for bit.
+//! Attention's inner loops over f32 rows, for the prompt path. Each keeps
+//! the arithmetic order of the matching f16 decode kernel (`dot_f16_f32`,
+//! `axpy_f16`) of the same instruction set, so prompt and decode agree exactly.
 
-/// `out[j] = sum_d q[d] * keys_t[d * stride + j]`: scores against keys stored
-/// transposed (one row per dimension), so every step is a vertical
-/// multiply-add across keys and no horizontal sum is needed.
+/// `out[j] = q · keys[j]`, where `keys` holds `out.len()` rows of `q.len()`,
+/// summed in the same order as the scalar `dot_f16_f32`, so the prompt and
+/// decode attention paths agree exactly.
 #[inline(always)]
-pub(super) fn dot_rows_t(q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
-    // Blocks of keys whose partial scores stay in registers across all dimensions.
-    const BLOCK: usize = 32;
-    let n = out.len();
-    let full = n / BLOCK * BLOCK;
-    for j0 in (0..full).step_by(BLOCK) {
-        let mut acc = [0.0f32; BLOCK];
-        for (d, &qd) in q.iter().enumerate() {
-            let k = &keys_t[d * stride + j0..d * stride + j0 + BLOCK];
-            for (a, &kj) in acc.iter_mut().zip(k) {
-                *a += qd * kj;
-            }
-        }
-        out[j0..j0 + BLOCK].copy_from_slice(&acc);
+pub(super) fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(q.len())) {
+        *o = dot_in_order(k, q);
     }
-    let tail = &mut out[full..];
-    tail.fill(0.0);
-    for (d, &qd) in q.iter().enumerate() {
-        for (o, &k) in tail.iter_mut().zip(&keys_t[d * stride + full..d * stride + n]) {
-            *o += qd * k;
-        }
-    }
+}
+
+/// `sum(k[i] * q[i])` summed in order, as the scalar kernels (and the SIMD
+/// ones past their last whole vector) do.
+#[inline(always)]
+pub(super) fn dot_in_order(k: &[f32], q: &[f32]) -> f32 {
+    k.iter().zip(q).map(|(a, b)| a * b).sum()
 }
 
 /// `out = sum_j p[j] * values[j]`, where `values` holds `p.len()` rows of `out.len()`.

@@ -161,23 +161,33 @@ impl Kernels {
         dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
     }
 
-    /// `out[j] = sum_d q[d] * keys_t[d * stride + j]`: attention scores against
-    /// keys stored transposed, one row of `stride` per dimension.
-    pub fn dot_rows_t(&self, q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
+    /// `out[j] = q · keys[j]` over `out.len()` key rows of `q.len()`
+    /// (attention scores), in `dot_f16_f32`'s arithmetic order.
+    pub fn dot_rows(&self, q: &[f32], keys: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
-            return x86_64::ROWS_AVX2.1(q, keys_t, stride, out);
+            return x86_64::ROWS_AVX2.1(q, keys, out);
         }
-        attn::dot_rows_t(q, keys_t, stride, out)
+        attn::dot_rows(q, keys, out)
     }
 
-    /// `out = sum_j p[j] * values[j]` over `p.len()` value rows (attention output).
+    /// `out = sum_j p[j] * values[j]` over `p.len()` value rows (attention
+    /// output), in `axpy_f16`'s arithmetic order.
     pub fn weighted_sum(&self, p: &[f32], values: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             return x86_64::ROWS_AVX2.2(p, values, out);
         }
         attn::weighted_sum(p, values, out)
+    }
+
+    /// `out[i] += p * v[i]` over f32 values, in `axpy_f16`'s arithmetic order.
+    pub fn axpy_f32(&self, out: &mut [f32], p: f32, v: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::AXPY_F32_AVX2(out, p, v);
+        }
+        out.iter_mut().zip(v).for_each(|(o, x)| *o += p * x);
     }
 
     /// `out[i] += p * v[i]` over f16 values (attention-weighted sum).

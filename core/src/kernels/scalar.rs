@@ -42,11 +42,7 @@ fn dot_inline(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 /// Every pair of `w` rows and `a` rows, one dot product each.
 pub fn tile(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut super::TileOut) {
-    for (o, wr) in out.iter_mut().zip(w) {
-        for (y, ar) in o.iter_mut().zip(a) {
-            *y = dot(ty, n, wr, ar);
-        }
-    }
+    tile_inline(ty, n, w, a, out)
 }
 
 #[inline(always)]

@@ -2,8 +2,8 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use half::f16;
 
+use super::kv::RowsRef;
 use super::ops::softmax;
 use crate::kernels::Kernels;
 use crate::parallel::{for_each_chunk_mut, Parallel};
@@ -42,8 +42,8 @@ pub(super) fn attend(
     k: &Kernels,
     h: Heads,
     q: &[f32],
-    kc: &[f16],
-    vc: &[f16],
+    kc: RowsRef<'_>,
+    vc: RowsRef<'_>,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
@@ -55,23 +55,36 @@ pub(super) fn attend(
     }
 }
 
-/// A query head rounded to f16 precision: the reference engine multiplies
-/// f16 keys by f16-rounded queries.
-fn rounded_query(k: &Kernels, q: &[f32], out: &mut [f32]) {
+/// A query head, rounded to f16 precision when the keys are f16: the
+/// reference engine multiplies f16 keys by f16-rounded queries.
+fn rounded_query(k: &Kernels, q: &[f32], keys: RowsRef<'_>, out: &mut [f32]) {
     out.copy_from_slice(q);
-    k.round_to_f16(out);
+    if keys.is_f16() {
+        k.round_to_f16(out);
+    }
 }
 
-/// Scaled scores → probabilities rounded to f16, as the reference engine keeps them.
-fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32) {
+/// Scaled scores → probabilities, rounded to f16 when the values are f16, as
+/// the reference engine keeps them.
+fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32, values: RowsRef<'_>) {
     scores.iter_mut().for_each(|s| *s *= scale);
     softmax(scores);
-    k.round_to_f16(scores);
+    if values.is_f16() {
+        k.round_to_f16(scores);
+    }
 }
 
 /// One task per (token, head), reading the f16 cache directly: decode's
 /// only parallelism is across heads.
-fn attend_per_head(k: &Kernels, h: Heads, q: &[f32], kc: &[f16], vc: &[f16], out: &mut [f32], par: &dyn Parallel) {
+fn attend_per_head(
+    k: &Kernels,
+    h: Heads,
+    q: &[f32],
+    kc: RowsRef<'_>,
+    vc: RowsRef<'_>,
+    out: &mut [f32],
+    par: &dyn Parallel,
+) {
     let (hd, q_dim, kv_dim) = (h.head_dim, h.q_dim(), h.kv_dim());
     for_each_chunk_mut(par, out, hd, &|start, out| {
         let (t, head) = (start / q_dim, (start % q_dim) / hd);
@@ -79,16 +92,16 @@ fn attend_per_head(k: &Kernels, h: Heads, q: &[f32], kc: &[f16], vc: &[f16], out
         let kvh = head / h.group();
         let mut qh = [0.0f32; 256];
         let qh = &mut qh[..hd];
-        rounded_query(k, &q[start..start + hd], qh);
+        rounded_query(k, &q[start..start + hd], kc, qh);
         let row = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
         let mut scores = vec![0.0f32; n_ctx];
         for (j, s) in scores.iter_mut().enumerate() {
-            *s = k.dot_f16_f32(&kc[row(j)], qh);
+            *s = kc.dot(k, row(j), qh);
         }
-        probabilities(k, &mut scores, h.scale());
+        probabilities(k, &mut scores, h.scale(), vc);
         out.fill(0.0);
         for (j, &p) in scores.iter().enumerate() {
-            k.axpy_f16(out, p, &vc[row(j)]);
+            vc.axpy(k, out, p, row(j));
         }
     });
 }
@@ -102,8 +115,8 @@ fn attend_blocked(
     k: &Kernels,
     h: Heads,
     q: &[f32],
-    kc: &[f16],
-    vc: &[f16],
+    kc: RowsRef<'_>,
+    vc: RowsRef<'_>,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
@@ -119,16 +132,11 @@ fn attend_blocked(
         let (g, t0) = (task / n_blocks, task % n_blocks * TOKEN_BLOCK);
         let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
         let ctx_end = h.pos0 + t1;
-        // Keys transposed (`[dim][position]`) for vertical score sums; values as rows.
-        let (mut keys_t, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
-        let mut key = vec![0.0f32; hd];
+        let (mut keys, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
         for j in 0..ctx_end {
             let row = j * kv_dim + g * hd..j * kv_dim + g * hd + hd;
-            k.f16_to_f32(&kc[row.clone()], &mut key);
-            for (d, &x) in key.iter().enumerate() {
-                keys_t[d * ctx_end + j] = x;
-            }
-            k.f16_to_f32(&vc[row], &mut values[j * hd..(j + 1) * hd]);
+            kc.widen(k, row.clone(), &mut keys[j * hd..(j + 1) * hd]);
+            vc.widen(k, row, &mut values[j * hd..(j + 1) * hd]);
         }
         let mut scores = vec![0.0f32; ctx_end];
         let mut qh = vec![0.0f32; hd];
@@ -136,10 +144,10 @@ fn attend_blocked(
             let n_ctx = h.pos0 + t + 1;
             for hi in 0..group {
                 let head = g * group + hi;
-                rounded_query(k, &q[t * q_dim + head * hd..][..hd], &mut qh);
+                rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, &mut qh);
                 let s = &mut scores[..n_ctx];
-                k.dot_rows_t(&qh, &keys_t, ctx_end, s);
-                probabilities(k, s, h.scale());
+                k.dot_rows(&qh, &keys[..n_ctx * hd], s);
+                probabilities(k, s, h.scale(), vc);
                 let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
                 k.weighted_sum(s, &values[..n_ctx * hd], o);
             }
@@ -150,6 +158,39 @@ fn attend_blocked(
             let (g, hi) = (head / group, head % group);
             let from = (g * n_blocks * TOKEN_BLOCK + t) * group * hd + hi * hd;
             out[t * q_dim + head * hd..][..hd].copy_from_slice(&scratch[from..from + hd]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parallel::Serial;
+    use crate::sampler::Rng;
+    use half::f16;
+
+    /// The blocked prompt path and the per-head decode path compute exactly
+    /// the same attention, for f16 and f32 caches and a prefix already in the
+    /// cache, so how a prompt is batched never changes the result.
+    #[test]
+    fn blocked_and_per_head_paths_agree() {
+        let mut rng = Rng::new(9);
+        let h = Heads { n_head: 6, n_head_kv: 2, head_dim: 64, pos0: 7 };
+        let n_tok = 37;
+        let ctx = h.pos0 + n_tok;
+        let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
+        let q = rand(n_tok * h.q_dim());
+        let (kf, vf) = (rand(ctx * h.kv_dim()), rand(ctx * h.kv_dim()));
+        let (kh, vh): (Vec<f16>, Vec<f16>) =
+            (kf.iter().map(|&x| f16::from_f32(x)).collect(), vf.iter().map(|&x| f16::from_f32(x)).collect());
+        for k in [Kernels::detect(), Kernels::scalar()] {
+            for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
+                let mut per_head = vec![0.0; q.len()];
+                attend_per_head(&k, h, &q, kc, vc, &mut per_head, &Serial);
+                let mut blocked = vec![0.0; q.len()];
+                attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
+                assert_eq!(per_head, blocked, "{} f16={}", k.name(), kc.is_f16());
+            }
         }
     }
 }

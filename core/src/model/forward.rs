@@ -1,7 +1,6 @@
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
-use half::f16;
 
 use super::attention::{attend, Heads};
 use super::ops::{rms_norm, silu, Rope};
@@ -148,14 +147,8 @@ impl Model<'_> {
                 }
             });
         }
-        let kv_dim = c.kv_dim();
-        let (kc, vc) = kv.layer_mut(il);
-        for (dst, src) in kc[pos0 * kv_dim..(pos0 + n_tok) * kv_dim].iter_mut().zip(&ws.k) {
-            *dst = f16::from_f32(*src);
-        }
-        for (dst, src) in vc[pos0 * kv_dim..(pos0 + n_tok) * kv_dim].iter_mut().zip(&ws.v) {
-            *dst = f16::from_f32(*src);
-        }
+        kv.write(il, pos0, &ws.k, &ws.v);
+        let (kc, vc) = kv.layer(il);
         let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd, pos0 };
         let attn = resize(&mut ws.attn, n_tok * c.q_dim());
         attend(k_, heads, &ws.q, kc, vc, attn, &mut ws.attn_scratch, par);

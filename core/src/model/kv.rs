@@ -3,28 +3,73 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use half::f16;
 
-/// Keys and values for the layers a device runs, in f16 as the reference
-/// engine stores them. Layout per layer: `[position][kv_head * head_dim]`.
+use crate::kernels::Kernels;
+
+/// The element type of a [`KvCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Half the memory; what the reference engine stores, so results match it.
+    #[default]
+    F16,
+    /// Exact keys and values, at twice the memory.
+    F32,
+}
+
+/// One layer's keys or values: `[position][kv_head * head_dim]`.
+#[derive(Debug)]
+enum Rows {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    fn view(&self) -> RowsRef<'_> {
+        match self {
+            Rows::F16(d) => RowsRef::F16(d),
+            Rows::F32(d) => RowsRef::F32(d),
+        }
+    }
+}
+
+/// A read-only view of one layer's keys or values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowsRef<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
+/// Keys and values for the layers a device runs.
 #[derive(Debug)]
 pub struct KvCache {
     pub layers: Range<usize>,
     pub n_ctx: usize,
     pub kv_dim: usize,
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    pub ty: KvType,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
     /// Number of positions filled.
     pub len: usize,
 }
 
 impl KvCache {
+    /// An f16 cache, as the reference engine keeps.
     pub fn new(layers: Range<usize>, n_ctx: usize, kv_dim: usize) -> Self {
+        Self::with_type(layers, n_ctx, kv_dim, KvType::F16)
+    }
+
+    pub fn with_type(layers: Range<usize>, n_ctx: usize, kv_dim: usize, ty: KvType) -> Self {
+        let rows = || match ty {
+            KvType::F16 => Rows::F16(vec![f16::ZERO; n_ctx * kv_dim]),
+            KvType::F32 => Rows::F32(vec![0.0; n_ctx * kv_dim]),
+        };
         let n = layers.len();
         Self {
             layers,
             n_ctx,
             kv_dim,
-            k: vec![vec![f16::ZERO; n_ctx * kv_dim]; n],
-            v: vec![vec![f16::ZERO; n_ctx * kv_dim]; n],
+            ty,
+            k: (0..n).map(|_| rows()).collect(),
+            v: (0..n).map(|_| rows()).collect(),
             len: 0,
         }
     }
@@ -39,13 +84,66 @@ impl KvCache {
         self.len = self.len.min(pos);
     }
 
-    pub(crate) fn layer_mut(&mut self, layer: usize) -> (&mut [f16], &mut [f16]) {
+    /// Stores the keys and values of positions `pos0 ..` of `layer`.
+    pub(crate) fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
         let j = layer - self.layers.start;
-        (&mut self.k[j], &mut self.v[j])
+        let at = pos0 * self.kv_dim;
+        for (rows, src) in [(&mut self.k[j], k), (&mut self.v[j], v)] {
+            match rows {
+                Rows::F16(d) => d[at..at + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s)),
+                Rows::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+            }
+        }
+    }
+
+    /// Keys and values of `layer`.
+    pub(crate) fn layer(&self, layer: usize) -> (RowsRef<'_>, RowsRef<'_>) {
+        let j = layer - self.layers.start;
+        (self.k[j].view(), self.v[j].view())
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.layers.len() * self.n_ctx * self.kv_dim * 2 * 2
+        let elem = match self.ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        self.layers.len() * self.n_ctx * self.kv_dim * 2 * elem
+    }
+}
+
+impl RowsRef<'_> {
+    /// Whether values are stored as f16 (the reference engine then rounds
+    /// what meets them to f16 too).
+    pub(crate) fn is_f16(&self) -> bool {
+        matches!(self, RowsRef::F16(_))
+    }
+
+    /// Elements `range` as f32.
+    pub(crate) fn widen(&self, k: &Kernels, range: Range<usize>, out: &mut [f32]) {
+        match self {
+            RowsRef::F16(d) => k.f16_to_f32(&d[range], out),
+            RowsRef::F32(d) => out.copy_from_slice(&d[range]),
+        }
+    }
+
+    /// `sum(rows[range] * q)`.
+    pub(crate) fn dot(&self, k: &Kernels, range: Range<usize>, q: &[f32]) -> f32 {
+        match self {
+            RowsRef::F16(d) => k.dot_f16_f32(&d[range], q),
+            RowsRef::F32(d) => {
+                let mut score = [0.0];
+                k.dot_rows(q, &d[range], &mut score);
+                score[0]
+            }
+        }
+    }
+
+    /// `out += p * rows[range]`.
+    pub(crate) fn axpy(&self, k: &Kernels, out: &mut [f32], p: f32, range: Range<usize>) {
+        match self {
+            RowsRef::F16(d) => k.axpy_f16(out, p, &d[range]),
+            RowsRef::F32(d) => k.axpy_f32(out, p, &d[range]),
+        }
     }
 }

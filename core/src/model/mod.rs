@@ -13,6 +13,6 @@ mod weights;
 pub use config::{Arch, Config, RopeKind};
 pub use error::ModelError;
 pub use forward::Workspace;
-pub use kv::KvCache;
+pub use kv::{KvCache, KvType};
 pub use session::{Session, Want};
 pub use weights::{LayerWeights, Model, Parts};

@@ -1,6 +1,6 @@
 use alloc::vec::Vec;
 
-use super::{KvCache, Model, ModelError, Workspace};
+use super::{KvCache, KvType, Model, ModelError, Workspace};
 use crate::parallel::Parallel;
 
 /// Which positions of an evaluated batch need logits.
@@ -27,8 +27,13 @@ pub struct Session<'m, 'a> {
 
 impl<'m, 'a> Session<'m, 'a> {
     pub fn new(model: &'m Model<'a>, n_ctx: usize) -> Self {
+        Self::with_kv_type(model, n_ctx, KvType::F16)
+    }
+
+    /// A session whose KV cache holds `kv_type` elements.
+    pub fn with_kv_type(model: &'m Model<'a>, n_ctx: usize, kv_type: KvType) -> Self {
         let c = &model.config;
-        let kv = KvCache::new(model.parts.layers.clone(), n_ctx, c.kv_dim());
+        let kv = KvCache::with_type(model.parts.layers.clone(), n_ctx, c.kv_dim(), kv_type);
         Self { model, kv, ws: Workspace::default(), hidden: Vec::new(), n_batch: 512 }
     }
 

@@ -9,6 +9,7 @@ pub mod q8;
 #[cfg(test)]
 mod tests;
 
+#[cfg(target_arch = "x86_64")]
 pub(crate) use decode::set_k4_scales;
 pub use decode::{decode_block256, decode_block32, Block256, Block32};
 

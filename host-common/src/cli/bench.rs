@@ -34,6 +34,9 @@ pub(super) struct BenchArgs {
     /// Print one JSON object per test instead of a table.
     #[arg(long)]
     json: bool,
+    /// Element type of the KV cache.
+    #[arg(long = "kv-type", value_enum, default_value = "f16")]
+    kv_type: super::KvTypeArg,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +88,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     for &t in &threads {
         let pool = Pool::new(t)?;
-        let mut session = Session::new(&model, n_ctx);
+        let mut session = Session::with_kv_type(&model, n_ctx, a.kv_type.into());
         let mut rng = Rng::new(0x5eed);
         let n_vocab = model.config.n_vocab as u64;
         for &test in &tests {

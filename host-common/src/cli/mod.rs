@@ -6,7 +6,7 @@ mod inspect;
 mod loaded;
 mod run;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -41,6 +41,24 @@ struct ModelArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+}
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KvTypeArg {
+    /// Half the memory; matches the reference engine.
+    F16,
+    /// Exact keys and values at twice the memory.
+    F32,
+}
+
+impl From<KvTypeArg> for prima_core::KvType {
+    fn from(a: KvTypeArg) -> Self {
+        match a {
+            KvTypeArg::F16 => prima_core::KvType::F16,
+            KvTypeArg::F32 => prima_core::KvType::F32,
+        }
+    }
 }
 
 /// Runs the CLI and returns the process exit code.

@@ -46,6 +46,9 @@ pub(super) struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Element type of the KV cache.
+    #[arg(long = "kv-type", value_enum, default_value = "f16")]
+    kv_type: super::KvTypeArg,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -82,7 +85,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         seed: a.seed,
     });
     prompt.iter().for_each(|&t| sampler.accept(t));
-    let mut session = Session::new(&model, a.ctx);
+    let mut session = Session::with_kv_type(&model, a.ctx, a.kv_type.into());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut stream = StreamDecoder::default();

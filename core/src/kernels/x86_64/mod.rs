@@ -40,19 +40,15 @@ pub(super) const ATTN_AVX2: (fn(&[f16], &[f32]) -> f32, fn(&mut [f32], f32, &[f1
     |o, p, v| unsafe { axpy_f16(o, p, v) },
 );
 
-/// Row kernels for batched attention (`f16_to_f32`, `dot_rows_t`,
+/// Row kernels for batched attention (`f16_to_f32`, `dot_rows`,
 /// `weighted_sum`); the kernel table uses them only after detection
 /// confirmed AVX2+FMA+F16C.
 #[allow(clippy::type_complexity)]
-pub(super) const ROWS_AVX2: (
-    fn(&[f16], &mut [f32]),
-    fn(&[f32], &[f32], usize, &mut [f32]),
-    fn(&[f32], &[f32], &mut [f32]),
-) = (
+pub(super) const ROWS_AVX2: (fn(&[f16], &mut [f32]), fn(&[f32], &[f32], &mut [f32]), fn(&[f32], &[f32], &mut [f32])) = (
     // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
     |s, d| unsafe { f16_to_f32(s, d) },
     // SAFETY: as above.
-    |q, k, s, o| unsafe { dot_rows_t(q, k, s, o) },
+    |q, k, o| unsafe { dot_rows(q, k, o) },
     // SAFETY: as above.
     |p, v, o| unsafe { weighted_sum(p, v, o) },
 );
@@ -89,16 +85,67 @@ fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     dst[n8..].iter_mut().zip(&src[n8..]).for_each(|(d, s)| *d = s.to_f32());
 }
 
-/// The portable body, compiled here with AVX2 enabled.
+/// Each key's score as `dot_f16_f32` computes it: eight FMA lanes, then `hsum`.
 #[target_feature(enable = "avx2,fma")]
-fn dot_rows_t(q: &[f32], keys_t: &[f32], stride: usize, out: &mut [f32]) {
-    super::attn::dot_rows_t(q, keys_t, stride, out)
+fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
+    let hd = q.len();
+    let n8 = hd / 8 * 8;
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(hd)) {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in k[..n8].chunks_exact(8).zip(q[..n8].chunks_exact(8)) {
+            acc = _mm256_fmadd_ps(load_f32x8(x), load_f32x8(y), acc);
+        }
+        *o = hsum(acc) + super::attn::dot_in_order(&k[n8..], &q[n8..]);
+    }
 }
 
-/// The portable body, compiled here with AVX2 enabled.
+/// `out = sum_j p[j] * values[j]` as `axpy_f16` accumulates it (one FMA per
+/// element per position), with the accumulator in registers.
 #[target_feature(enable = "avx2,fma")]
 fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
-    super::attn::weighted_sum(p, values, out)
+    let hd = out.len();
+    if !hd.is_multiple_of(8) || hd > 256 {
+        out.fill(0.0);
+        for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
+            axpy_f32(out, pj, v);
+        }
+        return;
+    }
+    let mut acc = [_mm256_setzero_ps(); 32];
+    let acc = &mut acc[..hd / 8];
+    for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
+        let pv = _mm256_set1_ps(pj);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(pv, load_f32x8(&v[8 * i..]), *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        store_f32x8(&mut out[8 * i..], *a);
+    }
+}
+
+/// `axpy_f32`, used only after detection confirmed AVX2+FMA+F16C.
+// SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+pub(super) const AXPY_F32_AVX2: fn(&mut [f32], f32, &[f32]) = |o, p, v| unsafe { axpy_f32(o, p, v) };
+
+/// `out[i] += p * v[i]` as `axpy_f16` does it, for f32 values.
+#[target_feature(enable = "avx2,fma")]
+fn axpy_f32(out: &mut [f32], p: f32, v: &[f32]) {
+    let n8 = out.len().min(v.len()) / 8 * 8;
+    let pv = _mm256_set1_ps(p);
+    for (o, x) in out[..n8].chunks_exact_mut(8).zip(v[..n8].chunks_exact(8)) {
+        store_f32x8(o, _mm256_fmadd_ps(pv, load_f32x8(x), load_f32x8(o)));
+    }
+    out[n8..].iter_mut().zip(&v[n8..]).for_each(|(o, x)| *o += p * x);
+}
+
+#[inline]
+#[target_feature(enable = "avx")]
+fn store_f32x8(out: &mut [f32], v: __m256) {
+    let mut raw = [0f32; 8];
+    // SAFETY: `raw` is 32 writable bytes; unaligned store.
+    unsafe { _mm256_storeu_ps(raw.as_mut_ptr(), v) };
+    out[..8].copy_from_slice(&raw);
 }
 
 #[inline]
@@ -121,7 +168,7 @@ fn load_f16x8(v: &[f16]) -> __m256 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx")]
 fn load_f32x8(v: &[f32]) -> __m256 {
     let mut raw = [0f32; 8];
     raw.copy_from_slice(&v[..8]);
