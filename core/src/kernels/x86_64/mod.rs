@@ -85,18 +85,58 @@ fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     dst[n8..].iter_mut().zip(&src[n8..]).for_each(|(d, s)| *d = s.to_f32());
 }
 
-/// Each key's score as `dot_f16_f32` computes it: eight FMA lanes, then `hsum`.
+/// Each key's score as `dot_f16_f32` computes it: eight FMA lanes, then
+/// `hsum`'s addition tree. Eight keys go at a time, and their eight
+/// reductions share shuffles (the same tree, so the same sums).
 #[target_feature(enable = "avx2,fma")]
 fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
     let hd = q.len();
     let n8 = hd / 8 * 8;
-    for (o, k) in out.iter_mut().zip(keys.chunks_exact(hd)) {
+    let lane_sums = |k: &[f32]| {
         let mut acc = _mm256_setzero_ps();
         for (x, y) in k[..n8].chunks_exact(8).zip(q[..n8].chunks_exact(8)) {
             acc = _mm256_fmadd_ps(load_f32x8(x), load_f32x8(y), acc);
         }
-        *o = hsum(acc) + super::attn::dot_in_order(&k[n8..], &q[n8..]);
+        acc
+    };
+    let mut groups = out.chunks_exact_mut(8);
+    let mut j = 0;
+    for o in &mut groups {
+        let v: [__m256; 8] = core::array::from_fn(|i| lane_sums(&keys[(j + i) * hd..(j + i + 1) * hd]));
+        store_f32x8(o, hsum8(v));
+        for (i, y) in o.iter_mut().enumerate() {
+            let k = &keys[(j + i) * hd..(j + i + 1) * hd];
+            *y += super::attn::dot_in_order(&k[n8..], &q[n8..]);
+        }
+        j += 8;
     }
+    for (i, o) in groups.into_remainder().iter_mut().enumerate() {
+        let k = &keys[(j + i) * hd..(j + i + 1) * hd];
+        *o = hsum(lane_sums(k)) + super::attn::dot_in_order(&k[n8..], &q[n8..]);
+    }
+}
+
+/// `[hsum(v[0]), …, hsum(v[7])]`, each by exactly `hsum`'s addition tree:
+/// `((x0 + x4) + (x2 + x6)) + ((x1 + x5) + (x3 + x7))`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum8(v: [__m256; 8]) -> __m256 {
+    // Halves added: [x0+x4, x1+x5, x2+x6, x3+x7] for two vectors per register.
+    let halves = |a: __m256, b: __m256| {
+        _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b))
+    };
+    let (p01, p23, p45, p67) = (halves(v[0], v[1]), halves(v[2], v[3]), halves(v[4], v[5]), halves(v[6], v[7]));
+    // (x0+x4)+(x2+x6) and (x1+x5)+(x3+x7), for four vectors per register.
+    let pairs = |p: __m256, r: __m256| {
+        _mm256_add_ps(_mm256_shuffle_ps::<0b01_00_01_00>(p, r), _mm256_shuffle_ps::<0b11_10_11_10>(p, r))
+    };
+    let (r0123, r4567) = (pairs(p01, p23), pairs(p45, p67));
+    // The final sums, in lane order [0, 2, 4, 6, 1, 3, 5, 7].
+    let s = _mm256_add_ps(
+        _mm256_shuffle_ps::<0b10_00_10_00>(r0123, r4567),
+        _mm256_shuffle_ps::<0b11_01_11_01>(r0123, r4567),
+    );
+    _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// `out = sum_j p[j] * values[j]` as `axpy_f16` accumulates it (one FMA per
