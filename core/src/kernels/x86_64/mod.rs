@@ -92,13 +92,7 @@ fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
 fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
     let hd = q.len();
     let n8 = hd / 8 * 8;
-    let lane_sums = |k: &[f32]| {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in k[..n8].chunks_exact(8).zip(q[..n8].chunks_exact(8)) {
-            acc = _mm256_fmadd_ps(load_f32x8(x), load_f32x8(y), acc);
-        }
-        acc
-    };
+    let lane_sums = |k: &[f32]| lane_sums(&k[..n8], &q[..n8]);
     let mut groups = out.chunks_exact_mut(8);
     let mut j = 0;
     for o in &mut groups {
@@ -114,6 +108,17 @@ fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
         let k = &keys[(j + i) * hd..(j + i + 1) * hd];
         *o = hsum(lane_sums(k)) + super::attn::dot_in_order(&k[n8..], &q[n8..]);
     }
+}
+
+/// Eight FMA lanes of `k · q` (both a multiple of 8 long), not yet reduced.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lane_sums(k: &[f32], q: &[f32]) -> __m256 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in k.chunks_exact(8).zip(q.chunks_exact(8)) {
+        acc = _mm256_fmadd_ps(load_f32x8(x), load_f32x8(y), acc);
+    }
+    acc
 }
 
 /// `[hsum(v[0]), …, hsum(v[7])]`, each by exactly `hsum`'s addition tree:
@@ -140,20 +145,28 @@ fn hsum8(v: [__m256; 8]) -> __m256 {
 }
 
 /// `out = sum_j p[j] * values[j]` as `axpy_f16` accumulates it (one FMA per
-/// element per position), with the accumulator in registers.
+/// element per position), with the accumulator in registers for the common
+/// head sizes.
 #[target_feature(enable = "avx2,fma")]
 fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
-    let hd = out.len();
-    if !hd.is_multiple_of(8) || hd > 256 {
-        out.fill(0.0);
-        for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
-            axpy_f32(out, pj, v);
+    match out.len() {
+        64 => weighted_sum_fixed::<8>(p, values, out),
+        128 => weighted_sum_fixed::<16>(p, values, out),
+        hd => {
+            out.fill(0.0);
+            for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
+                axpy_f32(out, pj, v);
+            }
         }
-        return;
     }
-    let mut acc = [_mm256_setzero_ps(); 32];
-    let acc = &mut acc[..hd / 8];
-    for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
+}
+
+/// [`weighted_sum`] for heads of `V * 8` elements.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn weighted_sum_fixed<const V: usize>(p: &[f32], values: &[f32], out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); V];
+    for (&pj, v) in p.iter().zip(values.chunks_exact(V * 8)) {
         let pv = _mm256_set1_ps(pj);
         for (i, a) in acc.iter_mut().enumerate() {
             *a = _mm256_fmadd_ps(pv, load_f32x8(&v[8 * i..]), *a);
