@@ -16,10 +16,12 @@ extern crate std;
 #[macro_use]
 mod log;
 
+pub mod cost;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod parallel;
+pub mod profile;
 pub mod quant;
 pub mod sampler;
 pub mod tokenizer;

@@ -95,3 +95,25 @@ fn greedy_continuations_match_reference_while_margins_hold() {
     }
     assert!(compared >= 8, "only {compared} steps had margins >= 0.5");
 }
+
+/// The cost model accounts for every byte of every tensor, and its numbers
+/// follow from SmolLM2's shape.
+#[test]
+fn model_cost_accounts_for_every_tensor() {
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let cost = prima_core::cost::ModelCost::from_gguf(&g).unwrap();
+    let all: u64 = g.tensors().iter().map(|t| t.n_bytes).sum();
+    // Tied output head: the embedding is counted in both stages.
+    let emb = g.tensor("token_embd.weight").unwrap().n_bytes;
+    assert_eq!(cost.input.bytes() + cost.layer_bytes() + cost.output.bytes(), all + emb);
+    assert_eq!(cost.layers.len(), 30);
+    assert!(cost.layers.iter().all(|l| *l == cost.layers[0]), "SmolLM2's layers are identical");
+    // Per layer: q (576x576), k and v (576x192 each), o (576x576), gate/up/down (576x1536 each), 2 norms.
+    let matrix_weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536;
+    assert_eq!(cost.layers[0].flops(), 2 * matrix_weights + 2 * 576);
+    assert_eq!(cost.kv_bytes_per_token_layer, 2 * 192 * 2);
+    assert_eq!(cost.activation_bytes_f16, 576 * 2);
+    assert_eq!(cost.input_row_bytes, 576 / 32 * 34);
+    assert_eq!(cost.output.flops(), 2 * 49152 * 576 + 576);
+}
