@@ -18,6 +18,7 @@ mod log;
 
 pub mod cost;
 pub mod gguf;
+pub mod halda;
 pub mod kernels;
 pub mod model;
 pub mod parallel;

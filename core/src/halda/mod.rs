@@ -1,0 +1,221 @@
+//! Halda: which devices run which layers, and in how many rounds, so that a
+//! token takes the least time.
+//!
+//! ## The latency model
+//!
+//! Devices form a ring in the given order; the first is the head (embedding,
+//! output head, sampler) and is always kept. A plan keeps a subset `S`, gives
+//! each kept device a window of `w_m >= 1` layers and runs `k` rounds per
+//! token, with `k * sum(w) = L`. Per round, device `m`:
+//! - computes its window: `w_m * layer_s_m`;
+//! - hands the activations on: `hop_s_m` (half its round trip plus the bytes
+//!   over its bandwidth; zero when it runs alone);
+//! - holds `k * w_m` layers in total. What exceeds its memory budget is read
+//!   from disk again every token, `1/k` of it before each round:
+//!   `disk_m = max(0, k * w_m * b - budget_m) / k / disk_bw_m`. A window that
+//!   alone exceeds the budget is not allowed.
+//!
+//! With `c_m = w_m * layer_s_m + hop_s_m`, a device that can prefetch reads
+//! its next window while the rest of the ring works, so the ring's period is
+//! `P = max(sum(c_m), max(c_m + disk_m))`: no shorter than the ring's work,
+//! and no shorter than any device's own read-then-compute cycle. A device
+//! whose OS gives no overlap adds its reads to its work (`c_m += disk_m`).
+//! Per token: `T = k * P + head_s` (the head's embedding and output head).
+//! GPU layers are always zero until a GPU backend exists.
+//!
+//! ## The solver, and why it is exact
+//!
+//! For each device subset and each `k`, consider any bottleneck bound `tau`:
+//! every device must satisfy `c_m + disk_m <= tau`, which caps `w_m` (both
+//! grow with `w_m`). Under those caps, the windows minimising `sum(c_m)` come
+//! from a greedy fill (one layer each, the rest to the fastest devices up to
+//! their caps): the objective is linear with box constraints. Call that
+//! minimum `R(tau)`; it never increases with `tau`. The optimal plan's own
+//! bottleneck value is some `c_m(w) + disk_m(w)`, so searching `tau` over
+//! those finitely many candidates and taking `min(max(R(tau), tau))` gives
+//! the optimum; since `R` falls and `tau` rises, a binary search finds the
+//! crossing. Subsets and `k` are enumerated, pruned by a lower bound
+//! (`k * sum(hop) + L * min(layer_s)`). Property tests check the result
+//! against exhaustive search on thousands of random instances.
+
+mod solve;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use solve::solve;
+
+/// What the solver needs of one device, derived from its profile and the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceCosts {
+    /// Seconds to run one layer for one token (compute plus KV write).
+    pub layer_s: f64,
+    /// Seconds to hand one token's activations to the next device.
+    pub hop_s: f64,
+    /// Bytes of layer weights the device can keep in memory.
+    pub budget_bytes: f64,
+    /// Sequential disk read speed, for layers that do not fit.
+    pub disk_bytes_per_s: f64,
+    /// Whether the OS lets it read the next window while others compute.
+    pub overlaps_disk: bool,
+}
+
+/// A scheduling problem: devices in ring order (head first) and the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub devices: Vec<DeviceCosts>,
+    pub n_layer: usize,
+    /// Bytes of one layer's weights.
+    pub layer_bytes: f64,
+    /// Seconds per token the head spends on the embedding and output head.
+    pub head_s: f64,
+}
+
+/// One kept device's share of a token's time.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DeviceTime {
+    pub compute_s: f64,
+    pub network_s: f64,
+    /// Time reading layers from disk (hidden behind others' work where it overlaps).
+    pub disk_s: f64,
+}
+
+/// A schedule and its predicted time per output token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Indices into `Problem::devices` of the kept devices, in ring order.
+    pub devices: Vec<usize>,
+    /// Layers per round for each kept device.
+    pub windows: Vec<usize>,
+    /// Rounds per token.
+    pub k: usize,
+    /// GPU layers per kept device (all zero: no GPU backend yet).
+    pub gpu_layers: Vec<usize>,
+    /// Predicted seconds per token.
+    pub tpot_s: f64,
+    /// Per kept device, per token.
+    pub times: Vec<DeviceTime>,
+    /// Seconds per token the ring waits on disk beyond its compute and network.
+    pub stall_s: f64,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanError {
+    NoDevices,
+    NoLayers,
+    /// A device's figure is NaN, infinite, negative, or (for speeds) zero.
+    BadFigure {
+        device: usize,
+        field: &'static str,
+        value: f64,
+    },
+    /// The model's layer size is not a positive finite number.
+    BadLayerBytes(f64),
+    /// No device subset can hold even one window per device.
+    Infeasible,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoDevices => f.write_str("no devices to plan for"),
+            Self::NoLayers => f.write_str("the model has no layers"),
+            Self::BadFigure { device, field, value } => {
+                write!(f, "device {device}: {field} is {value}, which no plan can use")
+            }
+            Self::BadLayerBytes(b) => write!(f, "layer size {b} bytes is not a positive finite number"),
+            Self::Infeasible => {
+                f.write_str("no plan fits: some device cannot hold even one layer in its memory budget")
+            }
+        }
+    }
+}
+
+impl Problem {
+    /// Checks every figure, naming the first bad one.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.devices.is_empty() {
+            return Err(PlanError::NoDevices);
+        }
+        if self.n_layer == 0 {
+            return Err(PlanError::NoLayers);
+        }
+        if !(self.layer_bytes.is_finite() && self.layer_bytes > 0.0) {
+            return Err(PlanError::BadLayerBytes(self.layer_bytes));
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            let checks = [
+                ("layer time", d.layer_s, true),
+                ("hop time", d.hop_s, false),
+                ("memory budget", d.budget_bytes, false),
+                ("disk speed", d.disk_bytes_per_s, true),
+            ];
+            for (field, value, positive) in checks {
+                let ok = value.is_finite() && value >= 0.0 && (!positive || value > 0.0);
+                if !ok {
+                    return Err(PlanError::BadFigure { device: i, field, value });
+                }
+            }
+        }
+        if !(self.head_s.is_finite() && self.head_s >= 0.0) {
+            return Err(PlanError::BadFigure { device: 0, field: "head time", value: self.head_s });
+        }
+        Ok(())
+    }
+
+    /// Per-round work and read-then-compute cycle of device `m` with window
+    /// `w` in `k` rounds, or `None` when one window exceeds its budget.
+    /// `alone`: the device runs without a ring (no hop).
+    pub(crate) fn cycle(&self, m: usize, w: usize, k: usize, alone: bool) -> Option<(f64, f64, f64)> {
+        let d = &self.devices[m];
+        if w as f64 * self.layer_bytes > d.budget_bytes {
+            return None;
+        }
+        let hop = if alone { 0.0 } else { d.hop_s };
+        let overflow = (k * w) as f64 * self.layer_bytes - d.budget_bytes;
+        let disk = if overflow > 0.0 { overflow / k as f64 / d.disk_bytes_per_s } else { 0.0 };
+        let work = w as f64 * d.layer_s + hop;
+        Some(if d.overlaps_disk { (work, work + disk, disk) } else { (work + disk, work + disk, disk) })
+    }
+
+    /// The full plan for kept `devices` with `windows` and `k`, or `None` if
+    /// it is not valid.
+    pub fn evaluate(&self, devices: &[usize], windows: &[usize], k: usize) -> Option<Plan> {
+        let valid = !devices.is_empty()
+            && devices[0] == 0
+            && devices.len() == windows.len()
+            && k >= 1
+            && windows.iter().all(|&w| w >= 1)
+            && k * windows.iter().sum::<usize>() == self.n_layer;
+        if !valid {
+            return None;
+        }
+        let alone = devices.len() == 1;
+        let (mut ring, mut bottleneck) = (0.0f64, 0.0f64);
+        let mut times = Vec::with_capacity(devices.len());
+        for (&m, &w) in devices.iter().zip(windows) {
+            let (work, cycle, disk) = self.cycle(m, w, k, alone)?;
+            ring += work;
+            bottleneck = bottleneck.max(cycle);
+            let d = &self.devices[m];
+            let network = if alone { 0.0 } else { d.hop_s };
+            let kf = k as f64;
+            times.push(DeviceTime { compute_s: kf * w as f64 * d.layer_s, network_s: kf * network, disk_s: kf * disk });
+        }
+        let period = ring.max(bottleneck);
+        let busy: f64 = times.iter().map(|t| t.compute_s + t.network_s).sum();
+        let tpot_s = k as f64 * period + self.head_s;
+        Some(Plan {
+            devices: devices.to_vec(),
+            windows: windows.to_vec(),
+            k,
+            gpu_layers: alloc::vec![0; devices.len()],
+            tpot_s,
+            times,
+            stall_s: (tpot_s - self.head_s - busy).max(0.0),
+        })
+    }
+}
