@@ -16,7 +16,7 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
         return Err(PlanError::BadFigure { device: n - 1, field: "device count", value: n as f64 });
     }
     let l = p.n_layer;
-    let ks: Vec<usize> = (1..=l).filter(|k| l % k == 0).collect();
+    let ks: Vec<usize> = (1..=l).filter(|&k| l.is_multiple_of(k)).collect();
     // tables[j][m][w - 1]: device m's read-then-compute cycle with window w
     // in ks[j] rounds, in a ring (windows over its budget left out).
     let tables: Vec<Vec<Vec<f64>>> = ks

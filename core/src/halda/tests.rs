@@ -9,7 +9,7 @@ fn exhaustive(p: &Problem) -> Option<Plan> {
     for mask in 0..(1u32 << (n - 1)) {
         let devices: Vec<usize> = core::iter::once(0).chain((1..n).filter(|i| mask & (1 << (i - 1)) != 0)).collect();
         for k in 1..=p.n_layer {
-            if p.n_layer % k != 0 || p.n_layer / k < devices.len() {
+            if !p.n_layer.is_multiple_of(k) || p.n_layer / k < devices.len() {
                 continue;
             }
             for_each_composition(p.n_layer / k, devices.len(), &mut vec![], &mut |w| {
