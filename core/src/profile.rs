@@ -13,6 +13,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::quant::GgmlType;
 
+/// Integers as fixed-width little-endian bytes in binary formats (postcard),
+/// and as plain numbers in human-readable ones (JSON profiles on disk).
+mod fixed {
+    macro_rules! fixed {
+        ($t:ident) => {
+            pub mod $t {
+                use serde::{Deserialize, Deserializer, Serialize, Serializer};
+                const N: usize = core::mem::size_of::<$t>();
+
+                pub fn serialize<S: Serializer>(v: &$t, s: S) -> Result<S::Ok, S::Error> {
+                    if s.is_human_readable() {
+                        v.serialize(s)
+                    } else {
+                        v.to_le_bytes().serialize(s)
+                    }
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                    if d.is_human_readable() {
+                        $t::deserialize(d)
+                    } else {
+                        <[u8; N]>::deserialize(d).map($t::from_le_bytes)
+                    }
+                }
+            }
+        };
+    }
+    fixed!(u16);
+    fixed!(u32);
+    fixed!(u64);
+}
+
 /// The version this build writes and reads.
 pub const PROFILE_VERSION: u16 = 1;
 
@@ -37,7 +69,7 @@ pub enum PageCacheClass {
 /// threads the device will really use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TypeThroughput {
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u32")]
     pub ggml_type: u32,
     /// Floating-point operations per second (2 per weight per token).
     pub flops: f32,
@@ -46,9 +78,9 @@ pub struct TypeThroughput {
 /// A GPU, once a backend exists. No backend exists yet, so profiles say `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GpuProfile {
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u64")]
     pub vram_total_bytes: u64,
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u64")]
     pub vram_free_bytes: u64,
     pub flops: f32,
     pub mem_read_bytes_per_s: f32,
@@ -64,11 +96,11 @@ pub struct LinkProfile {
 /// One device's measured capabilities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceProfile {
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u16")]
     pub version: u16,
     /// A human name for logs and plans (host name or `--name`).
     pub name: String<32>,
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u16")]
     pub threads: u16,
     /// Kernel set the throughputs were measured with (`Kernels::name`).
     pub kernels: String<32>,
@@ -78,13 +110,13 @@ pub struct DeviceProfile {
     pub kv_write_s: f32,
     pub disk_seq_read_bytes_per_s: f32,
     pub disk_random_read_bytes_per_s: f32,
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u64")]
     pub ram_total_bytes: u64,
     /// What the OS says can be used without swapping (Linux `MemAvailable`,
     /// capped by any cgroup limit).
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u64")]
     pub ram_available_bytes: u64,
-    #[serde(with = "postcard::fixint::le")]
+    #[serde(with = "fixed::u64")]
     pub swap_free_bytes: u64,
     pub page_cache: PageCacheClass,
     pub gpu: Option<GpuProfile>,

@@ -128,3 +128,81 @@ fn bench_rejects_zero_repetitions_and_zero_threads() {
         assert!(err.contains("must be at least 1"), "{err}");
     }
 }
+
+/// A hand-written profile: `gflops` for every type SmolLM2 uses.
+fn profile_json(name: &str, gflops: f64, ram_mib: u64, link: bool) -> String {
+    let types: Vec<String> = [0u32, 3, 8] // F32, Q4_1, Q8_0
+        .iter()
+        .map(|t| format!(r#"{{"ggml_type":{t},"flops":{}}}"#, gflops * 1e9))
+        .collect();
+    let link = if link { r#"{"rtt_s":0.002,"bytes_per_s":37500000.0}"# } else { "null" };
+    format!(
+        r#"{{"version":1,"name":"{name}","threads":2,"kernels":"test","cpu":[{}],"mem_read_bytes_per_s":2e10,
+        "kv_write_s":1e-7,"disk_seq_read_bytes_per_s":1e9,"disk_random_read_bytes_per_s":3e8,
+        "ram_total_bytes":{},"ram_available_bytes":{},"swap_free_bytes":0,"page_cache":"Evicting",
+        "gpu":null,"link":{link}}}"#,
+        types.join(","),
+        ram_mib << 20,
+        ram_mib << 20
+    )
+}
+
+#[test]
+fn plan_splits_layers_and_drops_a_device_that_slows_the_ring() {
+    let dir = std::env::temp_dir().join(format!("prima-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The head cannot hold every layer, so a peer helps; the slow device only hurts.
+    let files =
+        [("head", 40.0, 80, true), ("peer", 40.0, 4096, true), ("slow", 0.5, 4096, true)].map(|(n, g, r, l)| {
+            let path = dir.join(format!("{n}.json"));
+            std::fs::write(&path, profile_json(n, g, r, l)).unwrap();
+            path
+        });
+    let mut cmd = prima();
+    cmd.args(["plan", "-m"]).arg(smollm2_path()).arg("--json");
+    for f in &files {
+        cmd.arg("--device").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let k = plan["k"].as_u64().unwrap();
+    let layers: u64 = plan["devices"].as_array().unwrap().iter().map(|d| d["layers"].as_u64().unwrap()).sum();
+    assert_eq!(layers, 30, "{plan}");
+    assert!(plan["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["window"].as_u64().unwrap() * k == d["layers"].as_u64().unwrap()));
+    assert_eq!(plan["dropped"][0]["name"], "slow", "{plan}");
+    let kept: Vec<&str> = plan["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(kept, ["head", "peer"], "{plan}");
+    assert!(plan["tpot_ms"].as_f64().unwrap() > 0.0);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn plan_names_bad_profiles() {
+    let dir = std::env::temp_dir().join(format!("prima-plan-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong_version = dir.join("v9.json");
+    std::fs::write(&wrong_version, profile_json("x", 1.0, 64, false).replace(r#""version":1"#, r#""version":9"#))
+        .unwrap();
+    let no_q8 = dir.join("noq8.json");
+    std::fs::write(&no_q8, profile_json("x", 1.0, 64, false).replace(r#",{"ggml_type":8,"flops":1000000000}"#, ""))
+        .unwrap();
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "{not json").unwrap();
+    for (file, want) in [
+        (&wrong_version, "format version 9"),
+        (&no_q8, "no throughput for Q8_0"),
+        (&garbage, "is not a device profile"),
+        (&dir.join("missing.json"), "cannot read"),
+    ] {
+        let out = prima().args(["plan", "-m"]).arg(smollm2_path()).arg("--device").arg(file).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -38,6 +38,7 @@
 //! (`k * sum(hop) + L * min(layer_s)`). Property tests check the result
 //! against exhaustive search on thousands of random instances.
 
+mod from_profiles;
 mod solve;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,8 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use solve::solve;
+pub use from_profiles::RAM_SHARE;
+pub use solve::{solve, MAX_DEVICES};
 
 /// What the solver needs of one device, derived from its profile and the model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +118,11 @@ pub enum PlanError {
     BadLayerBytes(f64),
     /// No device subset can hold even one window per device.
     Infeasible,
+    /// A device's profile has no throughput for a tensor type the model uses.
+    MissingType {
+        device: usize,
+        ty: crate::quant::GgmlType,
+    },
 }
 
 impl fmt::Display for PlanError {
@@ -127,6 +134,9 @@ impl fmt::Display for PlanError {
                 write!(f, "device {device}: {field} is {value}, which no plan can use")
             }
             Self::BadLayerBytes(b) => write!(f, "layer size {b} bytes is not a positive finite number"),
+            Self::MissingType { device, ty } => {
+                write!(f, "device {device}: its profile has no throughput for {ty}, which the model uses (profile it with this model)")
+            }
             Self::Infeasible => {
                 f.write_str("no plan fits: some device cannot hold even one layer in its memory budget")
             }

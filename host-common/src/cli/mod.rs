@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod inspect;
 mod loaded;
+mod plan;
 mod run;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -30,6 +31,8 @@ enum Command {
     Info(inspect::InfoArgs),
     /// Prompt and generation throughput, as llama-bench reports it.
     Bench(bench::BenchArgs),
+    /// Halda's schedule for a model on profiled devices: windows, rounds, dropped devices.
+    Plan(plan::PlanArgs),
 }
 
 /// Flags shared by every command that loads a model.
@@ -77,6 +80,7 @@ pub fn main() -> i32 {
         Command::Perplexity(a) => eval::perplexity(a),
         Command::Info(a) => inspect::info(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Plan(a) => plan::plan(a),
     };
     match result {
         Ok(()) => 0,

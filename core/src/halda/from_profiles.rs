@@ -1,0 +1,63 @@
+//! A [`Problem`] from measured device profiles and the model's costs.
+
+use alloc::vec::Vec;
+
+use super::{DeviceCosts, PlanError, Problem};
+use crate::cost::{ModelCost, StageCost};
+use crate::profile::{DeviceProfile, PageCacheClass};
+
+/// Share of available RAM a plan may fill with weights; the rest is left for
+/// the KV cache, buffers and the OS.
+pub const RAM_SHARE: f64 = 0.9;
+
+impl Problem {
+    /// Devices in ring order (head first). Each device's layer time comes
+    /// from its throughput for every tensor type in an average layer; its hop
+    /// from its link (none measured: no network cost); its memory budget from
+    /// its available RAM, less the embedding and output head on the head.
+    pub fn from_profiles(profiles: &[DeviceProfile], cost: &ModelCost) -> Result<Self, PlanError> {
+        let n_layer = cost.layers.len();
+        if n_layer == 0 {
+            return Err(PlanError::NoLayers);
+        }
+        let layer_bytes = cost.layer_bytes() as f64 / n_layer as f64;
+        let mut devices = Vec::with_capacity(profiles.len());
+        for (i, p) in profiles.iter().enumerate() {
+            let per_layer = cost.layers.iter().map(|l| stage_seconds(p, i, l)).sum::<Result<f64, _>>()?;
+            let layer_s = per_layer / n_layer as f64 + p.kv_write_s as f64;
+            let hop_s =
+                p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes_f16 as f64 / l.bytes_per_s as f64);
+            let reserved = if i == 0 { (cost.input.bytes() + cost.output.bytes()) as f64 } else { 0.0 };
+            devices.push(DeviceCosts {
+                layer_s,
+                hop_s,
+                budget_bytes: (p.ram_available_bytes as f64 * RAM_SHARE - reserved).max(0.0),
+                disk_bytes_per_s: p.disk_seq_read_bytes_per_s as f64,
+                overlaps_disk: p.page_cache != PageCacheClass::Unknown,
+            });
+        }
+        let head_s = match profiles.first() {
+            Some(head) => {
+                let read_row = cost.input_row_bytes as f64 / head.mem_read_bytes_per_s as f64;
+                stage_seconds(head, 0, &cost.output)? + read_row
+            }
+            None => return Err(PlanError::NoDevices),
+        };
+        let problem = Self { devices, n_layer, layer_bytes, head_s };
+        problem.validate()?;
+        Ok(problem)
+    }
+}
+
+/// Seconds device `i` spends on one token of `stage`.
+fn stage_seconds(p: &DeviceProfile, i: usize, stage: &StageCost) -> Result<f64, PlanError> {
+    stage
+        .types
+        .iter()
+        .map(|t| match p.flops(t.ty) {
+            Some(f) if f.is_finite() && f > 0.0 => Ok(t.flops as f64 / f as f64),
+            Some(f) => Err(PlanError::BadFigure { device: i, field: "type throughput", value: f as f64 }),
+            None => Err(PlanError::MissingType { device: i, ty: t.ty }),
+        })
+        .sum()
+}
