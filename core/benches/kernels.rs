@@ -5,6 +5,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prima_core::kernels::{CpuCaps, Kernels, TILE};
 use prima_core::quant::q8::quantize_row;
+use prima_core::quant::random_row;
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;
 use std::hint::black_box;
@@ -46,9 +47,7 @@ fn bench_tiles(c: &mut Criterion) {
         GgmlType::BF16,
     ];
     for ty in types {
-        // Speed does not depend on the values, so random bytes will do.
-        let rows: Vec<Vec<u8>> =
-            (0..TILE).map(|_| (0..ty.row_bytes(N)).map(|_| rng.next_u64() as u8).collect()).collect();
+        let rows: Vec<Vec<u8>> = (0..TILE).map(|_| random_row(ty, N, &mut rng)).collect();
         let x: Vec<f32> = (0..N).map(|_| rng.next_f64() as f32 - 0.5).collect();
         let mut act = vec![0u8; ty.act_format().row_bytes(N)];
         quantize_row(ty.act_format(), &x, &mut act);

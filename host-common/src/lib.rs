@@ -5,3 +5,4 @@
 pub mod cli;
 pub mod mapped;
 pub mod pool;
+pub mod profiler;

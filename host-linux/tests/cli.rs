@@ -206,3 +206,75 @@ fn plan_names_bad_profiles() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Starts `prima worker` on a free loopback port and returns it with its address.
+fn start_worker() -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child =
+        prima().args(["worker", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+    (child, addr)
+}
+
+#[test]
+fn profile_measures_this_device_and_its_link_and_feeds_plan() {
+    let (mut worker, addr) = start_worker();
+    let out =
+        prima().args(["profile", "--quick", "--json", "--peer", &addr, "-m"]).arg(smollm2_path()).output().unwrap();
+    worker.kill().ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["version"], 1);
+    let types: Vec<u64> = p["cpu"].as_array().unwrap().iter().map(|t| t["ggml_type"].as_u64().unwrap()).collect();
+    assert_eq!(types, [0, 3, 8], "F32, Q4_1 and Q8_0: the model's types");
+    for field in ["mem_read_bytes_per_s", "disk_seq_read_bytes_per_s", "disk_random_read_bytes_per_s", "kv_write_s"] {
+        assert!(p[field].as_f64().unwrap() > 0.0, "{field}: {p}");
+    }
+    assert!(p["ram_available_bytes"].as_u64().unwrap() <= p["ram_total_bytes"].as_u64().unwrap());
+    assert!(p["link"]["rtt_s"].as_f64().unwrap() > 0.0 && p["link"]["bytes_per_s"].as_f64().unwrap() > 0.0);
+    assert!(p["gpu"].is_null());
+    // The profile is what `prima plan` reads.
+    let path = std::env::temp_dir().join(format!("prima-profile-{}.json", std::process::id()));
+    std::fs::write(&path, &out.stdout).unwrap();
+    let plan = prima().args(["plan", "--json", "-m"]).arg(smollm2_path()).arg("--device").arg(&path).output().unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["devices"][0]["layers"], 30);
+}
+
+#[test]
+fn worker_answers_hostile_frames_with_an_error_and_closes() {
+    use std::io::{Read, Write};
+    let (mut worker, addr) = start_worker();
+    for frame in [vec![9u8, 0, 0, 0, 0], vec![1u8, 0xFF, 0xFF, 0xFF, 0x7F]] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        s.write_all(&frame).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply[0], 0xFF, "an error frame");
+        let msg = String::from_utf8_lossy(&reply[5..]);
+        assert!(msg.contains("unknown probe frame kind 9") || msg.contains("exceeds"), "{msg}");
+    }
+    // The worker survives bad peers.
+    let out = prima().args(["profile", "--quick", "--json", "--peer", &addr]).output().unwrap();
+    worker.kill().ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn profile_names_an_unreachable_peer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let out = prima().args(["profile", "--quick", "--peer", &addr]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,8 +11,9 @@ use crate::profile::{DeviceProfile, PageCacheClass};
 pub const RAM_SHARE: f64 = 0.9;
 
 impl Problem {
-    /// Devices in ring order (head first). Each device's layer time comes
-    /// from its throughput for every tensor type in an average layer; its hop
+    /// Devices in ring order (head first). Each device's layer time is the
+    /// slower of its arithmetic (its throughput for every tensor type in the
+    /// layer) and reading the layer's weights at its memory bandwidth; its hop
     /// from its link (none measured: no network cost); its memory budget from
     /// its available RAM, less the embedding and output head on the head.
     pub fn from_profiles(profiles: &[DeviceProfile], cost: &ModelCost) -> Result<Self, PlanError> {
@@ -23,7 +24,15 @@ impl Problem {
         let layer_bytes = cost.layer_bytes() as f64 / n_layer as f64;
         let mut devices = Vec::with_capacity(profiles.len());
         for (i, p) in profiles.iter().enumerate() {
-            let per_layer = cost.layers.iter().map(|l| stage_seconds(p, i, l)).sum::<Result<f64, _>>()?;
+            // A layer takes as long as its arithmetic or its weight reads, whichever is slower.
+            let mem = p.mem_read_bytes_per_s as f64;
+            if !(mem.is_finite() && mem > 0.0) {
+                return Err(PlanError::BadFigure { device: i, field: "memory bandwidth", value: mem });
+            }
+            let mut per_layer = 0.0;
+            for l in &cost.layers {
+                per_layer += stage_seconds(p, i, l)?.max(l.bytes() as f64 / mem);
+            }
             let layer_s = per_layer / n_layer as f64 + p.kv_write_s as f64;
             let hop_s =
                 p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes_f16 as f64 / l.bytes_per_s as f64);

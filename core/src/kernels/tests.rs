@@ -4,6 +4,7 @@ use super::matmul::Matrix;
 use super::*;
 use crate::parallel::Serial;
 use crate::quant::q8::quantize_row;
+use crate::quant::random_row;
 use crate::quant::ActFormat;
 use crate::sampler::Rng;
 use alloc::vec;
@@ -26,35 +27,6 @@ const TYPES: [GgmlType; 15] = [
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
 ];
-
-/// Random weight bytes with sane (finite, small) f16 scales.
-fn random_row(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut bytes: Vec<u8> = (0..ty.row_bytes(n)).map(|_| rng.next_u64() as u8).collect();
-    let small = |rng: &mut Rng| half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1).to_le_bytes();
-    match ty {
-        GgmlType::F32 => {
-            bytes.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&(rng.next_f64() as f32 - 0.5).to_le_bytes()))
-        }
-        GgmlType::F16 | GgmlType::BF16 => bytes.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&small(rng))),
-        _ => {
-            // Overwrite each f16 scale field with a small finite value.
-            let scale_offsets: &[usize] = match ty {
-                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
-                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-                GgmlType::Q2_K => &[80, 82],
-                GgmlType::Q3_K => &[108],
-                GgmlType::Q6_K => &[208],
-                _ => &[],
-            };
-            for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-                for &o in scale_offsets {
-                    block[o..o + 2].copy_from_slice(&small(rng));
-                }
-            }
-        }
-    }
-    bytes
-}
 
 /// Every kernel set this machine can run: all detected features, then each
 /// narrower instruction set in turn.

@@ -5,6 +5,7 @@ pub mod blocks;
 mod decode;
 pub mod dequant;
 pub mod q8;
+mod synthetic;
 
 #[cfg(test)]
 mod tests;
@@ -12,6 +13,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use decode::set_k4_scales;
 pub use decode::{decode_block256, decode_block32, Block256, Block32};
+pub use synthetic::random_row;
 
 /// Tensor element types as numbered by GGUF/ggml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

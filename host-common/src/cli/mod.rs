@@ -5,7 +5,9 @@ mod eval;
 mod inspect;
 mod loaded;
 mod plan;
+mod profile;
 mod run;
+mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -33,6 +35,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Halda's schedule for a model on profiled devices: windows, rounds, dropped devices.
     Plan(plan::PlanArgs),
+    /// Measure this device (CPU per tensor type, memory, disk, RAM, link) for the scheduler.
+    Profile(profile::ProfileArgs),
+    /// Run as a ring device; for now it answers link probes from `prima profile --peer`.
+    Worker(worker::WorkerArgs),
 }
 
 /// Flags shared by every command that loads a model.
@@ -81,6 +87,8 @@ pub fn main() -> i32 {
         Command::Info(a) => inspect::info(a),
         Command::Bench(a) => bench::bench(a),
         Command::Plan(a) => plan::plan(a),
+        Command::Profile(a) => profile::profile(a),
+        Command::Worker(a) => worker::worker(a),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,78 @@
+//! CPU and memory speeds, measured with prima's own kernels and threads.
+
+use prima_core::kernels::matmul::{matmul, Acts, Matrix};
+use prima_core::kernels::Kernels;
+use prima_core::parallel::{for_each_chunk_mut, Parallel};
+use prima_core::quant::random_row;
+use prima_core::sampler::Rng;
+use prima_core::GgmlType;
+use std::time::{Duration, Instant};
+
+use crate::pool::Pool;
+
+/// Columns and rows of the probe matrix: small enough to stay in cache, so
+/// this measures arithmetic; memory speed is measured on its own.
+const N_IN: usize = 4096;
+const N_OUT: usize = 256;
+
+/// Matrix-vector FLOP/s for `ty` (2 per weight), on `pool`'s threads, for about `budget`.
+pub fn matvec_flops(kernels: &Kernels, pool: &Pool, ty: GgmlType, budget: Duration) -> f64 {
+    let mut rng = Rng::new(ty.id() as u64);
+    let data: Vec<u8> = (0..N_OUT).flat_map(|_| random_row(ty, N_IN, &mut rng)).collect();
+    let w = Matrix { ty, n_in: N_IN, n_out: N_OUT, data: &data };
+    let x: Vec<f32> = (0..N_IN).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let mut acts = Acts::default();
+    acts.encode(ty.act_format(), &x, N_IN, pool);
+    let (mut out, mut scratch) = (vec![0.0f32; N_OUT], Vec::new());
+    pool.enter(|| {
+        matmul(kernels, &w, &acts, &mut out, &mut scratch, pool); // warm-up
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < budget || calls == 0 {
+            matmul(kernels, &w, &acts, &mut out, &mut scratch, pool);
+            calls += 1;
+        }
+        (2 * N_IN * N_OUT) as f64 * calls as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+/// Read bandwidth over a `bytes`-sized buffer (larger than the caches), all threads.
+pub fn memory_read_bandwidth(pool: &Pool, bytes: usize, budget: Duration) -> f64 {
+    let mut buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let chunk = buf.len().div_ceil(pool.threads() * 4).max(1);
+    let mut sums = vec![0u64; buf.len().div_ceil(chunk)];
+    let start = Instant::now();
+    let mut passes = 0u64;
+    pool.enter(|| {
+        while start.elapsed() < budget || passes == 0 {
+            let data = &buf;
+            for_each_chunk_mut(pool, &mut sums, 1, &|i, s| {
+                let part = &data[i * chunk..((i + 1) * chunk).min(data.len())];
+                s[0] = s[0].wrapping_add(part.iter().fold(0u64, |a, &v| a.wrapping_add(v)));
+            });
+            passes += 1;
+        }
+    });
+    // Keep the sums observable so the reads are not optimized away.
+    buf[0] = sums.iter().fold(0, |a, &s| a ^ s);
+    std::hint::black_box(&buf);
+    (bytes as u64 * passes) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Seconds to store one token's keys and values (`kv_dim` each, as f16) in one layer.
+pub fn kv_write_seconds(kv_dim: usize, budget: Duration) -> f64 {
+    let positions = 4096;
+    let mut cache = vec![half::f16::ZERO; positions * 2 * kv_dim];
+    let row: Vec<f32> = (0..2 * kv_dim).map(|i| i as f32 * 1e-3).collect();
+    let start = Instant::now();
+    let mut writes = 0usize;
+    while start.elapsed() < budget || writes == 0 {
+        let at = (writes % positions) * 2 * kv_dim;
+        for (d, s) in cache[at..at + 2 * kv_dim].iter_mut().zip(&row) {
+            *d = half::f16::from_f32(*s);
+        }
+        writes += 1;
+    }
+    std::hint::black_box(&cache);
+    start.elapsed().as_secs_f64() / writes as f64
+}

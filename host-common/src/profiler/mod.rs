@@ -1,0 +1,92 @@
+//! `prima profile`'s measurements, assembled into core's [`DeviceProfile`].
+
+pub mod compute;
+pub mod disk;
+pub mod probe;
+pub mod system;
+
+use anyhow::anyhow;
+use prima_core::kernels::Kernels;
+use prima_core::profile::{DeviceProfile, LinkProfile, TypeThroughput, MAX_TYPES, PROFILE_VERSION};
+use prima_core::GgmlType;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pool::Pool;
+
+/// What to measure, and how long to spend.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub name: String,
+    /// Tensor types to time (those of the model, or a common set).
+    pub types: Vec<GgmlType>,
+    /// KV width for the cache-write cost.
+    pub kv_dim: usize,
+    /// Directory for the disk scratch file (the model's, so the same disk).
+    pub dir: PathBuf,
+    pub peer: Option<String>,
+    /// About 1 s in all instead of about 5 s.
+    pub quick: bool,
+}
+
+/// Types timed when no model is given: the common GGUF mixes.
+pub const DEFAULT_TYPES: [GgmlType; 7] =
+    [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+
+/// Runs every measurement, calling `step(what)` before each.
+pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
+    let kernels = Kernels::detect();
+    let (per_type, mem_s, disk_s, disk_bytes, mem_bytes) = if opts.quick {
+        (Duration::from_millis(40), Duration::from_millis(60), Duration::from_millis(100), 16 << 20, 32 << 20)
+    } else {
+        (Duration::from_millis(250), Duration::from_millis(300), Duration::from_millis(600), 256 << 20, 256 << 20)
+    };
+    let mut cpu = heapless::Vec::<TypeThroughput, MAX_TYPES>::new();
+    for &ty in opts.types.iter().take(MAX_TYPES) {
+        step(&format!("cpu {ty}"));
+        let flops = compute::matvec_flops(&kernels, pool, ty, per_type) as f32;
+        cpu.push(TypeThroughput { ggml_type: ty.id(), flops }).map_err(|_| anyhow!("too many tensor types"))?;
+    }
+    step("memory bandwidth");
+    let mem = compute::memory_read_bandwidth(pool, mem_bytes, mem_s);
+    step("kv cache writes");
+    let kv_write_s = compute::kv_write_seconds(opts.kv_dim, per_type / 4);
+    step("disk");
+    let disk = disk::measure(&opts.dir, disk_bytes, disk_s)?;
+    step("memory amounts");
+    let ram = system::memory()?;
+    let link = match &opts.peer {
+        Some(peer) => {
+            step("network");
+            let (rtt, bw) = probe::measure(peer, mem_s)?;
+            Some(LinkProfile { rtt_s: rtt as f32, bytes_per_s: bw as f32 })
+        }
+        None => None,
+    };
+    let bounded = |s: &str| {
+        let cut = (0..=s.len().min(32)).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        heapless::String::<32>::try_from(&s[..cut]).unwrap_or_default()
+    };
+    Ok(DeviceProfile {
+        version: PROFILE_VERSION,
+        name: bounded(&opts.name),
+        threads: pool_threads(pool),
+        kernels: bounded(kernels.name()),
+        cpu,
+        mem_read_bytes_per_s: mem as f32,
+        kv_write_s: kv_write_s as f32,
+        disk_seq_read_bytes_per_s: disk.seq_bytes_per_s as f32,
+        disk_random_read_bytes_per_s: disk.random_bytes_per_s as f32,
+        ram_total_bytes: ram.total,
+        ram_available_bytes: ram.available,
+        swap_free_bytes: ram.swap_free,
+        page_cache: system::page_cache_class(),
+        gpu: None,
+        link,
+    })
+}
+
+fn pool_threads(pool: &Pool) -> u16 {
+    use prima_core::parallel::Parallel;
+    pool.threads().min(u16::MAX as usize) as u16
+}
