@@ -123,3 +123,78 @@ fn more_devices_than_layers_drops_the_extra() {
     assert!(plan.devices.len() <= 3);
     assert_eq!(plan.windows.iter().sum::<usize>() * plan.k, 3);
 }
+
+/// The paper's home cluster (Table 1 of the prima.cpp notes: RAM and disk as
+/// measured there) running a Llama-3-70B-shaped Q4_K model on CPUs only. The
+/// CPU, memory and link figures are assumptions, stated in docs/HALDA.md,
+/// which explains the plan this prints (`cargo test -p prima-core
+/// paper_cluster -- --nocapture`).
+#[test]
+fn paper_cluster_plan() {
+    use crate::cost::{ModelCost, StageCost, TypeCost};
+    use crate::profile::{DeviceProfile, LinkProfile, PageCacheClass, TypeThroughput, PROFILE_VERSION};
+    use crate::quant::GgmlType;
+    const GIB: f64 = (1u64 << 30) as f64;
+    let stage = |types: &[(GgmlType, f64, f64)]| StageCost {
+        types: types
+            .iter()
+            .map(|&(ty, bytes, flops)| TypeCost { ty, bytes: bytes as u64, flops: flops as u64 })
+            .collect(),
+    };
+    let layer_weights = 855.6e6;
+    let layer =
+        stage(&[(GgmlType::F32, 65536.0, 16384.0), (GgmlType::Q4_K, layer_weights * 0.5625, 2.0 * layer_weights)]);
+    let cost = ModelCost {
+        input: stage(&[(GgmlType::Q4_K, 591e6, 0.0)]),
+        input_row_bytes: 4608,
+        layers: vec![layer; 80],
+        output: stage(&[(GgmlType::F32, 32768.0, 8192.0), (GgmlType::Q6_K, 862e6, 2.0 * 1.05e9)]),
+        kv_bytes_per_token_layer: 2 * 1024 * 2,
+        activation_bytes_f16: 8192 * 2,
+        attention_flops_per_position: 4 * 8192,
+    };
+    let device = |name: &str, gflops: f32, mem_gbs: f32, ram_gib: f64, disk_gbs: f32, page_cache| {
+        let mut cpu = heapless::Vec::new();
+        for ty in [GgmlType::F32, GgmlType::Q4_K, GgmlType::Q6_K] {
+            cpu.push(TypeThroughput { ggml_type: ty.id(), flops: gflops * 1e9 }).unwrap();
+        }
+        DeviceProfile {
+            version: PROFILE_VERSION,
+            name: heapless::String::try_from(name).unwrap(),
+            threads: 8,
+            kernels: heapless::String::try_from("assumed").unwrap(),
+            cpu,
+            mem_read_bytes_per_s: mem_gbs * 1e9,
+            kv_write_s: 1e-6,
+            disk_seq_read_bytes_per_s: disk_gbs * 1e9,
+            disk_random_read_bytes_per_s: disk_gbs * 1e9 / 4.0,
+            ram_total_bytes: (ram_gib * 2.0 * GIB) as u64,
+            ram_available_bytes: (ram_gib * GIB) as u64,
+            swap_free_bytes: 0,
+            page_cache,
+            gpu: None,
+            link: Some(LinkProfile { rtt_s: 5e-3, bytes_per_s: 40e6 }),
+        }
+    };
+    let profiles = [
+        device("D1 Mac M1", 60.0, 60.0, 2.4, 0.72, PageCacheClass::Compressing),
+        device("D2 laptop i9", 80.0, 40.0, 4.1, 2.98, PageCacheClass::Evicting),
+        device("D3 desktop i9", 150.0, 50.0, 9.7, 3.17, PageCacheClass::Evicting),
+        device("D4 Mate40Pro", 30.0, 30.0, 1.9, 1.37, PageCacheClass::Evicting),
+    ];
+    let problem = Problem::from_profiles(&profiles, &cost).unwrap();
+    let plan = solve(&problem).unwrap();
+    std::println!("problem: {problem:#?}");
+    std::println!("plan: {plan:#?}");
+    for (i, w) in [[80usize, 0, 0, 0], [20, 20, 20, 20]].iter().enumerate() {
+        let (devices, windows): (Vec<usize>, Vec<usize>) =
+            w.iter().enumerate().filter(|x| *x.1 > 0).map(|(d, &w)| (d, w)).unzip();
+        let other = problem.evaluate(&devices, &windows, 1).map(|p| p.tpot_s);
+        std::println!("alternative {i} {w:?} k=1: {other:?}");
+    }
+    // Not one device can hold its share of 38 GB, so every kept device streams
+    // layers from disk, and several rounds let it prefetch the next window.
+    assert!(plan.k > 1, "{plan:?}");
+    assert!(plan.times.iter().all(|t| t.disk_s > 0.0));
+    assert_eq!(plan.windows.iter().sum::<usize>() * plan.k, 80);
+}
