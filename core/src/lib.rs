@@ -24,6 +24,7 @@ pub mod model;
 pub mod parallel;
 pub mod profile;
 pub mod quant;
+pub mod ring;
 pub mod sampler;
 pub mod tokenizer;
 

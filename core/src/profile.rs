@@ -176,12 +176,12 @@ impl DeviceProfile {
     }
 }
 
+/// A fixed profile for other modules' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
-    use proptest::prelude::*;
 
-    fn sample() -> DeviceProfile {
+    pub(crate) fn sample() -> DeviceProfile {
         let mut cpu = Vec::new();
         cpu.push(TypeThroughput { ggml_type: GgmlType::Q4_1.id(), flops: 3.5e10 }).unwrap();
         cpu.push(TypeThroughput { ggml_type: GgmlType::Q8_0.id(), flops: 4.0e10 }).unwrap();
@@ -203,6 +203,13 @@ mod tests {
             link: Some(LinkProfile { rtt_s: 2e-3, bytes_per_s: 1.25e7 }),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn round_trips_and_starts_with_the_version() {
