@@ -10,9 +10,7 @@ mod synthetic;
 #[cfg(test)]
 mod tests;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use decode::set_k4_scales;
-pub use decode::{decode_block256, decode_block32, Block256, Block32};
+pub use decode::{decode_block256, decode_block32, k_scales, Block256, Block32, KScales};
 pub use synthetic::random_row;
 
 /// Tensor element types as numbered by GGUF/ggml.

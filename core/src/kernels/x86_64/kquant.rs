@@ -1,44 +1,28 @@
 //! AVX2 tile kernels for the 256-element super-block types (Q2_K … Q6_K,
 //! IQ4_XS). Each weight super-block is unpacked once per tile and reused for
-//! every activation row; the byte products run on `maddubs`/`madd`. Q4_K,
-//! Q5_K and Q6_K (the common "K_M" mixes) unpack with hand-written AVX2; the
-//! others go through the oracle's decoder, inlined here so it vectorizes.
+//! every activation row; byte products and group scales are applied in
+//! integers. Q4_K, Q5_K and Q6_K (the common "K_M" mixes) unpack with
+//! hand-written AVX2; the others go through the oracle's decoder.
 
-use super::{f16_at, hsum, load32};
+use super::{hsum, load32};
 use crate::kernels::{TileFn, TileOut};
-use crate::quant::{decode_block256, Block256, GgmlType};
+use crate::quant::{decode_block256, k_scales, Block256, GgmlType, KScales};
 use core::arch::x86_64::*;
 
 /// Q8_K activation block: f32 scale, 256 levels, 16 sums of 16 levels.
 const ACT_BYTES: usize = 292;
 
-/// Signed byte products of 32 lanes, four at a time summed into 8 f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sum_products(x: __m256i, y: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
-
-/// A super-block's 256 levels as eight 32-level vectors, with the scale and
-/// minimum of every 16 levels.
-struct Levels {
-    q: [__m256i; 8],
-    scale: [f32; 16],
-    min: [f32; 16],
-}
-
+/// Writes a super-block's 256 levels into `q` as eight 32-level vectors and
+/// returns its scales. (Out-parameter, not a return value: returning the
+/// vectors by value cost a memory copy per block.)
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn unpack(ty: GgmlType, b: &[u8]) -> Levels {
+fn unpack(ty: GgmlType, b: &[u8], q: &mut [__m256i; 8]) -> KScales {
     let low4 = _mm256_set1_epi8(0x0F);
-    let (mut scale, mut min) = ([0.0f32; 16], [0.0f32; 16]);
-    let mut q = [_mm256_setzero_si256(); 8];
+    // The table below routes only super-block types here, so this cannot fail.
+    let k = k_scales(ty, b).unwrap_or(KScales { scale: [0; 16], min: [0; 16], d: 0.0, dmin: 0.0 });
     match ty {
         GgmlType::Q4_K | GgmlType::Q5_K => {
-            let mut sc = [0u8; 12];
-            sc.copy_from_slice(&b[4..16]);
-            crate::quant::set_k4_scales(f16_at(b, 0), f16_at(b, 2), &sc, &mut scale, &mut min);
             let (qs_at, qh) = if ty == GgmlType::Q5_K { (48, Some(load32(&b[16..48]))) } else { (16, None) };
             for c in 0..4 {
                 let v = load32(&b[qs_at + 32 * c..]);
@@ -55,10 +39,6 @@ fn unpack(ty: GgmlType, b: &[u8]) -> Levels {
             }
         }
         GgmlType::Q6_K => {
-            let d = f16_at(b, 208);
-            for (s, &v) in scale.iter_mut().zip(&b[192..208]) {
-                *s = d * (v as i8) as f32;
-            }
             let high2 = _mm256_set1_epi8(0x30);
             for h in 0..2 {
                 let (a, c, hq) = (load32(&b[64 * h..]), load32(&b[64 * h + 32..]), load32(&b[128 + 32 * h..]));
@@ -75,62 +55,62 @@ fn unpack(ty: GgmlType, b: &[u8]) -> Levels {
             }
         }
         _ => {
-            // The table below routes only super-block types here, so decoding cannot fail.
             let blk = decode_block256(ty, b).unwrap_or(EMPTY);
-            q = core::array::from_fn(|c| load32(bytemuck::cast_slice(&blk.q[32 * c..32 * c + 32])));
-            (scale, min) = (blk.scale, blk.min);
+            for (c, v) in q.iter_mut().enumerate() {
+                *v = load32(bytemuck::cast_slice(&blk.q[32 * c..32 * c + 32]));
+            }
         }
     }
-    Levels { q, scale, min }
+    k
 }
 
-/// Per 32-level chunk, the scales of its two 16-level groups, one per 128-bit half.
+/// Per 32-level chunk, the integer scales of its two 16-level groups, one per 128-bit half.
 #[inline]
-#[target_feature(enable = "avx")]
-fn chunk_scales(b: &Levels) -> [__m256; 8] {
-    core::array::from_fn(|c| _mm256_setr_m128(_mm_set1_ps(b.scale[2 * c]), _mm_set1_ps(b.scale[2 * c + 1])))
+#[target_feature(enable = "avx2")]
+fn chunk_scales(k: &KScales) -> [__m256i; 8] {
+    core::array::from_fn(|c| _mm256_setr_m128i(_mm_set1_epi16(k.scale[2 * c]), _mm_set1_epi16(k.scale[2 * c + 1])))
 }
 
-/// `sum_g min[g] * bsums[g]` of one super-block pair.
+/// `sum_g min[g] * bsums[g]`, in integers.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-fn min_correction(b: &Levels, bsums: &[u8]) -> f32 {
-    let mut s = [0i16; 16];
-    for (v, c) in s.iter_mut().zip(bsums.chunks_exact(2)) {
-        *v = i16::from_le_bytes([c[0], c[1]]);
-    }
-    let lo: [f32; 8] = core::array::from_fn(|i| s[i] as f32);
-    let hi: [f32; 8] = core::array::from_fn(|i| s[8 + i] as f32);
-    let (m_lo, m_hi): ([f32; 8], [f32; 8]) =
-        (core::array::from_fn(|i| b.min[i]), core::array::from_fn(|i| b.min[8 + i]));
-    // SAFETY: each array is 32 readable bytes; unaligned loads.
-    unsafe {
-        let p = _mm256_mul_ps(_mm256_loadu_ps(lo.as_ptr()), _mm256_loadu_ps(m_lo.as_ptr()));
-        hsum(_mm256_fmadd_ps(_mm256_loadu_ps(hi.as_ptr()), _mm256_loadu_ps(m_hi.as_ptr()), p))
-    }
+fn min_correction(k: &KScales, bsums: &[u8]) -> i32 {
+    k.min.iter().zip(bsums.chunks_exact(2)).map(|(&m, b)| m as i32 * i16::from_le_bytes([b[0], b[1]]) as i32).sum()
 }
 
-/// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`.
+/// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`. Per super-block the
+/// byte products are scaled and summed in integers (`maddubs`, then `madd`
+/// by the group scales), so only one float multiply-add remains.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile<const R: usize, const T: usize>(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
     let wb = ty.block_bytes();
     let nb = n / 256;
+    let has_min = matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut mins = [[0.0f32; T]; R];
     for sb in 0..nb {
-        let blocks: [Levels; R] = core::array::from_fn(|r| unpack(ty, &w[r][sb * wb..(sb + 1) * wb]));
-        let scales: [[__m256; 8]; R] = core::array::from_fn(|r| chunk_scales(&blocks[r]));
+        let mut levels = [[_mm256_setzero_si256(); 8]; R];
+        let mut ks = [KScales { scale: [0; 16], min: [0; 16], d: 0.0, dmin: 0.0 }; R];
+        let mut scales = [[_mm256_setzero_si256(); 8]; R];
+        for r in 0..R {
+            ks[r] = unpack(ty, &w[r][sb * wb..(sb + 1) * wb], &mut levels[r]);
+            scales[r] = chunk_scales(&ks[r]);
+        }
         for t in 0..T {
             let blk = &a[t][sb * ACT_BYTES..(sb + 1) * ACT_BYTES];
             let da = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
             let qa: [__m256i; 8] = core::array::from_fn(|c| load32(&blk[4 + 32 * c..]));
             for r in 0..R {
-                let mut s = _mm256_setzero_ps();
+                let mut sums = _mm256_setzero_si256();
                 for c in 0..8 {
-                    s = _mm256_fmadd_ps(sum_products(blocks[r].q[c], qa[c]), scales[r][c], s);
+                    let x = levels[r][c];
+                    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(qa[c], x));
+                    sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, scales[r][c]));
                 }
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(da), s, acc[r][t]);
-                mins[r][t] += da * min_correction(&blocks[r], &blk[260..292]);
+                let k = &ks[r];
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(k.d * da), _mm256_cvtepi32_ps(sums), acc[r][t]);
+                if has_min {
+                    mins[r][t] += k.dmin * da * min_correction(k, &blk[260..292]) as f32;
+                }
             }
         }
     }
