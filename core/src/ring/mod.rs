@@ -1,4 +1,5 @@
-//! The piped ring, sans-IO. So far: the wire format. The node state machine
-//! that consumes it comes next (issue 5).
+//! The piped ring, sans-IO: the wire format and the per-device state machine.
+//! The tokio transport that drives them lives in the host (issue 5).
 
+pub mod node;
 pub mod wire;

@@ -1,0 +1,241 @@
+//! One device of the ring as a sans-IO state machine, in the quinn-proto
+//! style: bytes and completions go in through `handle_*(now, …)`, and what to
+//! send, what to compute and when to wake come out of `poll_transmit`,
+//! `poll_event` and `poll_timeout`. It does no I/O and reads no clock.
+//!
+//! A token batch enters at the head, which runs its round-0 window and
+//! sends the hidden states on. Each device runs its window for that round
+//! and passes them on; the last device hands them back to the head, which
+//! starts the next round. After round `k - 1` the head runs the output head.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::wire::{
+    decode_values, encode_activations, encode_control, ActType, Control, Frame, FrameDecoder, WireError,
+};
+
+/// Microseconds on the host's clock; the node only compares them.
+pub type Micros = u64;
+
+/// Which layers every device runs in every round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingPlan {
+    /// `windows[device][round]`.
+    pub windows: Vec<Vec<Range<usize>>>,
+    pub k: usize,
+    pub n_layer: usize,
+}
+
+/// A plan that does not cover the model's layers exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPlan;
+
+impl RingPlan {
+    /// Round `r` gives device `d` the `sizes[d]` layers after those of
+    /// devices `0..d` in that round, so rounds run the layers in order.
+    pub fn from_windows(sizes: &[usize], k: usize) -> Result<Self, BadPlan> {
+        let per_round: usize = sizes.iter().sum();
+        if sizes.is_empty() || k == 0 || sizes.contains(&0) {
+            return Err(BadPlan);
+        }
+        let windows = (0..sizes.len())
+            .map(|d| {
+                (0..k)
+                    .map(|r| {
+                        let start = r * per_round + sizes[..d].iter().sum::<usize>();
+                        start..start + sizes[d]
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self { windows, k, n_layer: per_round * k })
+    }
+
+    pub fn devices(&self) -> usize {
+        self.windows.len()
+    }
+}
+
+/// What the host must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Run `layers` on `hidden` (`n_tokens` rows) of batch `seq`, then call
+    /// [`Node::handle_computed`].
+    Compute { seq: u32, round: usize, layers: Range<usize>, pos0: u32, hidden: Vec<f32> },
+    /// Start reading these layers' weights (madvise WILLNEED): they run next.
+    Prefetch { layers: Range<usize> },
+    /// These layers will not run again this token; drop them if memory is short.
+    Release { layers: Range<usize> },
+    /// Head only: every layer ran; run the output head on `hidden`.
+    Output { seq: u32, hidden: Vec<f32> },
+    /// The predecessor sent nothing for the timeout while work was expected.
+    PeerSilent { since: Micros },
+    /// The stream from the predecessor is broken; close it.
+    PeerError(WireError),
+}
+
+/// Bytes for the successor in the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub bytes: Vec<u8>,
+}
+
+/// A device's ring state.
+#[derive(Debug)]
+pub struct Node {
+    index: usize,
+    plan: RingPlan,
+    n_embd: usize,
+    act: ActType,
+    timeout: Micros,
+    decoder: FrameDecoder,
+    pending_meta: Option<(u32, u32)>,
+    /// The batch being computed here: (seq, round, pos0).
+    computing: Option<(u32, usize, u32)>,
+    /// When activations were last expected from the predecessor, if they are.
+    waiting_since: Option<Micros>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Node {
+    /// Device `index` of `plan` (0 is the head), for hidden states `n_embd` wide.
+    pub fn new(index: usize, plan: RingPlan, n_embd: usize, act: ActType, timeout: Micros) -> Self {
+        let mut node = Self {
+            index,
+            plan,
+            n_embd,
+            act,
+            timeout,
+            decoder: FrameDecoder::default(),
+            pending_meta: None,
+            computing: None,
+            waiting_since: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        let first = node.plan.windows[index][0].clone();
+        node.events.push_back(Event::Prefetch { layers: first });
+        node
+    }
+
+    fn is_head(&self) -> bool {
+        self.index == 0
+    }
+
+    fn is_last(&self) -> bool {
+        self.index + 1 == self.plan.devices()
+    }
+
+    /// Head only: starts batch `seq` of embedded tokens at position `pos0`.
+    pub fn submit(&mut self, now: Micros, seq: u32, pos0: u32, hidden: Vec<f32>) {
+        debug_assert!(self.is_head());
+        let _ = now;
+        self.start(seq, 0, pos0, hidden);
+    }
+
+    fn start(&mut self, seq: u32, round: usize, pos0: u32, hidden: Vec<f32>) {
+        let layers = self.plan.windows[self.index][round].clone();
+        self.computing = Some((seq, round, pos0));
+        self.waiting_since = None;
+        self.events.push_back(Event::Compute { seq, round, layers, pos0, hidden });
+    }
+
+    /// The host finished the last `Compute` event with these hidden states.
+    pub fn handle_computed(&mut self, now: Micros, hidden: Vec<f32>) {
+        let Some((seq, round, pos0)) = self.computing.take() else { return };
+        let done = self.plan.windows[self.index][round].clone();
+        if let Some(next) = self.plan.windows[self.index].get(round + 1) {
+            self.events.push_back(Event::Prefetch { layers: next.clone() });
+        }
+        self.events.push_back(Event::Release { layers: done.clone() });
+        if self.is_head() && self.plan.devices() == 1 {
+            // Alone: every round is ours.
+            return if round + 1 < self.plan.k {
+                self.start(seq, round + 1, pos0, hidden)
+            } else {
+                self.events.push_back(Event::Output { seq, hidden })
+            };
+        }
+        let n_tokens = (hidden.len() / self.n_embd.max(1)) as u32;
+        let meta = Control::TokenMeta { seq, pos0, n_tokens, want_all: false };
+        // The successor needs the meta before the activations it describes.
+        match (encode_control(&meta), encode_activations(seq, round as u16, self.act, self.n_embd as u32, &hidden)) {
+            (Ok(m), Ok(a)) => {
+                self.transmits.push_back(Transmit { bytes: m });
+                self.transmits.push_back(Transmit { bytes: a });
+            }
+            (Err(e), _) | (_, Err(e)) => self.events.push_back(Event::PeerError(e)),
+        }
+        // More work will come back round unless this was our last window.
+        let last_round = round + 1 == self.plan.k;
+        if !last_round || self.is_head() {
+            self.waiting_since = Some(now);
+        }
+    }
+
+    /// Bytes from the predecessor.
+    pub fn handle_bytes(&mut self, now: Micros, bytes: &[u8]) {
+        self.decoder.push(bytes);
+        loop {
+            match self.decoder.next_frame() {
+                Ok(None) => return,
+                Ok(Some(Frame::Control(c))) => match *c {
+                    Control::TokenMeta { seq, pos0, .. } => self.pending_meta = Some((seq, pos0)),
+                    Control::Heartbeat { .. } => self.waiting_since = self.waiting_since.map(|_| now),
+                    _ => {}
+                },
+                Ok(Some(Frame::Activations(h, raw))) => {
+                    let Some((seq, pos0)) = self.pending_meta.take().filter(|m| m.0 == h.seq) else {
+                        self.events.push_back(Event::PeerError(WireError::Malformed));
+                        return;
+                    };
+                    let mut hidden = Vec::new();
+                    decode_values(&h, &raw, &mut hidden);
+                    let round = h.round as usize;
+                    // The last device hands back to the head, which starts the next round.
+                    let round = if self.is_head() { round + 1 } else { round };
+                    if round >= self.plan.k {
+                        self.waiting_since = None;
+                        self.events.push_back(Event::Output { seq, hidden });
+                    } else {
+                        self.start(seq, round, pos0, hidden);
+                    }
+                }
+                Err(e) => {
+                    self.events.push_back(Event::PeerError(e));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// When the host should call [`Node::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        self.waiting_since.map(|t| t + self.timeout)
+    }
+
+    pub fn handle_timeout(&mut self, now: Micros) {
+        if let Some(since) = self.waiting_since {
+            if now >= since + self.timeout {
+                self.waiting_since = None;
+                self.events.push_back(Event::PeerSilent { since });
+            }
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether this device sends to the head (closing the ring).
+    pub fn sends_to_head(&self) -> bool {
+        self.is_last()
+    }
+}
