@@ -36,9 +36,19 @@ pub fn memory() -> anyhow::Result<Memory> {
     })
 }
 
+/// The OS's own figures elsewhere (macOS counts reclaimable and compressed
+/// pages as available; Windows reports its available physical memory).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub fn memory() -> anyhow::Result<Memory> {
-    anyhow::bail!("reading available memory is not implemented for this OS yet")
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    anyhow::ensure!(sys.total_memory() > 0, "the OS reported no memory (sysinfo)");
+    Ok(Memory {
+        total: sys.total_memory(),
+        available: sys.available_memory(),
+        swap_free: sys.free_swap(),
+        cgroup_limit: None,
+    })
 }
 
 /// `(limit, usage)` of the memory cgroup named in `/proc/self/cgroup`'s
