@@ -118,6 +118,11 @@ pub enum PlanError {
     BadLayerBytes(f64),
     /// No device subset can hold even one window per device.
     Infeasible,
+    /// More devices than the solver enumerates subsets of.
+    TooManyDevices {
+        devices: usize,
+        max: usize,
+    },
     /// A device's profile has no throughput for a tensor type the model uses.
     MissingType {
         device: usize,
@@ -134,6 +139,9 @@ impl fmt::Display for PlanError {
                 write!(f, "device {device}: {field} is {value}, which no plan can use")
             }
             Self::BadLayerBytes(b) => write!(f, "layer size {b} bytes is not a positive finite number"),
+            Self::TooManyDevices { devices, max } => {
+                write!(f, "{devices} devices given; plans are made for at most {max}")
+            }
             Self::MissingType { device, ty } => {
                 write!(f, "device {device}: its profile has no throughput for {ty}, which the model uses (profile it with this model)")
             }

@@ -13,7 +13,7 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
     p.validate()?;
     let n = p.devices.len();
     if n > MAX_DEVICES {
-        return Err(PlanError::BadFigure { device: n - 1, field: "device count", value: n as f64 });
+        return Err(PlanError::TooManyDevices { devices: n, max: MAX_DEVICES });
     }
     let l = p.n_layer;
     let ks: Vec<usize> = (1..=l).filter(|&k| l.is_multiple_of(k)).collect();

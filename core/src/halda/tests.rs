@@ -112,6 +112,10 @@ fn bad_figures_are_named() {
     }
     assert_eq!(solve(&problem(vec![], 4)), Err(PlanError::NoDevices));
     assert_eq!(solve(&problem(vec![good], 0)), Err(PlanError::NoLayers));
+    assert_eq!(
+        solve(&problem(vec![good; MAX_DEVICES + 1], 40)),
+        Err(PlanError::TooManyDevices { devices: MAX_DEVICES + 1, max: MAX_DEVICES })
+    );
     let tiny = device(1e-3, 1e-4, 0.5, 1e6, true);
     assert_eq!(solve(&problem(vec![tiny], 4)), Err(PlanError::Infeasible));
 }
