@@ -4,8 +4,13 @@
 use anyhow::Context;
 use clap::Args;
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::profiler::probe::{read_frame, write_frame, ECHO, ERROR, SINK, TIMEOUT};
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Debug, Args)]
 pub(super) struct WorkerArgs {
@@ -17,14 +22,23 @@ pub(super) struct WorkerArgs {
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
     eprintln!("prima worker listening on {}", listener.local_addr()?);
+    let open = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         match conn {
-            Ok(s) => {
+            Ok(mut s) => {
+                // One thread per connection, so a flood of peers is turned away, not served.
+                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    let _ = write_frame(&mut s, ERROR, b"worker busy: too many connections");
+                    continue;
+                }
+                let open = Arc::clone(&open);
                 std::thread::spawn(move || {
                     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                     if let Err(e) = serve(s) {
                         eprintln!("worker: {peer}: {e:#}");
                     }
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
             Err(e) => eprintln!("worker: accept failed: {e}"),
