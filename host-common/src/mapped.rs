@@ -29,4 +29,9 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// The file parsed as GGUF; errors name the file.
+    pub fn gguf(&self) -> anyhow::Result<prima_core::Gguf<'_>> {
+        prima_core::Gguf::parse(self.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
+    }
 }

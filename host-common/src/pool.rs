@@ -26,6 +26,11 @@ impl Pool {
         self.pool.install(f)
     }
 
+    /// Threads in the pool (also `Parallel::threads`, without the trait import).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     /// One thread per available core.
     pub fn default_threads() -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())

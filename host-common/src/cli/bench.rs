@@ -12,7 +12,6 @@ use std::time::Instant;
 use super::loaded::model;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use prima_core::Gguf;
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -68,7 +67,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--threads values must be at least 1");
     }
     let file = MappedFile::open(&a.model)?;
-    let g = Gguf::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let g = file.gguf()?;
     let model = model(&g)?;
     let n_params: u64 = g.tensors().iter().map(|t| t.n_elements()).sum();
     let name = g.get_str("general.name").unwrap_or("?");

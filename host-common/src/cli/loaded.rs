@@ -25,7 +25,7 @@ impl Loaded {
     }
 
     pub fn gguf(&self) -> anyhow::Result<Gguf<'_>> {
-        Gguf::parse(self.file.bytes()).map_err(|e| anyhow!("{}: {e}", self.file.path.display()))
+        self.file.gguf()
     }
 }
 
@@ -36,11 +36,4 @@ pub(super) fn model<'a>(g: &Gguf<'a>) -> anyhow::Result<Model<'a>> {
 
 pub(super) fn tokenizer(g: &Gguf<'_>) -> anyhow::Result<Tokenizer> {
     Tokenizer::from_gguf(g).map_err(|e| anyhow!("{e}")).context("cannot load tokenizer")
-}
-
-impl Loaded {
-    pub fn pool_threads(&self) -> usize {
-        use prima_core::parallel::Parallel;
-        self.pool.threads()
-    }
 }

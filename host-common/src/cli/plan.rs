@@ -5,7 +5,6 @@ use clap::Args;
 use prima_core::cost::ModelCost;
 use prima_core::halda::{solve, Problem};
 use prima_core::profile::{DeviceProfile, PROFILE_VERSION};
-use prima_core::Gguf;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -36,7 +35,7 @@ fn read_profile(path: &PathBuf) -> anyhow::Result<DeviceProfile> {
 
 pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let file = MappedFile::open(&a.model)?;
-    let g = Gguf::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let g = file.gguf()?;
     let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let profiles = a.devices.iter().map(read_profile).collect::<anyhow::Result<Vec<_>>>()?;
     let problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;

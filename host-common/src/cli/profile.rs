@@ -3,7 +3,7 @@
 use anyhow::anyhow;
 use clap::Args;
 use prima_core::cost::ModelCost;
-use prima_core::{GgmlType, Gguf};
+use prima_core::GgmlType;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
     let (types, kv_dim) = match &a.model {
         Some(path) => {
             let file = MappedFile::open(path)?;
-            let g = Gguf::parse(file.bytes()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let g = file.gguf()?;
             let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             let mut types: Vec<GgmlType> = g.tensors().iter().map(|t| t.ty).collect();
             types.sort_by_key(|t| t.id());

@@ -130,7 +130,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "generation_ms": gen_s * 1e3,
         "ms_per_token": gen_s * 1e3 / decode_steps as f64,
         "generation_tokens_per_s": decode_steps as f64 / gen_s,
-        "threads": l.pool_threads(),
+        "threads": l.pool.threads(),
         "kernels": model.kernels.name(),
     });
     if a.json {
@@ -146,7 +146,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             generated.len(),
             gen_s * 1e3 / decode_steps as f64,
             decode_steps as f64 / gen_s,
-            l.pool_threads(),
+            l.pool.threads(),
             model.kernels.name()
         );
     }

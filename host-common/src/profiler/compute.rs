@@ -2,7 +2,7 @@
 
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
 use prima_core::kernels::Kernels;
-use prima_core::parallel::{for_each_chunk_mut, Parallel};
+use prima_core::parallel::for_each_chunk_mut;
 use prima_core::quant::random_row;
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;

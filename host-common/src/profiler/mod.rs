@@ -70,7 +70,7 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
     Ok(DeviceProfile {
         version: PROFILE_VERSION,
         name: bounded(&opts.name),
-        threads: pool_threads(pool),
+        threads: pool.threads().min(u16::MAX as usize) as u16,
         kernels: bounded(kernels.name()),
         cpu,
         mem_read_bytes_per_s: mem as f32,
@@ -84,9 +84,4 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
         gpu: None,
         link,
     })
-}
-
-fn pool_threads(pool: &Pool) -> u16 {
-    use prima_core::parallel::Parallel;
-    pool.threads().min(u16::MAX as usize) as u16
 }
