@@ -1,6 +1,9 @@
 //! Compute kernels: a scalar oracle, SIMD variants per architecture, and a
 //! table of them chosen once from a [`CpuCaps`] value.
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[macro_use]
+mod shared;
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]
 mod aarch64;

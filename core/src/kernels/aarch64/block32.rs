@@ -2,29 +2,11 @@
 //! `T` activation rows per pass, as on x86-64. Every level here fits in an
 //! i8 (unsigned types top out at 31), so all products are signed x signed.
 
+use crate::kernels::shared::{layout, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1};
 use crate::kernels::{TileFn, TileOut};
 use crate::quant::GgmlType;
 use core::arch::aarch64::*;
 use half::f16;
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
-const IQ4_NL: u8 = 5;
-
-/// Bytes per weight block, bytes per activation block, and whether the block
-/// has a minimum (and so Q8_1 activations carrying their sum).
-const fn layout(ty: u8) -> (usize, usize, bool) {
-    match ty {
-        Q4_0 | IQ4_NL => (18, 34, false),
-        Q4_1 => (20, 36, true),
-        Q5_0 => (22, 34, false),
-        Q5_1 => (24, 36, true),
-        _ => (34, 34, false),
-    }
-}
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
@@ -146,20 +128,7 @@ macro_rules! tile_kernels {
         /// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
         #[target_feature(enable = $features)]
         pub(super) fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-            match (w.len(), a.len()) {
-                (4, 4) => tile::<TY, 4, 4>(n, w, a, out),
-                (4, 1) => tile::<TY, 4, 1>(n, w, a, out),
-                (1, 4) => tile::<TY, 1, 4>(n, w, a, out),
-                (rows, toks) => {
-                    let mut one = [[0.0; 4]; 4];
-                    for r in 0..rows.min(4) {
-                        for t in 0..toks.min(4) {
-                            tile::<TY, 1, 1>(n, &w[r..], &a[t..], &mut one);
-                            out[r][t] = one[0][0];
-                        }
-                    }
-                }
-            }
+            tile_by_shape!(tile [TY] [] n, w, a, out)
         }
     };
 }
@@ -202,29 +171,12 @@ mod dotprod {
     tile_kernels!("neon,dotprod", dot);
 }
 
-macro_rules! table {
-    ($m:ident, $ty:expr) => {
-        // SAFETY (every arm): NEON is part of the aarch64 baseline, and the
-        // kernel table asks for the dotprod set only when the host reported it.
-        #[allow(unused_unsafe)]
-        Some(match $ty {
-            GgmlType::Q4_0 => |n, w, a, o| unsafe { $m::tile_any::<Q4_0>(n, w, a, o) },
-            GgmlType::Q4_1 => |n, w, a, o| unsafe { $m::tile_any::<Q4_1>(n, w, a, o) },
-            GgmlType::Q5_0 => |n, w, a, o| unsafe { $m::tile_any::<Q5_0>(n, w, a, o) },
-            GgmlType::Q5_1 => |n, w, a, o| unsafe { $m::tile_any::<Q5_1>(n, w, a, o) },
-            GgmlType::Q8_0 => |n, w, a, o| unsafe { $m::tile_any::<Q8_0>(n, w, a, o) },
-            GgmlType::IQ4_NL => |n, w, a, o| unsafe { $m::tile_any::<IQ4_NL>(n, w, a, o) },
-            _ => None?,
-        })
-    };
-}
-
 /// The NEON tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_neon(ty: GgmlType) -> Option<TileFn> {
-    table!(neon, ty)
+    block32_table!(neon, ty)
 }
 
 /// The NEON+dotprod tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_dotprod(ty: GgmlType) -> Option<TileFn> {
-    table!(dotprod, ty)
+    block32_table!(dotprod, ty)
 }

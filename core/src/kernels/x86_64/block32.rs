@@ -4,28 +4,10 @@
 //! and the `R * T` accumulator chains run independently.
 
 use super::{f16_at, hsum, load32, nibbles};
+use crate::kernels::shared::{layout, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1};
 use crate::kernels::{TileFn, TileOut};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
-const IQ4_NL: u8 = 5;
-
-/// Bytes per weight block, bytes per activation block, and whether the levels
-/// are signed (scale only) rather than unsigned with a block minimum (Q8_1 activations).
-const fn layout(ty: u8) -> (usize, usize, bool) {
-    match ty {
-        Q4_0 | IQ4_NL => (18, 34, true),
-        Q4_1 => (20, 36, false),
-        Q5_0 => (22, 34, true),
-        Q5_1 => (24, 36, false),
-        _ => (34, 34, true),
-    }
-}
 
 /// How far ahead of the current block weight rows are prefetched: far
 /// enough to cover DRAM latency at decode's streaming rate.
@@ -101,7 +83,8 @@ macro_rules! tile_kernels {
         /// `out[r][t] = dot(w[r], a[t])` for `r < R`, `t < T`.
         #[target_feature(enable = $features)]
         fn tile<const TY: u8, const R: usize, const T: usize>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-            let (wb, ab, signed) = layout(TY);
+            let (wb, ab, has_min) = layout(TY);
+            let signed = !has_min;
             let qa_at = if signed { 2 } else { 4 };
             let nb = n / 32;
             // Plain loops, not `array::from_fn`, which does not inline here.
@@ -149,20 +132,7 @@ macro_rules! tile_kernels {
         /// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
         #[target_feature(enable = $features)]
         pub(super) fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-            match (w.len(), a.len()) {
-                (4, 4) => tile::<TY, 4, 4>(n, w, a, out),
-                (4, 1) => tile::<TY, 4, 1>(n, w, a, out),
-                (1, 4) => tile::<TY, 1, 4>(n, w, a, out),
-                (rows, toks) => {
-                    let mut one = [[0.0; 4]; 4];
-                    for r in 0..rows.min(4) {
-                        for t in 0..toks.min(4) {
-                            tile::<TY, 1, 1>(n, &w[r..], &a[t..], &mut one);
-                            out[r][t] = one[0][0];
-                        }
-                    }
-                }
-            }
+            tile_by_shape!(tile [TY] [] n, w, a, out)
         }
     };
 }
@@ -185,33 +155,17 @@ mod avx512 {
     ));
 }
 
-macro_rules! table {
-    ($m:ident, $ty:expr) => {
-        // SAFETY (every arm): the kernel table asks for these only after
-        // detection confirmed this module's features on this CPU and OS.
-        Some(match $ty {
-            GgmlType::Q4_0 => |n, w, a, o| unsafe { $m::tile_any::<Q4_0>(n, w, a, o) },
-            GgmlType::Q4_1 => |n, w, a, o| unsafe { $m::tile_any::<Q4_1>(n, w, a, o) },
-            GgmlType::Q5_0 => |n, w, a, o| unsafe { $m::tile_any::<Q5_0>(n, w, a, o) },
-            GgmlType::Q5_1 => |n, w, a, o| unsafe { $m::tile_any::<Q5_1>(n, w, a, o) },
-            GgmlType::Q8_0 => |n, w, a, o| unsafe { $m::tile_any::<Q8_0>(n, w, a, o) },
-            GgmlType::IQ4_NL => |n, w, a, o| unsafe { $m::tile_any::<IQ4_NL>(n, w, a, o) },
-            _ => None?,
-        })
-    };
-}
-
 /// The AVX2 tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_avx2(ty: GgmlType) -> Option<TileFn> {
-    table!(avx2, ty)
+    block32_table!(avx2, ty)
 }
 
 /// The AVX-512 (VL, VNNI) tile kernel for `ty`, if it is a 32-element block type.
 pub(in crate::kernels) fn tile_avx512(ty: GgmlType) -> Option<TileFn> {
-    table!(avx512, ty)
+    block32_table!(avx512, ty)
 }
 
 /// The AVX-VNNI tile kernel for `ty` (AVX2 plus `vpdpbusd`), if it is a 32-element block type.
 pub(in crate::kernels) fn tile_vnni(ty: GgmlType) -> Option<TileFn> {
-    table!(vnni, ty)
+    block32_table!(vnni, ty)
 }

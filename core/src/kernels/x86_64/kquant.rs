@@ -125,20 +125,7 @@ const EMPTY: Block256 = Block256 { q: [0; 256], scale: [0.0; 16], min: [0.0; 16]
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_any(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
-    match (w.len(), a.len()) {
-        (4, 4) => tile::<4, 4>(ty, n, w, a, out),
-        (4, 1) => tile::<4, 1>(ty, n, w, a, out),
-        (1, 4) => tile::<1, 4>(ty, n, w, a, out),
-        (rows, toks) => {
-            let mut one = [[0.0; 4]; 4];
-            for r in 0..rows.min(4) {
-                for t in 0..toks.min(4) {
-                    tile::<1, 1>(ty, n, &w[r..], &a[t..], &mut one);
-                    out[r][t] = one[0][0];
-                }
-            }
-        }
-    }
+    tile_by_shape!(tile [] [ty] n, w, a, out)
 }
 
 /// The AVX2 tile kernel for `ty`, if it is a 256-element super-block type.
