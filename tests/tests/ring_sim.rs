@@ -192,6 +192,31 @@ fn hostile_bytes_from_a_peer_become_an_error_event() {
     }
 }
 
+/// Well-formed frames that do not fit the plan are refused by name, and never
+/// index past it: a round the plan lacks, the wrong width, no token meta.
+#[test]
+fn frames_outside_the_plan_become_an_error_event() {
+    use prima_core::ring::wire::{encode_activations, encode_control, Control, WireError};
+    let plan = RingPlan::from_windows(&[1, 1], 2).unwrap();
+    let meta = encode_control(&Control::TokenMeta { seq: 0, pos0: 0, n_tokens: 1, want_all: false }).unwrap();
+    let cases = [
+        (encode_activations(0, 2, ActType::F32, 4, &[0.0; 4]).unwrap(), "round the plan does not have"),
+        (encode_activations(0, 0, ActType::F32, 2, &[0.0; 2]).unwrap(), "wrong width"),
+        (encode_activations(9, 0, ActType::F32, 4, &[0.0; 4]).unwrap(), "without their token meta"),
+    ];
+    for (activations, why) in cases {
+        let mut worker = Node::new(1, plan.clone(), 4, ActType::F32, 1_000);
+        worker.handle_bytes(0, &meta);
+        worker.handle_bytes(0, &activations);
+        let events: Vec<Event> = std::iter::from_fn(|| worker.poll_event()).collect();
+        match events.last() {
+            Some(Event::PeerError(e @ WireError::Unexpected(_))) => assert!(e.to_string().contains(why), "{e}"),
+            other => panic!("{why}: {other:?}"),
+        }
+        assert!(!events.iter().any(|e| matches!(e, Event::Compute { .. })));
+    }
+}
+
 #[test]
 fn plans_must_cover_every_layer() {
     assert!(RingPlan::from_windows(&[], 1).is_err());

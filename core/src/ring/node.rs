@@ -125,10 +125,6 @@ impl Node {
         self.index == 0
     }
 
-    fn is_last(&self) -> bool {
-        self.index + 1 == self.plan.devices()
-    }
-
     /// Head only: starts batch `seq` of embedded tokens at position `pos0`.
     pub fn submit(&mut self, now: Micros, seq: u32, pos0: u32, hidden: Vec<f32>) {
         debug_assert!(self.is_head());
@@ -188,10 +184,21 @@ impl Node {
                     _ => {}
                 },
                 Ok(Some(Frame::Activations(h, raw))) => {
-                    let Some((seq, pos0)) = self.pending_meta.take().filter(|m| m.0 == h.seq) else {
-                        self.events.push_back(Event::PeerError(WireError::Malformed));
-                        return;
+                    let meta = self.pending_meta.take().filter(|m| m.0 == h.seq);
+                    let refused = if h.n_embd as usize != self.n_embd {
+                        Some("activations of the wrong width")
+                    } else if h.round as usize >= self.plan.k {
+                        Some("activations for a round the plan does not have")
+                    } else if meta.is_none() {
+                        Some("activations without their token meta")
+                    } else {
+                        None
                     };
+                    if let Some(why) = refused {
+                        self.events.push_back(Event::PeerError(WireError::Unexpected(why)));
+                        return;
+                    }
+                    let Some((seq, pos0)) = meta else { return };
                     let mut hidden = Vec::new();
                     decode_values(&h, &raw, &mut hidden);
                     let round = h.round as usize;
@@ -232,10 +239,5 @@ impl Node {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// Whether this device sends to the head (closing the ring).
-    pub fn sends_to_head(&self) -> bool {
-        self.is_last()
     }
 }

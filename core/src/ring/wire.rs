@@ -152,6 +152,8 @@ pub enum WireError {
     BadActType(u8),
     /// Encoding failed: a bounded field overflowed.
     Encode,
+    /// A well-formed frame that does not fit the ring's state or plan.
+    Unexpected(&'static str),
 }
 
 impl fmt::Display for WireError {
@@ -169,6 +171,7 @@ impl fmt::Display for WireError {
             }
             Self::BadActType(t) => write!(f, "unknown activation element type {t}"),
             Self::Encode => f.write_str("message too large for its bounded fields"),
+            Self::Unexpected(what) => write!(f, "unexpected frame: {what}"),
         }
     }
 }
