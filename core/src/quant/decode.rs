@@ -153,15 +153,23 @@ pub fn decode_block256(ty: GgmlType, bytes: &[u8]) -> Option<Block256> {
         out.scale[g] = k.d * k.scale[g] as f32;
         out.min[g] = k.dmin * k.min[g] as f32;
     }
-    match ty {
-        GgmlType::Q2_K => q2k(&read(bytes), &mut out.q),
-        GgmlType::Q3_K => q3k(&read(bytes), &mut out.q),
-        GgmlType::Q4_K => q4k(&read(bytes), &mut out.q),
-        GgmlType::Q5_K => q5k(&read(bytes), &mut out.q),
-        GgmlType::Q6_K => q6k(&read(bytes), &mut out.q),
-        _ => iq4xs(&read(bytes), &mut out.q),
-    }
+    decode_levels256(ty, bytes, &mut out.q);
     Some(out)
+}
+
+/// Only the levels of a 256-element super-block of `ty` (left untouched for
+/// other types); [`k_scales`] has the scales.
+#[inline(always)]
+pub fn decode_levels256(ty: GgmlType, bytes: &[u8], q: &mut [i8; 256]) {
+    match ty {
+        GgmlType::Q2_K => q2k(&read(bytes), q),
+        GgmlType::Q3_K => q3k(&read(bytes), q),
+        GgmlType::Q4_K => q4k(&read(bytes), q),
+        GgmlType::Q5_K => q5k(&read(bytes), q),
+        GgmlType::Q6_K => q6k(&read(bytes), q),
+        GgmlType::IQ4_XS => iq4xs(&read(bytes), q),
+        _ => {}
+    }
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ mod synthetic;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode_block256, decode_block32, k_scales, Block256, Block32, KScales};
+pub use decode::{decode_block256, decode_block32, decode_levels256, k_scales, Block256, Block32, KScales};
 pub use synthetic::random_row;
 
 /// Tensor element types as numbered by GGUF/ggml.

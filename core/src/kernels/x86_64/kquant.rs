@@ -6,7 +6,7 @@
 
 use super::{hsum, load32};
 use crate::kernels::{TileFn, TileOut};
-use crate::quant::{decode_block256, k_scales, Block256, GgmlType, KScales};
+use crate::quant::{decode_levels256, k_scales, GgmlType, KScales};
 use core::arch::x86_64::*;
 
 /// Q8_K activation block: f32 scale, 256 levels, 16 sums of 16 levels.
@@ -55,9 +55,10 @@ fn unpack(ty: GgmlType, b: &[u8], q: &mut [__m256i; 8]) -> KScales {
             }
         }
         _ => {
-            let blk = decode_block256(ty, b).unwrap_or(EMPTY);
+            let mut levels = [0i8; 256];
+            decode_levels256(ty, b, &mut levels);
             for (c, v) in q.iter_mut().enumerate() {
-                *v = load32(bytemuck::cast_slice(&blk.q[32 * c..32 * c + 32]));
+                *v = load32(bytemuck::cast_slice(&levels[32 * c..32 * c + 32]));
             }
         }
     }
@@ -120,8 +121,6 @@ fn tile<const R: usize, const T: usize>(ty: GgmlType, n: usize, w: &[&[u8]], a: 
         }
     }
 }
-
-const EMPTY: Block256 = Block256 { q: [0; 256], scale: [0.0; 16], min: [0.0; 16] };
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_any(ty: GgmlType, n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
