@@ -53,7 +53,7 @@ pub const MAX_TYPES: usize = 16;
 
 /// How the OS treats file-backed pages under memory pressure, which decides
 /// what a layer window that does not fit costs (the scheduler's disk term).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum PageCacheClass {
     /// Clean mapped pages are dropped and re-read on demand (Linux, Android).
     Evicting,
@@ -62,6 +62,7 @@ pub enum PageCacheClass {
     /// Mapped views are trimmed from the working set (Windows).
     WorkingSetTrim,
     /// Unknown: the scheduler assumes the worst (no overlap).
+    #[default]
     Unknown,
 }
 
@@ -94,7 +95,8 @@ pub struct LinkProfile {
 }
 
 /// One device's measured capabilities.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Default` is an unmeasured device: every figure zero, which Halda refuses.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DeviceProfile {
     #[serde(with = "fixed::u16")]
     pub version: u16,

@@ -6,3 +6,4 @@ pub mod cli;
 pub mod mapped;
 pub mod pool;
 pub mod profiler;
+pub mod ring;

@@ -26,6 +26,30 @@ impl MappedFile {
         Ok(Self { path: path.to_path_buf(), map })
     }
 
+    /// Asks the OS to start reading `range` (it runs next).
+    pub fn prefetch(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        self.map
+            .advise_range(memmap2::Advice::WillNeed, range.start, range.len())
+            .with_context(|| format!("madvise(WILLNEED) on {}", self.path.display()))?;
+        #[cfg(not(unix))]
+        let _ = range;
+        Ok(())
+    }
+
+    /// Lets the OS drop `range`'s pages now: they are not needed until the
+    /// next token, and memory is short.
+    pub fn release(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+        // SAFETY: the map is a read-only, private file mapping, so dropping
+        // its pages loses nothing: the next access reads the file again.
+        #[cfg(unix)]
+        unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) }
+            .with_context(|| format!("madvise(DONTNEED) on {}", self.path.display()))?;
+        #[cfg(not(unix))]
+        let _ = range;
+        Ok(())
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }

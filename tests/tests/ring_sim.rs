@@ -69,7 +69,8 @@ impl Sim {
                         Event::Output { seq, hidden } => self.outputs.push((seq, hidden)),
                         Event::PeerSilent { .. } => self.silent.push(i),
                         Event::PeerError(e) => panic!("device {i}: {e}"),
-                        Event::Prefetch { .. } | Event::Release { .. } => {}
+                        Event::PeerStopped { reason, .. } => panic!("device {i}: peer stopped: {reason}"),
+                        Event::Prefetch { .. } | Event::Release { .. } | Event::Control(_) => {}
                     }
                 }
                 while let Some(t) = self.nodes[i].poll_transmit() {

@@ -7,6 +7,7 @@
 mod cursor;
 mod error;
 mod value;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -70,6 +71,8 @@ pub struct Gguf<'a> {
     pub data_offset: u64,
     metadata: Vec<(&'a str, Value<'a>)>,
     metadata_index: BTreeMap<&'a str, usize>,
+    /// Where each metadata entry's encoding lies in the file, for copying it.
+    metadata_spans: Vec<core::ops::Range<usize>>,
     tensors: Vec<TensorInfo<'a>>,
     tensor_index: BTreeMap<&'a str, usize>,
     bytes: &'a [u8],
@@ -98,13 +101,16 @@ impl<'a> Gguf<'a> {
 
         let mut metadata = Vec::new();
         let mut metadata_index = BTreeMap::new();
+        let mut metadata_spans = Vec::new();
         for _ in 0..n_kv {
+            let start = cur.pos;
             let key = cur.str("metadata key")?;
             let value = value::read_value(&mut cur, key)?;
             if metadata_index.insert(key, metadata.len()).is_some() {
                 return Err(GgufError::DuplicateKey { key: key.to_string() });
             }
             metadata.push((key, value));
+            metadata_spans.push(start..cur.pos);
         }
 
         let alignment = match metadata_index.get("general.alignment") {
@@ -148,7 +154,22 @@ impl<'a> Gguf<'a> {
             tensors.push(TensorInfo { name, dims, n_dims, ty, file_offset, n_bytes });
         }
         trace!("gguf parsed");
-        Ok(Self { version, alignment, data_offset, metadata, metadata_index, tensors, tensor_index, bytes })
+        Ok(Self {
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            metadata_index,
+            metadata_spans,
+            tensors,
+            tensor_index,
+            bytes,
+        })
+    }
+
+    /// Each metadata entry's key and its encoded bytes (key included), in file order.
+    pub fn metadata_raw(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
+        self.metadata.iter().zip(&self.metadata_spans).map(|((k, _), span)| (*k, &self.bytes[span.clone()]))
     }
 
     /// The bytes this file was parsed from.

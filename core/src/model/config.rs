@@ -90,11 +90,21 @@ impl Config {
                 })
             }
         };
-        let tok =
-            g.tensor("token_embd.weight").ok_or(ModelError::MissingTensor { name: "token_embd.weight".into() })?;
+        // A ring worker's layer file has no embedding; the vocabulary size is
+        // then in the metadata.
+        let n_vocab = match g.tensor("token_embd.weight") {
+            Some(t) => t.dims[1] as usize,
+            None => match opt_usize("vocab_size")? {
+                Some(n) => n,
+                None => g
+                    .get_array("tokenizer.ggml.tokens")
+                    .map(|a| a.len())
+                    .map_err(|_| ModelError::MissingTensor { name: "token_embd.weight".into() })?,
+            },
+        };
         Ok(Self {
             arch,
-            n_vocab: tok.dims[1] as usize,
+            n_vocab,
             n_embd,
             n_layer: usize_of("block_count")?,
             n_head,

@@ -45,6 +45,11 @@ pub enum ModelError {
         end: usize,
         n_layer: usize,
     },
+    /// Tokens would start past the positions the cache holds.
+    PositionGap {
+        pos0: usize,
+        filled: usize,
+    },
     /// A stage was asked of a model loaded without it (e.g. the output head on a worker).
     PartNotLoaded {
         part: &'static str,
@@ -79,7 +84,10 @@ impl fmt::Display for ModelError {
                 write!(f, "token id {token} is out of range (vocabulary has {n_vocab})")
             }
             LayerRange { start, end, n_layer } => {
-                write!(f, "layer range {start}..{end} is not within the model's {n_layer} layers")
+                write!(f, "layer range {start}..{end} is not within the model's {n_layer} layers, or not held here")
+            }
+            PositionGap { pos0, filled } => {
+                write!(f, "tokens start at position {pos0} but the cache holds only {filled}")
             }
             PartNotLoaded { part } => write!(f, "the {part} is not loaded on this device"),
         }

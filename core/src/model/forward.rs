@@ -65,15 +65,31 @@ impl Model<'_> {
         ws: &mut Workspace,
         par: &dyn Parallel,
     ) -> Result<(), ModelError> {
+        let pos0 = kv.len;
+        self.forward_layers_at(range, pos0, kv, x, ws, par)
+    }
+
+    /// [`Self::forward_layers`] for tokens at positions `pos0 ..`, which a ring
+    /// device needs: it runs one token batch through several windows, and
+    /// the cache's length moves on only after the first.
+    pub fn forward_layers_at(
+        &self,
+        range: Range<usize>,
+        pos0: usize,
+        kv: &mut KvCache,
+        x: &mut [f32],
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let n_tok = x.len() / c.n_embd;
-        let pos0 = kv.len;
+        if pos0 > kv.len {
+            return Err(ModelError::PositionGap { pos0, filled: kv.len });
+        }
         if pos0 + n_tok > kv.n_ctx {
             return Err(ModelError::ContextOverflow { needed: pos0 + n_tok, n_ctx: kv.n_ctx });
         }
-        let in_parts = range.start >= self.parts.layers.start && range.end <= self.parts.layers.end;
-        let in_kv = range.start >= kv.layers.start && range.end <= kv.layers.end;
-        if !(in_parts && in_kv) || range.start > range.end {
+        if !(self.parts.holds(&range) && kv.holds(&range)) || range.start > range.end {
             return Err(ModelError::LayerRange { start: range.start, end: range.end, n_layer: c.n_layer });
         }
         let rope = Rope {
@@ -88,9 +104,9 @@ impl Model<'_> {
             rope.angles(pos0 + t, cs);
         }
         for il in range {
-            self.layer_forward(il, kv, x, &angles, &rope, ws, par);
+            self.layer_forward(il, pos0, kv, x, &angles, &rope, ws, par);
         }
-        kv.len = pos0 + n_tok;
+        kv.len = kv.len.max(pos0 + n_tok);
         Ok(())
     }
 
@@ -98,6 +114,7 @@ impl Model<'_> {
     fn layer_forward(
         &self,
         il: usize,
+        pos0: usize,
         kv: &mut KvCache,
         x: &mut [f32],
         angles: &[(f32, f32)],
@@ -106,10 +123,9 @@ impl Model<'_> {
         par: &dyn Parallel,
     ) {
         let c = &self.config;
-        let lw = &self.layers[il - self.parts.layers.start];
+        let lw = self.layer(il).expect("forward_layers_at checked the layer is held");
         let (n_embd, hd) = (c.n_embd, c.head_dim);
         let n_tok = x.len() / n_embd;
-        let pos0 = kv.len;
         let k_ = &self.kernels;
 
         // Attention block.

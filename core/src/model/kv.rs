@@ -41,7 +41,8 @@ pub(crate) enum RowsRef<'a> {
 /// Keys and values for the layers a device runs.
 #[derive(Debug)]
 pub struct KvCache {
-    pub layers: Range<usize>,
+    /// The layers held, as in [`super::Parts::windows`].
+    pub windows: Vec<Range<usize>>,
     pub n_ctx: usize,
     pub kv_dim: usize,
     pub ty: KvType,
@@ -54,17 +55,18 @@ pub struct KvCache {
 impl KvCache {
     /// An f16 cache, as the reference engine keeps.
     pub fn new(layers: Range<usize>, n_ctx: usize, kv_dim: usize) -> Self {
-        Self::with_type(layers, n_ctx, kv_dim, KvType::F16)
+        Self::with_type(vec![layers], n_ctx, kv_dim, KvType::F16)
     }
 
-    pub fn with_type(layers: Range<usize>, n_ctx: usize, kv_dim: usize, ty: KvType) -> Self {
+    /// A cache for the layers of `windows` only.
+    pub fn with_type(windows: Vec<Range<usize>>, n_ctx: usize, kv_dim: usize, ty: KvType) -> Self {
         let rows = || match ty {
             KvType::F16 => Rows::F16(vec![f16::ZERO; n_ctx * kv_dim]),
             KvType::F32 => Rows::F32(vec![0.0; n_ctx * kv_dim]),
         };
-        let n = layers.len();
+        let n = windows.iter().map(|w| w.len()).sum();
         Self {
-            layers,
+            windows,
             n_ctx,
             kv_dim,
             ty,
@@ -84,9 +86,26 @@ impl KvCache {
         self.len = self.len.min(pos);
     }
 
+    /// Where `layer`'s rows are kept; the caller has checked [`Self::holds`].
+    fn slot(&self, layer: usize) -> usize {
+        let mut before = 0;
+        for w in &self.windows {
+            if w.contains(&layer) {
+                return before + layer - w.start;
+            }
+            before += w.len();
+        }
+        unreachable!("layer {layer} is not in this cache")
+    }
+
+    /// Whether every layer of `range` has rows here.
+    pub fn holds(&self, range: &Range<usize>) -> bool {
+        range.is_empty() || self.windows.iter().any(|w| w.start <= range.start && range.end <= w.end)
+    }
+
     /// Stores the keys and values of positions `pos0 ..` of `layer`.
     pub(crate) fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
-        let j = layer - self.layers.start;
+        let j = self.slot(layer);
         let at = pos0 * self.kv_dim;
         for (rows, src) in [(&mut self.k[j], k), (&mut self.v[j], v)] {
             match rows {
@@ -98,7 +117,7 @@ impl KvCache {
 
     /// Keys and values of `layer`.
     pub(crate) fn layer(&self, layer: usize) -> (RowsRef<'_>, RowsRef<'_>) {
-        let j = layer - self.layers.start;
+        let j = self.slot(layer);
         (self.k[j].view(), self.v[j].view())
     }
 
@@ -108,7 +127,7 @@ impl KvCache {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        self.layers.len() * self.n_ctx * self.kv_dim * 2 * elem
+        self.k.len() * self.n_ctx * self.kv_dim * 2 * elem
     }
 }
 

@@ -33,7 +33,7 @@ impl<'m, 'a> Session<'m, 'a> {
     /// A session whose KV cache holds `kv_type` elements.
     pub fn with_kv_type(model: &'m Model<'a>, n_ctx: usize, kv_type: KvType) -> Self {
         let c = &model.config;
-        let kv = KvCache::with_type(model.parts.layers.clone(), n_ctx, c.kv_dim(), kv_type);
+        let kv = KvCache::with_type(model.parts.windows.clone(), n_ctx, c.kv_dim(), kv_type);
         Self { model, kv, ws: Workspace::default(), hidden: Vec::new(), n_batch: 512 }
     }
 
@@ -60,8 +60,10 @@ impl<'m, 'a> Session<'m, 'a> {
             self.hidden.clear();
             self.hidden.resize(batch.len() * c.n_embd, 0.0);
             self.model.embed(batch, &mut self.hidden)?;
-            let layers = self.model.parts.layers.clone();
-            self.model.forward_layers(layers, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+            let pos0 = self.kv.len;
+            for layers in self.model.parts.windows.clone() {
+                self.model.forward_layers_at(layers, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+            }
             let rows = match want {
                 Want::All => &self.hidden[..],
                 Want::Last if i + 1 == n_chunks => &self.hidden[(batch.len() - 1) * c.n_embd..],

@@ -10,17 +10,46 @@ use crate::kernels::Kernels;
 use crate::quant::{dequant::dequantize_row, GgmlType};
 
 /// Which parts of the model a device holds. A ring worker holds only its
-/// layers; the head also holds the embedding and the output head.
+/// layer windows (one per round); the head also holds the embedding and the
+/// output head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parts {
-    pub layers: Range<usize>,
+    /// Ascending, non-overlapping layer ranges.
+    pub windows: Vec<Range<usize>>,
     pub embedding: bool,
     pub output: bool,
 }
 
 impl Parts {
     pub fn all(n_layer: usize) -> Self {
-        Self { layers: 0..n_layer, embedding: true, output: true }
+        Self { windows: alloc::vec![0..n_layer], embedding: true, output: true }
+    }
+
+    /// Layers `windows`, without the embedding or the output head.
+    pub fn layers(windows: Vec<Range<usize>>) -> Self {
+        Self { windows, embedding: false, output: false }
+    }
+
+    /// Every layer held, in order.
+    pub fn held(&self) -> impl Iterator<Item = usize> + '_ {
+        self.windows.iter().flat_map(|w| w.clone())
+    }
+
+    /// Where layer `layer` sits among the held ones.
+    pub fn slot(&self, layer: usize) -> Option<usize> {
+        let mut before = 0;
+        for w in &self.windows {
+            if w.contains(&layer) {
+                return Some(before + layer - w.start);
+            }
+            before += w.len();
+        }
+        None
+    }
+
+    /// Whether every layer of `range` is held.
+    pub fn holds(&self, range: &Range<usize>) -> bool {
+        range.is_empty() || self.windows.iter().any(|w| w.start <= range.start && range.end <= w.end)
     }
 }
 
@@ -65,12 +94,12 @@ impl<'a> Model<'a> {
     /// Loads only `parts`, validating every tensor it will touch.
     pub fn load_parts(g: &Gguf<'a>, parts: Parts, kernels: Kernels) -> Result<Self, ModelError> {
         let c = Config::from_gguf(g)?;
-        if parts.layers.start > parts.layers.end || parts.layers.end > c.n_layer {
-            return Err(ModelError::LayerRange {
-                start: parts.layers.start,
-                end: parts.layers.end,
-                n_layer: c.n_layer,
-            });
+        let mut end = 0;
+        for w in &parts.windows {
+            if w.start < end || w.start > w.end || w.end > c.n_layer {
+                return Err(ModelError::LayerRange { start: w.start, end: w.end, n_layer: c.n_layer });
+            }
+            end = w.end;
         }
         let l = Loader { g };
         let (e, v) = (c.n_embd as u64, c.n_vocab as u64);
@@ -91,7 +120,7 @@ impl<'a> Model<'a> {
         };
         let (q, kv, ff) = (c.q_dim() as u64, c.kv_dim() as u64, c.n_ff as u64);
         let mut layers = Vec::new();
-        for i in parts.layers.clone() {
+        for i in parts.held() {
             let name = |s: &str| format!("blk.{i}.{s}");
             let bias = |s: &str, n: u64| -> Result<Option<Vec<f32>>, ModelError> {
                 match g.tensor(&name(s)) {
@@ -127,9 +156,9 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// Byte ranges of the file holding layer `i`'s weights (for prefetch/release hints).
+    /// Layer `i`'s weights, if this device holds it.
     pub fn layer(&self, i: usize) -> Option<&LayerWeights<'a>> {
-        i.checked_sub(self.parts.layers.start).and_then(|j| self.layers.get(j))
+        self.parts.slot(i).and_then(|j| self.layers.get(j))
     }
 }
 

@@ -53,6 +53,19 @@ impl RingPlan {
         Ok(Self { windows, k, n_layer: per_round * k })
     }
 
+    /// Device `index`'s part of a plan, which is all a worker is told: its
+    /// windows for each round. The other devices' windows are left empty.
+    pub fn for_device(index: usize, devices: usize, own: Vec<Range<usize>>, n_layer: usize) -> Result<Self, BadPlan> {
+        let sorted = own.windows(2).all(|w| w[0].end <= w[1].start);
+        if index >= devices || own.is_empty() || !sorted || own.iter().any(|w| w.is_empty() || w.end > n_layer) {
+            return Err(BadPlan);
+        }
+        let k = own.len();
+        let mut windows = alloc::vec![Vec::new(); devices];
+        windows[index] = own;
+        Ok(Self { windows, k, n_layer })
+    }
+
     pub fn devices(&self) -> usize {
         self.windows.len()
     }
@@ -74,6 +87,10 @@ pub enum Event {
     PeerSilent { since: Micros },
     /// The stream from the predecessor is broken; close it.
     PeerError(WireError),
+    /// The predecessor ended the ring (`Stop`) or refused something (`Error`).
+    PeerStopped { reason: alloc::string::String, error: bool },
+    /// A control message the ring itself does not act on (such as `Stats`).
+    Control(alloc::boxed::Box<Control>),
 }
 
 /// Bytes for the successor in the ring.
@@ -181,7 +198,13 @@ impl Node {
                 Ok(Some(Frame::Control(c))) => match *c {
                     Control::TokenMeta { seq, pos0, .. } => self.pending_meta = Some((seq, pos0)),
                     Control::Heartbeat { .. } => self.waiting_since = self.waiting_since.map(|_| now),
-                    _ => {}
+                    Control::Stop { reason } => {
+                        self.events.push_back(Event::PeerStopped { reason: reason.as_str().into(), error: false })
+                    }
+                    Control::Error { reason } => {
+                        self.events.push_back(Event::PeerStopped { reason: reason.as_str().into(), error: true })
+                    }
+                    other => self.events.push_back(Event::Control(alloc::boxed::Box::new(other))),
                 },
                 Ok(Some(Frame::Activations(h, raw))) => {
                     let meta = self.pending_meta.take().filter(|m| m.0 == h.seq);

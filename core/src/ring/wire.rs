@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::DeviceProfile;
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 /// Largest payload accepted: 64 MiB (a 512-token f32 batch of 8192-wide
 /// activations is 16 MiB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
@@ -38,12 +38,37 @@ pub enum Control {
     Hello {
         profile: DeviceProfile,
     },
-    /// The head's plan: this device runs `windows[round]` for each round.
+    /// The head's plan: device `index` of `devices` runs `windows[round]`
+    /// for each round and sends to `next` (empty: back to the head on this
+    /// connection).
     Plan {
+        session: u64,
+        index: u16,
+        devices: u16,
         k: u16,
         windows: heapless::Vec<LayerRange, 64>,
         next: String<64>,
         f32_activations: bool,
+        n_ctx: u32,
+        kv_f32: bool,
+        /// Identifies the model file, so a worker's cached layers are reused
+        /// only for the same file.
+        model: [u8; 32],
+    },
+    /// A worker's answer to the plan: whether the head must send its layers.
+    Need {
+        weights: bool,
+    },
+    /// Part of the worker's layer file (a GGUF holding only its layers),
+    /// sent in order; `total` is the whole file's length.
+    Weights {
+        offset: u64,
+        total: u64,
+        bytes: Vec<u8>,
+    },
+    /// First message of a worker's connection to its successor.
+    Pred {
+        session: u64,
     },
     /// A worker has mapped its layers and connected to its successor.
     Ready,
@@ -58,6 +83,13 @@ pub enum Control {
     Kv(KvOp),
     Heartbeat {
         nonce: u64,
+    },
+    /// A worker's running totals, in microseconds: computing, waiting for
+    /// its predecessor while work was due, and faulting weights in from disk.
+    Stats {
+        compute_us: u64,
+        network_us: u64,
+        disk_us: u64,
     },
     /// An orderly end, with a reason for the log.
     Stop {
@@ -243,6 +275,11 @@ impl FrameDecoder {
     /// Appends bytes as they arrive.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet decoded, for a reader that takes over the stream.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        core::mem::take(&mut self.buf)
     }
 
     /// The next whole frame, `Ok(None)` until one has arrived, or the reason

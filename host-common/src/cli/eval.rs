@@ -1,10 +1,11 @@
 use anyhow::{anyhow, Context};
 use clap::Args;
-use prima_core::{Session, Want};
+use prima_core::{KvType, Session, Want};
 use serde_json::json;
 use std::path::PathBuf;
 
 use super::loaded::{model, tokenizer, Loaded};
+use super::ring_args::{evaluator, head_model, RingArgs};
 use super::ModelArgs;
 
 #[derive(Debug, Args)]
@@ -19,6 +20,8 @@ pub(super) struct LogitsArgs {
     top: usize,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    ring: RingArgs,
 }
 
 /// Top-k `(id, logit)` descending (ties to the lower id) and the log-sum-exp.
@@ -39,10 +42,12 @@ pub(crate) fn summarize(row: &[f32], k: usize) -> (Vec<(u32, f32)>, f64) {
 pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
-    let model = model(&g)?;
+    let n_ctx = a.ids.len().max(1);
+    let hs = a.ring.handshake(&g, &a.model.model, n_ctx, KvType::F16, &l.pool)?;
+    let model = head_model(&g, hs.as_ref())?;
     let n_vocab = model.config.n_vocab;
-    let mut session = Session::new(&model, a.ids.len().max(1));
-    let all = l.pool.enter(|| session.eval(&a.ids, Want::All, &l.pool)).map_err(|e| anyhow!("{e}"))?;
+    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, KvType::F16)?;
+    let all = session.eval(&a.ids, Want::All)?;
     let mut positions = Vec::new();
     for (pos, row) in all.chunks_exact(n_vocab).enumerate() {
         let (top, lse) = summarize(row, a.top);

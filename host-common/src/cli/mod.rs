@@ -6,6 +6,7 @@ mod inspect;
 mod loaded;
 mod plan;
 mod profile;
+mod ring_args;
 mod run;
 mod worker;
 
@@ -37,7 +38,7 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Measure this device (CPU per tensor type, memory, disk, RAM, link) for the scheduler.
     Profile(profile::ProfileArgs),
-    /// Run as a ring device; for now it answers link probes from `prima profile --peer`.
+    /// Run as a ring device for `prima run --ring`; also answers `prima profile --peer`.
     Worker(worker::WorkerArgs),
 }
 

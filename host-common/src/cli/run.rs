@@ -1,14 +1,15 @@
-use anyhow::anyhow;
 use clap::Args;
 use prima_core::sampler::{Sampler, SamplerConfig};
 use prima_core::tokenizer::StreamDecoder;
-use prima_core::{Session, Want};
+use prima_core::Want;
 use serde_json::json;
 use std::io::Write;
 use std::time::Instant;
 
-use super::loaded::{model, tokenizer, Loaded};
+use super::loaded::{tokenizer, Loaded};
+use super::ring_args::{evaluator, head_model, RingArgs};
 use super::ModelArgs;
+use crate::ring::head::Ring;
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -49,6 +50,11 @@ pub(super) struct RunArgs {
     /// Element type of the KV cache.
     #[arg(long = "kv-type", value_enum, default_value = "f16")]
     kv_type: super::KvTypeArg,
+    #[command(flatten)]
+    ring: RingArgs,
+    /// Print each ring device's compute, network and disk time.
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -60,7 +66,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
-    let model = model(&g)?;
     let tok = tokenizer(&g)?;
     let prompt = tok.encode(&a.prompt, true, true);
     if prompt.is_empty() {
@@ -85,13 +90,15 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         seed: a.seed,
     });
     prompt.iter().for_each(|&t| sampler.accept(t));
-    let mut session = Session::with_kv_type(&model, a.ctx, a.kv_type.into());
+    let hs = a.ring.handshake(&g, &a.model.model, a.ctx, a.kv_type.into(), &l.pool)?;
+    let model = head_model(&g, hs.as_ref())?;
+    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, a.ctx, a.kv_type.into())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut stream = StreamDecoder::default();
 
     let t0 = Instant::now();
-    let mut logits = l.pool.enter(|| session.eval(&prompt, Want::Last, &l.pool)).map_err(|e| anyhow!("{e}"))?;
+    let mut logits = session.eval(&prompt, Want::Last)?;
     let prompt_s = t0.elapsed().as_secs_f64();
     let mut generated = Vec::new();
     let mut text = String::new();
@@ -115,13 +122,14 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         if generated.len() == a.n_predict {
             break;
         }
-        logits = l.pool.enter(|| session.eval(&[next], Want::Last, &l.pool)).map_err(|e| anyhow!("{e}"))?;
+        logits = session.eval(&[next], Want::Last)?;
     }
     let rest = stream.finish();
     text.push_str(&rest);
     let gen_s = t1.elapsed().as_secs_f64();
     // The last sampled token is not evaluated, so decode steps = generated - 1.
     let decode_steps = generated.len().saturating_sub(1).max(1);
+    let ring = session.ring().map(|r| ring_report(r, a.verbose && !a.json));
     let timings = json!({
         "prompt_tokens": prompt.len(),
         "prompt_ms": prompt_s * 1e3,
@@ -134,7 +142,10 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "kernels": model.kernels.name(),
     });
     if a.json {
-        println!("{}", json!({ "prompt_ids": prompt, "generated_ids": generated, "text": text, "timings": timings }));
+        println!(
+            "{}",
+            json!({ "prompt_ids": prompt, "generated_ids": generated, "text": text, "timings": timings, "ring": ring })
+        );
     } else {
         out.write_all(rest.as_bytes())?;
         writeln!(out)?;
@@ -151,4 +162,30 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Each ring device's layers and where its time went, as JSON (and on
+/// stderr when `print`).
+fn ring_report(ring: &Ring<'_, '_>, print: bool) -> serde_json::Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let devices: Vec<_> = ring
+        .report()
+        .into_iter()
+        .map(|d| {
+            let layers: Vec<String> = d.layers.iter().map(|w| format!("{}..{}", w.start, w.end)).collect();
+            if print {
+                eprintln!(
+                    "{:<40} layers {:<24} compute {:>9.1} ms | network wait {:>9.1} ms | disk {:>8.1} ms",
+                    d.name,
+                    layers.join(","),
+                    ms(d.times.compute),
+                    ms(d.times.network),
+                    ms(d.times.disk)
+                );
+            }
+            json!({"name": d.name, "layers": layers, "compute_ms": ms(d.times.compute),
+                   "network_ms": ms(d.times.network), "disk_ms": ms(d.times.disk)})
+        })
+        .collect();
+    json!({ "k": ring.plan.k, "predicted_ms_per_token": ring.predicted_tpot.map(|s| s * 1e3), "devices": devices })
 }

@@ -1,75 +1,56 @@
-//! `prima worker`: a ring device's process. For now it answers link probes
-//! (see `profiler::probe`); the ring protocol joins it in the ring issue.
+//! `prima worker`: a ring device's process. It answers link probes and
+//! serves ring sessions from a head (`prima run --ring`).
 
-use anyhow::Context;
 use clap::Args;
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use crate::profiler::probe::{read_frame, write_frame, ECHO, ERROR, SINK, TIMEOUT};
-
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 32;
+use crate::pool::Pool;
+use crate::profiler::{self, system, Options, DEFAULT_TYPES};
+use crate::ring::weights::default_cache_dir;
+use crate::ring::worker::{serve, WorkerConfig};
 
 #[derive(Debug, Args)]
 pub(super) struct WorkerArgs {
-    /// Address to listen on, such as 0.0.0.0:9000.
+    /// Address to listen on, such as 0.0.0.0:9000 (port 0 picks a free one).
     #[arg(long = "listen")]
     listen: String,
+    /// Compute threads (default: one per core).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Where layers received from heads are kept (default: $PRIMA_CACHE, else the user cache dir).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Device name in plans (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds of silence from a ring neighbour before it counts as dead.
+    #[arg(long = "peer-timeout", default_value_t = 10.0)]
+    peer_timeout: f64,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&a.listen).with_context(|| format!("cannot listen on {}", a.listen))?;
-    eprintln!("prima worker listening on {}", listener.local_addr()?);
-    let open = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        match conn {
-            Ok(mut s) => {
-                // One thread per connection, so a flood of peers is turned away, not served.
-                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    let _ = write_frame(&mut s, ERROR, b"worker busy: too many connections");
-                    continue;
-                }
-                let open = Arc::clone(&open);
-                std::thread::spawn(move || {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve(s) {
-                        eprintln!("worker: {peer}: {e:#}");
-                    }
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            Err(e) => eprintln!("worker: accept failed: {e}"),
-        }
+    let threads = a.threads.unwrap_or_else(Pool::default_threads);
+    if threads == 0 {
+        anyhow::bail!("--threads must be at least 1");
     }
-    Ok(())
-}
-
-/// Answers probe frames until the peer closes, misbehaves or goes quiet.
-fn serve(mut s: TcpStream) -> anyhow::Result<()> {
-    s.set_read_timeout(Some(TIMEOUT * 6))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    s.set_nodelay(true)?;
-    let mut buf = Vec::new();
-    loop {
-        let kind = match read_frame(&mut s, &mut buf) {
-            Ok(Some(k)) => k,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                let _ = write_frame(&mut s, ERROR, format!("{e:#}").as_bytes());
-                return Err(e);
-            }
-        };
-        match kind {
-            ECHO => write_frame(&mut s, ECHO, &buf)?,
-            SINK => write_frame(&mut s, SINK, &[])?,
-            other => {
-                let msg = format!("unknown probe frame kind {other}");
-                write_frame(&mut s, ERROR, msg.as_bytes())?;
-                anyhow::bail!(msg);
-            }
-        }
+    if !(a.peer_timeout.is_finite() && a.peer_timeout > 0.0) {
+        anyhow::bail!("--peer-timeout must be a positive number of seconds");
     }
+    let cache_dir = a.cache.unwrap_or_else(default_cache_dir);
+    // Measured once, quickly, and sent to every head that asks.
+    let pool = Pool::new(threads)?;
+    let opts = Options {
+        name: a.name.unwrap_or_else(system::host_name),
+        types: DEFAULT_TYPES.to_vec(),
+        kv_dim: 1024,
+        dir: cache_dir.clone(),
+        peer: None,
+        quick: true,
+    };
+    std::fs::create_dir_all(&cache_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", cache_dir.display()))?;
+    let profile = profiler::run(&opts, &pool, &mut |_| {})?;
+    drop(pool);
+    let peer_timeout = std::time::Duration::from_secs_f64(a.peer_timeout);
+    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout })
 }

@@ -87,3 +87,30 @@ pub fn measure(peer: &str, budget: Duration) -> anyhow::Result<(f64, f64)> {
     let busy = (start.elapsed().as_secs_f64() - rounds as f64 * rtt).max(1e-9);
     Ok((rtt, sent as f64 / busy))
 }
+
+/// Answers probe frames on `s` until the peer closes, misbehaves or goes quiet.
+pub fn serve(mut s: std::net::TcpStream) -> anyhow::Result<()> {
+    s.set_read_timeout(Some(TIMEOUT * 6))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    s.set_nodelay(true)?;
+    let mut buf = Vec::new();
+    loop {
+        let kind = match read_frame(&mut s, &mut buf) {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = write_frame(&mut s, ERROR, format!("{e:#}").as_bytes());
+                return Err(e);
+            }
+        };
+        match kind {
+            ECHO => write_frame(&mut s, ECHO, &buf)?,
+            SINK => write_frame(&mut s, SINK, &[])?,
+            other => {
+                let msg = format!("unknown probe frame kind {other}");
+                write_frame(&mut s, ERROR, msg.as_bytes())?;
+                anyhow::bail!(msg);
+            }
+        }
+    }
+}

@@ -8,7 +8,22 @@ fn every_control() -> Vec<Control> {
     windows.push(LayerRange { start: 20, end: 30 }).unwrap();
     vec![
         Control::Hello { profile: crate::profile::tests_support::sample() },
-        Control::Plan { k: 2, windows, next: String::try_from("10.0.0.2:9000").unwrap(), f32_activations: false },
+        Control::Plan {
+            session: 7,
+            index: 1,
+            devices: 3,
+            k: 2,
+            windows,
+            next: String::try_from("10.0.0.2:9000").unwrap(),
+            f32_activations: false,
+            n_ctx: 4096,
+            kv_f32: false,
+            model: [9; 32],
+        },
+        Control::Need { weights: true },
+        Control::Weights { offset: 1 << 33, total: 1 << 34, bytes: alloc::vec![1, 2, 3] },
+        Control::Pred { session: 7 },
+        Control::Stats { compute_us: 1, network_us: 2, disk_us: 3 },
         Control::Ready,
         Control::TokenMeta { seq: 1, pos0: 17, n_tokens: 3, want_all: true },
         Control::Kv(KvOp::Clear),
@@ -77,8 +92,8 @@ fn hostile_frames_are_refused_by_name() {
     assert_eq!(refuse(b"PR\x09\0\0\0\0"), WireError::UnknownKind(9));
     assert!(matches!(refuse(b"PR\x00\xff\xff\xff\xff"), WireError::TooLong { .. }));
     let mut wrong_version = encode_control(&Control::Ready).unwrap();
-    wrong_version[7] = 2;
-    assert_eq!(refuse(&wrong_version), WireError::Version { found: 2, supported: WIRE_VERSION });
+    wrong_version[7] = 1;
+    assert_eq!(refuse(&wrong_version), WireError::Version { found: 1, supported: WIRE_VERSION });
     let mut trailing = encode_control(&Control::Ready).unwrap();
     trailing.push(0);
     trailing[3] += 1;

@@ -1,0 +1,160 @@
+//! Flags that put a command on a ring of workers, shared by every command
+//! that evaluates a model.
+
+use anyhow::anyhow;
+use clap::{Args, ValueEnum};
+use prima_core::kernels::Kernels;
+use prima_core::ring::wire::ActType;
+use prima_core::{Gguf, KvType, Model, Session, Want};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::mapped::MappedFile;
+use crate::pool::Pool;
+use crate::profiler::{self, system, Options};
+use crate::ring::head::{Handshake, Ring, RingOptions};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum ActArg {
+    /// Half the bytes on the wire; results differ from one device by f16 rounding.
+    F16,
+    /// Exact hidden states: a ring matches one device bit for bit (the default).
+    F32,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RingArgs {
+    /// Run on a ring: the head (this process) and `prima worker` addresses, comma-separated, in ring order.
+    #[arg(long, value_delimiter = ',')]
+    ring: Vec<String>,
+    /// Layers per device per round, head first (such as 10,10,10), or `auto` for Halda's plan.
+    #[arg(long = "layer-window", default_value = "auto")]
+    layer_window: String,
+    /// Element type of the hidden states sent between devices.
+    #[arg(long = "act", value_enum, default_value = "f32")]
+    act: ActArg,
+    /// Seconds of silence from a worker before it counts as dead.
+    #[arg(long = "peer-timeout", default_value_t = 10.0)]
+    peer_timeout: f64,
+}
+
+impl RingArgs {
+    /// Connects to the ring's workers and plans it, or `None` without `--ring`.
+    pub fn handshake(
+        &self,
+        g: &Gguf<'_>,
+        model_path: &Path,
+        n_ctx: usize,
+        kv: KvType,
+        pool: &Pool,
+    ) -> anyhow::Result<Option<Handshake>> {
+        if self.ring.is_empty() {
+            if self.layer_window != "auto" {
+                anyhow::bail!("--layer-window needs --ring");
+            }
+            return Ok(None);
+        }
+        if !(self.peer_timeout.is_finite() && self.peer_timeout > 0.0) {
+            anyhow::bail!("--peer-timeout must be a positive number of seconds");
+        }
+        let windows = match self.layer_window.as_str() {
+            "auto" => None,
+            list => Some(
+                list.split(',')
+                    .map(|w| {
+                        w.trim().parse::<usize>().map_err(|_| anyhow!("--layer-window: '{w}' is not a layer count"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            ),
+        };
+        let head_profile = match windows {
+            Some(_) => None,
+            None => Some(head_profile(g, model_path, pool)?),
+        };
+        let opts = RingOptions {
+            addrs: self.ring.clone(),
+            windows,
+            act: match self.act {
+                ActArg::F16 => ActType::F16,
+                ActArg::F32 => ActType::F32,
+            },
+            n_ctx,
+            kv,
+            peer_timeout: Duration::from_secs_f64(self.peer_timeout),
+            head_profile,
+        };
+        Handshake::connect(opts, g).map(Some)
+    }
+}
+
+/// The head measures itself quickly for Halda, on the model's tensor types.
+fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<prima_core::profile::DeviceProfile> {
+    let mut types: Vec<_> = g.tensors().iter().map(|t| t.ty).collect();
+    types.sort_by_key(|t| t.id());
+    types.dedup();
+    let cost = prima_core::cost::ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+    let opts = Options {
+        name: system::host_name(),
+        types,
+        kv_dim: (cost.kv_bytes_per_token_layer / 4) as usize,
+        dir: model_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
+        peer: None,
+        quick: true,
+    };
+    profiler::run(&opts, pool, &mut |_| {})
+}
+
+/// Something that turns tokens into logits: one device, or a ring.
+pub(super) trait Evaluate {
+    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
+    fn ring(&self) -> Option<&Ring<'_, '_>> {
+        None
+    }
+}
+
+pub(super) struct Local<'m, 'a> {
+    pub session: Session<'m, 'a>,
+    pub pool: &'m Pool,
+}
+
+impl Evaluate for Local<'_, '_> {
+    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        let (s, pool) = (&mut self.session, self.pool);
+        pool.enter(|| s.eval(tokens, want, pool)).map_err(|e| anyhow!("{e}"))
+    }
+}
+
+impl Evaluate for Ring<'_, '_> {
+    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        Ring::eval(self, tokens, want)
+    }
+    fn ring(&self) -> Option<&Ring<'_, '_>> {
+        Some(self)
+    }
+}
+
+/// The model as this device holds it: all of it, or the head's part of a ring.
+pub(super) fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
+    match hs {
+        Some(hs) => Model::load_parts(g, hs.head_parts(), Kernels::detect())
+            .map_err(|e| anyhow!("{e}"))
+            .map_err(|e| e.context("cannot load the head's layers")),
+        None => super::loaded::model(g),
+    }
+}
+
+/// Starts the evaluator: the ring when there is a handshake, else a local session.
+pub(super) fn evaluator<'m, 'a>(
+    hs: Option<Handshake>,
+    model: &'m Model<'a>,
+    file: &'m MappedFile,
+    pool: &'m Pool,
+    g: &Gguf<'_>,
+    n_ctx: usize,
+    kv: KvType,
+) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
+    Ok(match hs {
+        Some(hs) => Box::new(hs.start(model, file, pool, g)?),
+        None => Box::new(Local { session: Session::with_kv_type(model, n_ctx, kv), pool }),
+    })
+}

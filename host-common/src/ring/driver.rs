@@ -1,0 +1,284 @@
+//! The loop that drives a ring node: it runs the node's compute events on
+//! this device's layers, passes its frames to the successor, and feeds it
+//! what the predecessor sent, with the clock the node itself lacks.
+
+use anyhow::{anyhow, bail};
+use prima_core::ring::node::{Event, Node};
+use prima_core::ring::wire::{encode_control, Control};
+use prima_core::{KvCache, Model, Workspace};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::conn::Inbound;
+use crate::mapped::MappedFile;
+use crate::pool::Pool;
+
+/// Where this device's time went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Times {
+    pub compute: Duration,
+    /// Waiting for the predecessor while work was due.
+    pub network: Duration,
+    /// Faulting in weights that were not resident before a window ran.
+    pub disk: Duration,
+}
+
+/// This device's layers: the weights, their KV cache and the file they map.
+pub struct LocalLayers<'m, 'a> {
+    pub model: &'m Model<'a>,
+    pub kv: KvCache,
+    pub ws: Workspace,
+    pub pool: &'m Pool,
+    pub file: &'m MappedFile,
+    /// Byte range of each held layer in `file`.
+    pub layer_bytes: BTreeMap<usize, Range<usize>>,
+    /// Whether windows are dropped after they run (they exceed the memory budget).
+    pub release: bool,
+}
+
+impl LocalLayers<'_, '_> {
+    fn span(&self, layers: &Range<usize>) -> Option<Range<usize>> {
+        let first = self.layer_bytes.get(&layers.start)?;
+        let last = self.layer_bytes.get(&(layers.end.checked_sub(1)?))?;
+        Some(first.start.min(last.start)..first.end.max(last.end))
+    }
+
+    /// Touches one byte per page so that disk reads happen here, timed,
+    /// rather than inside the kernels.
+    fn fault_in(&self, layers: &Range<usize>) -> Duration {
+        let t = Instant::now();
+        if let Some(span) = self.span(layers) {
+            let bytes = &self.file.bytes()[span];
+            let mut sum = 0u8;
+            for b in bytes.iter().step_by(4096) {
+                sum = sum.wrapping_add(*b);
+            }
+            std::hint::black_box(sum);
+        }
+        t.elapsed()
+    }
+
+    fn compute(
+        &mut self,
+        layers: Range<usize>,
+        pos0: u32,
+        hidden: &mut [f32],
+        times: &mut Times,
+    ) -> anyhow::Result<()> {
+        if self.release {
+            times.disk += self.fault_in(&layers);
+        }
+        let t = Instant::now();
+        let (model, kv, ws, pool) = (self.model, &mut self.kv, &mut self.ws, self.pool);
+        pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
+            .map_err(|e| anyhow!("{e}"))?;
+        times.compute += t.elapsed();
+        Ok(())
+    }
+
+    fn advise(&self, layers: &Range<usize>, release: bool) -> anyhow::Result<()> {
+        let Some(span) = self.span(layers) else { return Ok(()) };
+        match release {
+            true if self.release => self.file.release(span),
+            true => Ok(()),
+            false => self.file.prefetch(span),
+        }
+    }
+}
+
+/// Byte ranges of each `blk.N.` layer's tensors in `g`.
+pub fn layer_bytes(g: &prima_core::Gguf<'_>) -> BTreeMap<usize, Range<usize>> {
+    let mut out: BTreeMap<usize, Range<usize>> = BTreeMap::new();
+    for t in g.tensors() {
+        if let Some(l) = prima_core::gguf::write::layer_of(t.name) {
+            let r = t.file_offset as usize..(t.file_offset + t.n_bytes) as usize;
+            let e = out.entry(l).or_insert(r.clone());
+            *e = e.start.min(r.start)..e.end.max(r.end);
+        }
+    }
+    out
+}
+
+/// How a run of the loop ended.
+pub enum Step {
+    /// Head only: a batch came back round; run the output head on it.
+    Output { seq: u32, hidden: Vec<f32> },
+    /// Worker only: the ring ended, for this reason.
+    Ended(String),
+}
+
+pub struct Driver {
+    pub node: Node,
+    /// Ring position of the device whose bytes feed the node.
+    pub pred: usize,
+    pub inbound: Receiver<Inbound>,
+    pub succ: UnboundedSender<Vec<u8>>,
+    pub epoch: Instant,
+    /// Head only: when each device was last heard from (index = ring position).
+    pub heard: Vec<Option<Instant>>,
+    pub peer_timeout: Duration,
+    pub times: Times,
+    /// Names of ring positions, for errors.
+    pub names: Vec<String>,
+    pub is_head: bool,
+    /// Worker only: where to send this device's `Stats` after each window.
+    pub stats_to: Option<UnboundedSender<Vec<u8>>>,
+    /// Head only: each worker's latest totals (index = ring position).
+    pub peer_times: Vec<Times>,
+}
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    fn name(&self, i: usize) -> &str {
+        self.names.get(i).map_or("a peer", String::as_str)
+    }
+
+    /// Runs until the head has an output, or a worker's ring ends.
+    pub fn run(&mut self, layers: &mut LocalLayers<'_, '_>) -> anyhow::Result<Step> {
+        loop {
+            while let Some(ev) = self.node.poll_event() {
+                match ev {
+                    Event::Compute { layers: range, pos0, mut hidden, .. } => {
+                        layers.compute(range, pos0, &mut hidden, &mut self.times)?;
+                        // Before the activations, so the head has them when the batch returns.
+                        self.send_stats();
+                        let now = self.now();
+                        self.node.handle_computed(now, hidden);
+                    }
+                    Event::Prefetch { layers: range } => layers.advise(&range, false)?,
+                    Event::Release { layers: range } => layers.advise(&range, true)?,
+                    Event::Output { seq, hidden } => {
+                        self.flush()?;
+                        return Ok(Step::Output { seq, hidden });
+                    }
+                    Event::PeerSilent { since } => {
+                        let quiet = Duration::from_micros(self.now().saturating_sub(since));
+                        bail!("{} sent nothing for {:.1} s", self.name(self.pred), quiet.as_secs_f64())
+                    }
+                    Event::PeerError(e) => bail!("{} sent a bad frame: {e}", self.name(self.pred)),
+                    Event::PeerStopped { reason, error: true } => bail!("{}: {reason}", self.name(self.pred)),
+                    Event::PeerStopped { reason, error: false } => return Ok(Step::Ended(reason)),
+                    Event::Control(c) => {
+                        if let Control::Stats { compute_us, network_us, disk_us } = *c {
+                            let times = [compute_us, network_us, disk_us].map(Duration::from_micros);
+                            self.record(self.pred, times);
+                        }
+                    }
+                }
+            }
+            self.flush()?;
+            if let Some(step) = self.wait()? {
+                return Ok(step);
+            }
+        }
+    }
+
+    /// Waits for the next report, the node's timeout or a liveness check.
+    fn wait(&mut self) -> anyhow::Result<Option<Step>> {
+        let start = Instant::now();
+        let busy = self.node.poll_timeout();
+        let mut deadline = start + Duration::from_millis(250);
+        if let Some(t) = busy {
+            deadline = deadline.min(self.epoch + Duration::from_micros(t));
+        }
+        let got = self.inbound.recv_timeout(deadline.saturating_duration_since(start));
+        if busy.is_some() {
+            self.times.network += start.elapsed();
+        }
+        let now = Instant::now();
+        match got {
+            Ok(Inbound::Bytes { from, bytes }) if from == self.pred => {
+                self.mark_heard(from, now);
+                let t = self.now();
+                self.node.handle_bytes(t, &bytes);
+            }
+            Ok(Inbound::Bytes { .. }) => {}
+            Ok(Inbound::Alive { from }) => self.mark_heard(from, now),
+            Ok(Inbound::Stats { from, times }) => {
+                self.mark_heard(from, now);
+                self.record(from, times);
+            }
+            Ok(Inbound::Closed { from, why, said }) => {
+                if !self.is_head {
+                    return Ok(Some(Step::Ended(format!("{} {why}", self.name(from)))));
+                }
+                return Err(self.blame(from, why, said));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let t = self.now();
+                self.node.handle_timeout(t);
+                self.check_heard(now)?;
+            }
+            Err(RecvTimeoutError::Disconnected) => bail!("the ring's connections are gone"),
+        }
+        Ok(None)
+    }
+
+    fn record(&mut self, from: usize, [compute, network, disk]: [Duration; 3]) {
+        if let Some(t) = self.peer_times.get_mut(from) {
+            *t = Times { compute, network, disk };
+        }
+    }
+
+    fn send_stats(&mut self) {
+        let Some(to) = &self.stats_to else { return };
+        let t = self.times;
+        let msg = Control::Stats {
+            compute_us: t.compute.as_micros() as u64,
+            network_us: t.network.as_micros() as u64,
+            disk_us: t.disk.as_micros() as u64,
+        };
+        if let Ok(f) = encode_control(&msg) {
+            let _ = to.send(f);
+        }
+    }
+
+    fn mark_heard(&mut self, from: usize, now: Instant) {
+        if let Some(h) = self.heard.get_mut(from) {
+            *h = Some(now);
+        }
+    }
+
+    fn check_heard(&self, now: Instant) -> anyhow::Result<()> {
+        for (i, h) in self.heard.iter().enumerate() {
+            if let Some(h) = h {
+                let quiet = now.duration_since(*h);
+                if quiet > self.peer_timeout {
+                    bail!("{} sent nothing for {:.1} s; it is hung or unreachable", self.name(i), quiet.as_secs_f64());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the device that failed. When one dies, its neighbours close
+    /// too and say why; the one that closed without a word is the culprit.
+    fn blame(&self, from: usize, why: String, said: bool) -> anyhow::Error {
+        let mut closed = vec![(from, why, said)];
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Ok(ev) = self.inbound.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            if let Inbound::Closed { from, why, said } = ev {
+                closed.push((from, why, said));
+            }
+        }
+        let pick = closed.iter().position(|c| !c.2).unwrap_or(0);
+        let (from, why, said) = &closed[pick];
+        let what = if *said { format!("reported: {why}") } else { why.clone() };
+        anyhow!("{} {what}; the ring cannot go on without it", self.name(*from))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        while let Some(t) = self.node.poll_transmit() {
+            if self.succ.send(t.bytes).is_err() {
+                bail!("the connection to the next device is closed");
+            }
+        }
+        Ok(())
+    }
+}

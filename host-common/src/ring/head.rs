@@ -1,0 +1,394 @@
+//! The head of a ring: it greets the workers, plans the windows (given, or
+//! Halda's from the profiles), sends each worker its layers, and then
+//! evaluates tokens by sending hidden states round the ring.
+
+use anyhow::{anyhow, bail, Context};
+use prima_core::cost::ModelCost;
+use prima_core::halda::{solve, Problem};
+use prima_core::profile::{DeviceProfile, LinkProfile, PROFILE_VERSION};
+use prima_core::ring::node::{Node, RingPlan};
+use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder, LayerRange};
+use prima_core::{Gguf, KvCache, KvType, Model, Parts, Want, Workspace};
+use std::ops::Range;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
+use super::driver::{layer_bytes, Driver, LocalLayers, Step, Times};
+use super::weights;
+use crate::mapped::MappedFile;
+use crate::pool::Pool;
+use crate::profiler::probe;
+
+/// How the ring is laid out and run.
+#[derive(Debug, Clone)]
+pub struct RingOptions {
+    /// Worker addresses, in ring order after the head.
+    pub addrs: Vec<String>,
+    /// Layers per device per round, head first; `None` asks Halda.
+    pub windows: Option<Vec<usize>>,
+    pub act: ActType,
+    pub n_ctx: usize,
+    pub kv: KvType,
+    pub peer_timeout: Duration,
+    /// The head's own profile, for Halda (only needed without `windows`).
+    pub head_profile: Option<DeviceProfile>,
+}
+
+struct Peer {
+    addr: String,
+    stream: TcpStream,
+    dec: FrameDecoder,
+    profile: DeviceProfile,
+}
+
+/// A ring whose workers have answered, with its plan, before the head loads
+/// its own layers.
+pub struct Handshake {
+    rt: tokio::runtime::Runtime,
+    peers: Vec<Peer>,
+    /// Ring position → index into the head + `addrs` (0 is the head).
+    pub kept: Vec<usize>,
+    pub plan: RingPlan,
+    /// Halda's predicted time per token, when Halda planned.
+    pub predicted_tpot: Option<f64>,
+    opts: RingOptions,
+}
+
+impl Handshake {
+    /// Connects to every worker, exchanges profiles and plans the ring.
+    pub fn connect(opts: RingOptions, g: &Gguf<'_>) -> anyhow::Result<Self> {
+        if opts.addrs.is_empty() {
+            bail!("--ring needs at least one worker address");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let mut peers = Vec::new();
+        for addr in &opts.addrs {
+            peers.push(rt.block_on(hello(addr, opts.head_profile.clone()))?);
+        }
+        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let n_layer = cost.layers.len();
+        let (kept, sizes, k, predicted_tpot) = match &opts.windows {
+            Some(w) => {
+                if w.len() != peers.len() + 1 {
+                    bail!(
+                        "--layer-window gives {} windows for {} devices (the head and {} workers)",
+                        w.len(),
+                        peers.len() + 1,
+                        peers.len()
+                    );
+                }
+                let per_round: usize = w.iter().sum();
+                if w.contains(&0) || per_round == 0 || n_layer % per_round != 0 {
+                    bail!("--layer-window {w:?}: every window needs a layer, and the model's {n_layer} layers must be a whole number of rounds of {per_round}");
+                }
+                ((0..w.len()).collect::<Vec<_>>(), w.clone(), n_layer / per_round, None)
+            }
+            None => {
+                let head =
+                    opts.head_profile.clone().ok_or_else(|| anyhow!("automatic windows need the head's profile"))?;
+                let mut profiles = vec![head];
+                for p in &peers {
+                    let mut prof = p.profile.clone();
+                    // The link as the head sees it, measured now.
+                    let (rtt_s, bytes_per_s) = probe::measure(&p.addr, Duration::from_millis(300))
+                        .with_context(|| format!("cannot measure the link to {}", p.addr))?;
+                    prof.link = Some(LinkProfile { rtt_s: rtt_s as f32, bytes_per_s: bytes_per_s as f32 });
+                    profiles.push(prof);
+                }
+                let problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
+                let plan = solve(&problem).map_err(|e| anyhow!("no ring plan: {e}"))?;
+                if plan.devices.first() != Some(&0) {
+                    bail!("Halda's plan leaves out the head");
+                }
+                (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan.tpot_s))
+            }
+        };
+        let plan = RingPlan::from_windows(&sizes, k).map_err(|_| anyhow!("bad windows {sizes:?} × {k} rounds"))?;
+        Ok(Self { rt, peers, kept, plan, predicted_tpot, opts })
+    }
+
+    /// What the head holds: its windows, the embedding and the output head.
+    pub fn head_parts(&self) -> Parts {
+        Parts { windows: self.plan.windows[0].clone(), embedding: true, output: true }
+    }
+
+    /// Names of the ring's devices in ring order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec!["the head".to_string()];
+        for &i in &self.kept[1..] {
+            let p = &self.peers[i - 1];
+            names.push(format!("device {i} ({}, {})", p.profile.name, p.addr));
+        }
+        names
+    }
+
+    /// Sends the plan and layers, waits until every worker is ready, and
+    /// returns the running ring.
+    pub fn start<'m, 'a>(
+        self,
+        model: &'m Model<'a>,
+        file: &'m MappedFile,
+        pool: &'m Pool,
+        g: &Gguf<'_>,
+    ) -> anyhow::Result<Ring<'m, 'a>> {
+        let names = self.names();
+        let Self { rt, mut peers, kept, plan, opts, predicted_tpot } = self;
+        let n = kept.len();
+        let session = session_id();
+        let model_id = weights::fingerprint(g);
+        // Workers that are not in the plan are let go.
+        for (i, p) in peers.iter_mut().enumerate() {
+            if !kept.contains(&(i + 1)) {
+                let stop = Control::Stop { reason: "left out of the plan".try_into().unwrap_or_default() };
+                let _ = rt.block_on(send_control(&mut p.stream, &stop, &p.addr));
+            }
+        }
+        let mut ring: Vec<Peer> = Vec::new();
+        let mut by_pos: Vec<Option<Peer>> = peers.into_iter().map(Some).collect();
+        for &i in &kept[1..] {
+            ring.push(by_pos[i - 1].take().ok_or_else(|| anyhow!("device {i} planned twice"))?);
+        }
+        let addrs: Vec<String> = ring.iter().map(|p| p.addr.clone()).collect();
+        rt.block_on(async {
+            // Last first: a worker's successor is waiting for it before it connects.
+            let mut need = vec![false; ring.len()];
+            for pos in (1..n).rev() {
+                let p = &mut ring[pos - 1];
+                let windows: heapless::Vec<LayerRange, 64> =
+                    plan.windows[pos].iter().map(|w| LayerRange { start: w.start as u16, end: w.end as u16 }).collect();
+                let msg = Control::Plan {
+                    session,
+                    index: pos as u16,
+                    devices: n as u16,
+                    k: plan.k as u16,
+                    windows,
+                    next: addrs
+                        .get(pos)
+                        .map(|a| a.as_str())
+                        .unwrap_or("")
+                        .try_into()
+                        .map_err(|_| anyhow!("address too long"))?,
+                    f32_activations: opts.act == ActType::F32,
+                    n_ctx: opts.n_ctx as u32,
+                    kv_f32: opts.kv == KvType::F32,
+                    model: model_id,
+                };
+                send_control(&mut p.stream, &msg, &names[pos]).await?;
+                match read_control(&mut p.stream, &mut p.dec, &names[pos]).await? {
+                    Control::Need { weights } => need[pos - 1] = weights,
+                    Control::Error { reason } => bail!("{} refused the plan: {reason}", names[pos]),
+                    other => bail!("{} answered the plan with {other:?}", names[pos]),
+                }
+            }
+            for pos in 1..n {
+                if need[pos - 1] {
+                    let p = &mut ring[pos - 1];
+                    let t = Instant::now();
+                    let bytes = weights::send(&mut p.stream, g, &plan.windows[pos], &names[pos]).await?;
+                    eprintln!(
+                        "sent {:.1} MB of layers to {} in {:.1} s",
+                        bytes as f64 / 1e6,
+                        names[pos],
+                        t.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            for pos in 1..n {
+                let p = &mut ring[pos - 1];
+                match read_control(&mut p.stream, &mut p.dec, &names[pos]).await? {
+                    Control::Ready => {}
+                    Control::Error { reason } => bail!("{}: {reason}", names[pos]),
+                    other => bail!("{} sent {other:?} instead of Ready", names[pos]),
+                }
+            }
+            Ok(())
+        })?;
+
+        let (tx, rx) = mpsc::channel();
+        let mut outs: Vec<UnboundedSender<Vec<u8>>> = Vec::new();
+        {
+            let _guard = rt.enter();
+            for (j, mut p) in ring.into_iter().enumerate() {
+                let pos = j + 1;
+                let (rd, wr) = p.stream.into_split();
+                outs.push(conn::spawn_writer(wr, pos, tx.clone()));
+                if pos == n - 1 {
+                    conn::spawn_raw_reader(rd, pos, p.dec.take_buffered(), tx.clone());
+                } else {
+                    conn::spawn_control_reader(rd, pos, p.dec, tx.clone());
+                }
+            }
+        }
+        let c = &model.config;
+        let node = Node::new(0, plan.clone(), c.n_embd, opts.act, opts.peer_timeout.as_micros() as u64);
+        let now = Instant::now();
+        let driver = Driver {
+            node,
+            pred: n - 1,
+            inbound: rx,
+            succ: outs[0].clone(),
+            epoch: now,
+            heard: (0..n).map(|i| (i > 0).then_some(now)).collect(),
+            peer_timeout: opts.peer_timeout,
+            times: Times::default(),
+            names,
+            is_head: true,
+            stats_to: None,
+            peer_times: vec![Times::default(); n],
+        };
+        let layers = LocalLayers {
+            model,
+            kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
+            ws: Workspace::default(),
+            pool,
+            file,
+            layer_bytes: layer_bytes(g),
+            release: false,
+        };
+        Ok(Ring { rt, driver, layers, outs, plan, predicted_tpot, seq: 0, pos: 0, n_batch: 512, hidden: Vec::new() })
+    }
+}
+
+/// How long a head waits for a worker that is still closing its last ring.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
+async fn hello(addr: &str, profile: Option<DeviceProfile>) -> anyhow::Result<Peer> {
+    let start = Instant::now();
+    loop {
+        match try_hello(addr, profile.clone()).await {
+            Err(e) if e.to_string().contains(BUSY) && start.elapsed() < BUSY_WAIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_hello(addr: &str, profile: Option<DeviceProfile>) -> anyhow::Result<Peer> {
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow!("cannot reach worker {addr}: timed out"))?
+        .with_context(|| format!("cannot reach worker {addr}"))?;
+    stream.set_nodelay(true)?;
+    let profile = profile.unwrap_or_else(placeholder_profile);
+    send_control(&mut stream, &Control::Hello { profile }, addr).await?;
+    let mut dec = FrameDecoder::default();
+    match read_control(&mut stream, &mut dec, addr).await? {
+        Control::Hello { profile } => Ok(Peer { addr: addr.to_string(), stream, dec, profile }),
+        Control::Error { reason } => bail!("worker {addr} refused: {reason}"),
+        other => bail!("worker {addr} answered with {other:?} instead of Hello"),
+    }
+}
+
+/// The head's Hello when it did not profile itself (fixed windows).
+fn placeholder_profile() -> DeviceProfile {
+    DeviceProfile { version: PROFILE_VERSION, name: "head".try_into().unwrap_or_default(), ..Default::default() }
+}
+
+fn session_id() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+}
+
+/// A running ring, evaluated from the head like a single-device session.
+pub struct Ring<'m, 'a> {
+    rt: tokio::runtime::Runtime,
+    driver: Driver,
+    layers: LocalLayers<'m, 'a>,
+    outs: Vec<UnboundedSender<Vec<u8>>>,
+    pub plan: RingPlan,
+    /// Halda's prediction, when Halda planned.
+    pub predicted_tpot: Option<f64>,
+    seq: u32,
+    pos: usize,
+    /// Largest number of tokens sent round the ring at once.
+    pub n_batch: usize,
+    hidden: Vec<f32>,
+}
+
+/// One device's share of the work so far.
+#[derive(Debug, Clone)]
+pub struct DeviceReport {
+    pub name: String,
+    pub layers: Vec<Range<usize>>,
+    pub times: Times,
+}
+
+impl Ring<'_, '_> {
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Appends `tokens` and returns logits as `want` says, as `Session::eval` does.
+    pub fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        let model = self.layers.model;
+        let c = &model.config;
+        if self.pos + tokens.len() > self.layers.kv.n_ctx {
+            bail!(
+                "context overflow: {} tokens do not fit a context of {}",
+                self.pos + tokens.len(),
+                self.layers.kv.n_ctx
+            );
+        }
+        let mut logits = Vec::new();
+        let n_chunks = tokens.len().div_ceil(self.n_batch.max(1));
+        for (i, batch) in tokens.chunks(self.n_batch.max(1)).enumerate() {
+            self.hidden.clear();
+            self.hidden.resize(batch.len() * c.n_embd, 0.0);
+            model.embed(batch, &mut self.hidden).map_err(|e| anyhow!("{e}"))?;
+            self.seq = self.seq.wrapping_add(1);
+            let now = self.driver.epoch.elapsed().as_micros() as u64;
+            self.driver.node.submit(now, self.seq, self.pos as u32, std::mem::take(&mut self.hidden));
+            let hidden = match self.driver.run(&mut self.layers)? {
+                Step::Output { seq, hidden } if seq == self.seq => hidden,
+                Step::Output { seq, .. } => bail!("batch {seq} came back while {} was due", self.seq),
+                Step::Ended(why) => bail!("the ring ended: {why}"),
+            };
+            self.pos += batch.len();
+            let rows = match want {
+                Want::All => &hidden[..],
+                Want::Last if i + 1 == n_chunks => &hidden[(batch.len() - 1) * c.n_embd..],
+                _ => {
+                    self.hidden = hidden;
+                    continue;
+                }
+            };
+            let start = logits.len();
+            logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
+            let (ws, pool) = (&mut self.layers.ws, self.layers.pool);
+            pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(|e| anyhow!("{e}"))?;
+            self.hidden = hidden;
+        }
+        Ok(logits)
+    }
+
+    /// Where each device's time went (workers report every half second).
+    pub fn report(&self) -> Vec<DeviceReport> {
+        let d = &self.driver;
+        (0..self.plan.devices())
+            .map(|i| DeviceReport {
+                name: d.names[i].clone(),
+                layers: self.plan.windows[i].clone(),
+                times: if i == 0 { d.times } else { d.peer_times[i] },
+            })
+            .collect()
+    }
+}
+
+impl Drop for Ring<'_, '_> {
+    fn drop(&mut self) {
+        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() })
+        {
+            for o in &self.outs {
+                let _ = o.send(stop.clone());
+            }
+        }
+        self.outs.clear();
+        self.driver.succ = tokio::sync::mpsc::unbounded_channel().0;
+        // Let the writers flush the stops before the runtime goes.
+        self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(30)).await });
+    }
+}

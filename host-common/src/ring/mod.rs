@@ -1,0 +1,7 @@
+//! The ring on a host: tokio connections around the core's sans-IO node.
+
+pub mod conn;
+pub mod driver;
+pub mod head;
+pub mod weights;
+pub mod worker;

@@ -1,0 +1,138 @@
+//! Shipping a worker its layers: the head sends a GGUF holding only them,
+//! and the worker keeps it in a cache keyed by the model's fingerprint, so
+//! a device needs neither the whole model file nor a second transfer.
+
+use anyhow::{anyhow, bail, Context};
+use prima_core::gguf::write::{layer_of, subset};
+use prima_core::ring::wire::Control;
+use prima_core::Gguf;
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::conn::{read_control, send_control};
+use prima_core::ring::wire::FrameDecoder;
+
+/// Bytes per `Weights` message.
+const CHUNK: usize = 8 << 20;
+/// Largest layer file a worker accepts (1 TiB): a hostile length is refused
+/// before any byte is written.
+const MAX_FILE: u64 = 1 << 40;
+
+/// Identifies a model file: its header, length and the first 4 KiB of every
+/// tensor (which tells fine-tunes of one base apart) without reading it all.
+pub fn fingerprint(g: &Gguf<'_>) -> [u8; 32] {
+    let bytes = g.bytes();
+    let mut h = Sha256::new();
+    h.update(&bytes[..g.data_offset as usize]);
+    h.update((bytes.len() as u64).to_le_bytes());
+    for t in g.tensors() {
+        let start = t.file_offset as usize;
+        h.update(&bytes[start..start + (t.n_bytes as usize).min(4096)]);
+    }
+    h.finalize().into()
+}
+
+fn held(windows: &[Range<usize>], name: &str) -> bool {
+    match layer_of(name) {
+        Some(l) => windows.iter().any(|w| w.contains(&l)),
+        // Rope frequency factors are shared by every layer.
+        None => name == "rope_freqs.weight",
+    }
+}
+
+/// Where a worker keeps the layers `windows` of model `model`.
+pub fn cache_path(dir: &Path, model: &[u8; 32], windows: &[Range<usize>]) -> PathBuf {
+    let id: String = model[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let w: Vec<String> = windows.iter().map(|w| format!("{}-{}", w.start, w.end)).collect();
+    dir.join("layers").join(format!("{id}-{}.gguf", w.join("_")))
+}
+
+/// The default cache directory: `$PRIMA_CACHE`, else the user's cache dir.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PRIMA_CACHE") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("prima")
+}
+
+/// Head side: sends the GGUF subset holding `windows` to a worker.
+pub async fn send(s: &mut TcpStream, g: &Gguf<'_>, windows: &[Range<usize>], peer: &str) -> anyhow::Result<u64> {
+    let sub = subset(g, |t| held(windows, t.name));
+    let total = sub.file_len;
+    let src = g.bytes();
+    let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut sent = 0u64;
+    let mut pieces: Vec<&[u8]> = vec![&sub.header];
+    let mut at = sub.header.len() as u64;
+    let zeros = vec![0u8; 4096];
+    for (from, to) in &sub.copies {
+        let gap = (to.offset - at) as usize;
+        pieces.push(&zeros[..gap]);
+        pieces.push(&src[from.start as usize..from.end as usize]);
+        at = to.offset + to.n_bytes;
+    }
+    let tail = (total - at) as usize;
+    pieces.push(&zeros[..tail]);
+    for mut piece in pieces {
+        while !piece.is_empty() {
+            let n = piece.len().min(CHUNK - chunk.len());
+            chunk.extend_from_slice(&piece[..n]);
+            piece = &piece[n..];
+            if chunk.len() == CHUNK {
+                sent = flush(s, &mut chunk, sent, total, peer).await?;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        sent = flush(s, &mut chunk, sent, total, peer).await?;
+    }
+    debug_assert_eq!(sent, total);
+    Ok(total)
+}
+
+async fn flush(s: &mut TcpStream, chunk: &mut Vec<u8>, offset: u64, total: u64, peer: &str) -> anyhow::Result<u64> {
+    let n = chunk.len() as u64;
+    let msg = Control::Weights { offset, total, bytes: std::mem::take(chunk) };
+    send_control(s, &msg, peer).await?;
+    Ok(offset + n)
+}
+
+/// Worker side: receives the layer file into `path` (via a `.part` file
+/// renamed when complete, so a broken transfer never looks cached).
+pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow!("bad cache path {}", path.display()))?;
+    tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    let part = path.with_extension("part");
+    let mut f = tokio::fs::File::create(&part).await.with_context(|| format!("cannot create {}", part.display()))?;
+    let mut written = 0u64;
+    let mut expected = None;
+    loop {
+        let (offset, total, bytes) = match read_control(s, dec, "the head").await? {
+            Control::Weights { offset, total, bytes } => (offset, total, bytes),
+            other => bail!("expected layer weights from the head, got {other:?}"),
+        };
+        if total > MAX_FILE || *expected.get_or_insert(total) != total || offset != written || bytes.is_empty() {
+            bail!("the head sent a layer-file chunk at {offset} of {total} bytes, out of order or oversized");
+        }
+        if written + bytes.len() as u64 > total {
+            bail!("the head sent more layer bytes than the {total} it announced");
+        }
+        f.write_all(&bytes).await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
+        written += bytes.len() as u64;
+        if written == total {
+            break;
+        }
+    }
+    f.sync_all().await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
+    drop(f);
+    tokio::fs::rename(&part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Rings of real `prima worker` processes on loopback: a ring must give
+//! exactly the tokens and logits of one device, and a dead or hostile peer
+//! must end the run with an error that names it.
+
+use prima_tests::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn prima() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_prima"))
+}
+
+fn scratch_dir(what: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d =
+        std::env::temp_dir().join(format!("prima-{what}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A `prima worker` on a free loopback port, with its own layer cache.
+struct Worker {
+    child: Child,
+    addr: String,
+    cache: PathBuf,
+}
+
+impl Worker {
+    fn start() -> Self {
+        let cache = scratch_dir("worker-cache");
+        let mut child = prima()
+            .args(["worker", "--listen", "127.0.0.1:0", "-t", "1", "--peer-timeout", "5", "--cache"])
+            .arg(&cache)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("worker exited before listening").unwrap();
+            if let Some(a) = line.strip_prefix("prima worker listening on ") {
+                break a.to_string();
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, addr, cache }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.cache);
+    }
+}
+
+fn ring_flag(workers: &[Worker]) -> String {
+    workers.iter().map(|w| w.addr.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn generate(model: &Path, prompt: &str, ring: Option<(&[Worker], &str)>) -> Vec<u32> {
+    let mut cmd = prima();
+    cmd.args(["run", "-m"]).arg(model).args(["-p", prompt, "-n", "24", "--temp", "0", "-t", "1", "--json"]);
+    if let Some((workers, windows)) = ring {
+        cmd.args(["--ring", &ring_flag(workers), "--layer-window", windows]);
+    }
+    ids(&json_of(&mut cmd)["generated_ids"])
+}
+
+fn logits(model: &Path, ids: &[u32], ring: Option<(&[Worker], &str)>) -> String {
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let mut cmd = prima();
+    cmd.args(["logits", "-m"]).arg(model).args(["--ids", &list.join(","), "-t", "1", "--json"]);
+    if let Some((workers, windows)) = ring {
+        cmd.args(["--ring", &ring_flag(workers), "--layer-window", windows]);
+    }
+    json_of(&mut cmd).to_string()
+}
+
+#[test]
+fn rings_of_two_to_four_processes_match_one_device_on_smollm2() {
+    let model = smollm2_path();
+    let workers: Vec<Worker> = (0..3).map(|_| Worker::start()).collect();
+    // (workers, windows): k = 1, 1, 2 and 6 rounds per token.
+    let layouts: [(usize, &str); 4] = [(1, "15,15"), (2, "10,10,10"), (3, "3,4,5,3"), (2, "2,2,1")];
+    for prompt in ["The capital of France is", "<|im_start|>user\nWrite a haiku about rain.<|im_end|>\n"] {
+        let alone = generate(&model, prompt, None);
+        let alone_logits = logits(&model, &alone, None);
+        for (n, windows) in layouts {
+            let ring = Some((&workers[..n], windows));
+            assert_eq!(generate(&model, prompt, ring), alone, "tokens differ on {} devices, windows {windows}", n + 1);
+            assert_eq!(
+                logits(&model, &alone, ring),
+                alone_logits,
+                "logits differ on {} devices, windows {windows}",
+                n + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn rings_match_one_device_on_synthetic_llama_and_qwen2() {
+    let workers: Vec<Worker> = (0..3).map(|_| Worker::start()).collect();
+    let layouts: [(usize, &str); 3] = [(1, "1,1"), (2, "1,2,1"), (3, "1,1,1,1")];
+    for stem in ["synth-llama-Q8_0", "synth-qwen2-Q4_K", "synth-qwen2-F16"] {
+        let model = reference_dir().join("models").join(format!("{stem}.gguf"));
+        let fixture = read_json(reference_dir().join("synthetic").join(format!("{stem}.json")));
+        for prompt in fixture["prompts"].as_array().unwrap() {
+            let prompt = ids(prompt);
+            let alone = logits(&model, &prompt, None);
+            for (n, windows) in layouts {
+                let got = logits(&model, &prompt, Some((&workers[..n], windows)));
+                assert_eq!(got, alone, "{stem}: logits differ on {} devices, windows {windows}", n + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_killed_worker_is_reported_within_seconds() {
+    let mut workers: Vec<Worker> = (0..2).map(|_| Worker::start()).collect();
+    let victim = workers[1].addr.clone();
+    let mut head = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "Once upon a time", "-n", "100000", "-c", "100010", "--ignore-eos", "--temp", "0", "-t", "1"])
+        .args(["--ring", &ring_flag(&workers), "--layer-window", "10,10,10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until tokens flow, then kill the last worker.
+    let mut out = head.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    workers[1].child.kill().unwrap();
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(s) = head.try_wait().unwrap() {
+            break s;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "the head did not notice the dead worker within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    let mut err = String::new();
+    head.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    eprintln!("head exited after {took:?}: {err}");
+    assert!(!status.success());
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(err.contains("device 2") && err.contains(&victim), "error does not name the dead worker: {err}");
+    drop(workers);
+}
+
+#[test]
+fn a_hostile_worker_is_refused_by_name() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        // A frame header announcing 4 GiB.
+        let _ = s.write_all(b"PR\x00\xff\xff\xff\xff");
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "Hi", "-n", "4", "--ring", &addr, "--layer-window", "15,15"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&addr) && err.contains("exceeds"), "unclear error: {err}");
+}
+
+#[test]
+fn a_worker_survives_garbage_and_serves_the_next_head() {
+    let workers = [Worker::start()];
+    for garbage in [&b"PR\x07\x00\x00\x00\x00"[..], b"PR\x00\x03\x00\x00\x00abc", b"\x01\xff\xff\xff\xff"] {
+        let mut s = TcpStream::connect(&workers[0].addr).unwrap();
+        s.write_all(garbage).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+    }
+    let model = smollm2_path();
+    let alone = generate(&model, "The capital of France is", None);
+    assert_eq!(generate(&model, "The capital of France is", Some((&workers, "15,15"))), alone);
+}
+
+#[test]
+fn bad_ring_flags_are_named() {
+    let workers = [Worker::start()];
+    for (windows, needle) in
+        [("10,10,10", "3 windows for 2 devices"), ("7,7", "whole number of rounds"), ("x,1", "not a layer count")]
+    {
+        let out = prima()
+            .args(["run", "-m"])
+            .arg(smollm2_path())
+            .args(["-p", "Hi", "-n", "4", "--ring", &workers[0].addr, "--layer-window", windows])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{windows}: {err}");
+    }
+    let out =
+        prima().args(["run", "-m"]).arg(smollm2_path()).args(["-p", "Hi", "--ring", "127.0.0.1:1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot reach worker 127.0.0.1:1"), "{err}");
+}
