@@ -1,15 +1,17 @@
-//! Ring connections on tokio: one reader task and one writer task per TCP
-//! stream. Readers report to the compute thread over a std channel, so the
-//! sans-IO node is driven by one plain loop; writers take whole frames.
+//! Ring connections. The handshake runs on tokio; afterwards each socket is
+//! a blocking std one: the compute thread reads its predecessor and writes
+//! its successor directly, and small threads watch the other control
+//! streams and send heartbeats, reporting over a std channel.
 
 use anyhow::{anyhow, bail, Context};
 use prima_core::ring::wire::{encode_control, Control, Frame, FrameDecoder};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 /// How long a handshake step may take before the peer counts as dead.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,8 +24,6 @@ pub const BUSY: &str = "busy with another ring";
 /// What a reader task saw, tagged with the ring position of the peer.
 #[derive(Debug)]
 pub enum Inbound {
-    /// Raw bytes from the stream that feeds the node.
-    Bytes { from: usize, bytes: Vec<u8> },
     /// A heartbeat on a watched control stream.
     Alive { from: usize },
     /// A worker's running totals: computing, waiting on the network, disk.
@@ -71,33 +71,46 @@ pub fn error_frame(reason: &str) -> Vec<u8> {
     encode_control(&Control::Error { reason: r }).unwrap_or_default()
 }
 
-/// Forwards everything read to `tx` as `Bytes` (the node decodes it),
-/// starting with what a handshake decoder had already buffered.
-pub fn spawn_raw_reader(mut rd: OwnedReadHalf, from: usize, buffered: Vec<u8>, tx: Sender<Inbound>) {
-    tokio::spawn(async move {
-        if !buffered.is_empty() && tx.send(Inbound::Bytes { from, bytes: buffered }).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; 256 << 10];
-        let why = loop {
-            match rd.read(&mut buf).await {
-                Ok(0) => break "closed the connection".to_string(),
-                Ok(n) => {
-                    if tx.send(Inbound::Bytes { from, bytes: buf[..n].to_vec() }).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => break format!("connection failed: {e}"),
-            }
-        };
-        let _ = tx.send(Inbound::Closed { from, why, said: false });
-    });
+/// A tokio stream turned into a blocking std one for the hot path: after
+/// the handshake, the compute thread reads and writes ring sockets itself,
+/// since every hop through an executor thread costs a wake-up per frame.
+pub fn to_std(s: TcpStream) -> anyhow::Result<std::net::TcpStream> {
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
-/// Decodes a control stream that carries no activations, reporting
-/// heartbeats, the peer's own error or stop, and the end of the stream.
-pub fn spawn_control_reader(mut rd: OwnedReadHalf, from: usize, mut dec: FrameDecoder, tx: Sender<Inbound>) {
-    tokio::spawn(async move {
+/// The sending side of a ring connection, shared by the compute thread and
+/// the heartbeat thread; each frame is written whole under the lock.
+#[derive(Clone, Debug)]
+pub struct Writer(Arc<Mutex<std::net::TcpStream>>);
+
+impl Writer {
+    /// `timeout` bounds a write to a peer that stopped reading.
+    pub fn new(s: &std::net::TcpStream, timeout: Duration) -> anyhow::Result<Self> {
+        let s = s.try_clone()?;
+        s.set_write_timeout(Some(timeout))?;
+        Ok(Self(Arc::new(Mutex::new(s))))
+    }
+
+    pub fn send(&self, frame: Vec<u8>) -> std::io::Result<()> {
+        let mut s = self.0.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
+        s.write_all(&frame)
+    }
+
+    /// Ends the sending direction, so the peer reads end-of-stream.
+    pub fn close(&self) {
+        if let Ok(s) = self.0.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
+
+/// Decodes a control stream that carries no activations, on its own thread,
+/// reporting heartbeats, stats, the peer's own error or stop, and the end.
+pub fn spawn_control_reader(s: &std::net::TcpStream, from: usize, mut dec: FrameDecoder, tx: Sender<Inbound>) -> anyhow::Result<()> {
+    let mut rd = s.try_clone()?;
+    std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         let (why, said) = 'read: loop {
             loop {
@@ -105,13 +118,10 @@ pub fn spawn_control_reader(mut rd: OwnedReadHalf, from: usize, mut dec: FrameDe
                     Ok(Some(Frame::Control(c))) => {
                         let report = match *c {
                             Control::Heartbeat { .. } => Inbound::Alive { from },
-                            Control::Stats { compute_us, network_us, disk_us } => Inbound::Stats {
-                                from,
-                                times: [compute_us, network_us, disk_us].map(Duration::from_micros),
-                            },
-                            Control::Error { reason } | Control::Stop { reason } => {
-                                break 'read (reason.to_string(), true)
+                            Control::Stats { compute_us, network_us, disk_us } => {
+                                Inbound::Stats { from, times: [compute_us, network_us, disk_us].map(Duration::from_micros) }
                             }
+                            Control::Error { reason } | Control::Stop { reason } => break 'read (reason.to_string(), true),
                             _ => continue,
                         };
                         if tx.send(report).is_err() {
@@ -123,41 +133,27 @@ pub fn spawn_control_reader(mut rd: OwnedReadHalf, from: usize, mut dec: FrameDe
                     Err(e) => break 'read (e.to_string(), false),
                 }
             }
-            match rd.read(&mut buf).await {
+            match rd.read(&mut buf) {
                 Ok(0) => break ("closed the connection".to_string(), false),
                 Ok(n) => dec.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break (format!("connection failed: {e}"), false),
             }
         };
         let _ = tx.send(Inbound::Closed { from, why, said });
     });
+    Ok(())
 }
 
-/// A task writing whole frames to `wr` in order. A failed write is reported
-/// as the peer's close.
-pub fn spawn_writer(mut wr: OwnedWriteHalf, from: usize, tx: Sender<Inbound>) -> UnboundedSender<Vec<u8>> {
-    let (out, mut frames) = unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(f) = frames.recv().await {
-            if let Err(e) = wr.write_all(&f).await {
-                let _ = tx.send(Inbound::Closed { from, why: format!("cannot send: {e}"), said: false });
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    out
-}
-
-/// Sends a heartbeat on `out` every [`HEARTBEAT`] until it closes.
-pub fn spawn_heartbeat(out: UnboundedSender<Vec<u8>>) {
-    tokio::spawn(async move {
+/// Sends a heartbeat every [`HEARTBEAT`] until a write fails or `stop` is set.
+pub fn spawn_heartbeat(out: Writer, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
         let mut nonce = 0u64;
-        loop {
-            tokio::time::sleep(HEARTBEAT).await;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(HEARTBEAT);
             nonce += 1;
             let Ok(f) = encode_control(&Control::Heartbeat { nonce }) else { return };
-            if out.send(f).is_err() {
+            if stop.load(Ordering::Relaxed) || out.send(f).is_err() {
                 return;
             }
         }

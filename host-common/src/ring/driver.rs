@@ -8,11 +8,11 @@ use prima_core::ring::wire::{encode_control, Control};
 use prima_core::{KvCache, Model, Workspace};
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::io::Read;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 
-use super::conn::Inbound;
+use super::conn::{Inbound, Writer};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 
@@ -110,12 +110,19 @@ pub enum Step {
     Ended(String),
 }
 
+/// How often a waiting device looks at its timers and control streams.
+pub const POLL: Duration = Duration::from_millis(20);
+
 pub struct Driver {
     pub node: Node,
     /// Ring position of the device whose bytes feed the node.
     pub pred: usize,
+    /// The predecessor's stream, read here directly (with a `POLL` read timeout).
+    pub pred_stream: std::net::TcpStream,
+    pub buf: Vec<u8>,
+    /// Reports from the threads watching the other control streams.
     pub inbound: Receiver<Inbound>,
-    pub succ: UnboundedSender<Vec<u8>>,
+    pub succ: Writer,
     pub epoch: Instant,
     /// Head only: when each device was last heard from (index = ring position).
     pub heard: Vec<Option<Instant>>,
@@ -125,7 +132,7 @@ pub struct Driver {
     pub names: Vec<String>,
     pub is_head: bool,
     /// Worker only: where to send this device's `Stats` after each window.
-    pub stats_to: Option<UnboundedSender<Vec<u8>>>,
+    pub stats_to: Option<Writer>,
     /// Head only: each worker's latest totals (index = ring position).
     pub peer_times: Vec<Times>,
 }
@@ -162,6 +169,9 @@ impl Driver {
                         bail!("{} sent nothing for {:.1} s", self.name(self.pred), quiet.as_secs_f64())
                     }
                     Event::PeerError(e) => bail!("{} sent a bad frame: {e}", self.name(self.pred)),
+                    Event::PeerStopped { reason, error: true } if self.is_head => {
+                        return Err(self.blame(self.pred, reason, true))
+                    }
                     Event::PeerStopped { reason, error: true } => bail!("{}: {reason}", self.name(self.pred)),
                     Event::PeerStopped { reason, error: false } => return Ok(Step::Ended(reason)),
                     Event::Control(c) => {
@@ -179,43 +189,58 @@ impl Driver {
         }
     }
 
-    /// Waits for the next report, the node's timeout or a liveness check.
+    /// Waits for bytes from the predecessor, a control report, the node's
+    /// timeout or a liveness check, whichever comes first.
     fn wait(&mut self) -> anyhow::Result<Option<Step>> {
-        let start = Instant::now();
-        let busy = self.node.poll_timeout();
-        let mut deadline = start + Duration::from_millis(250);
-        if let Some(t) = busy {
-            deadline = deadline.min(self.epoch + Duration::from_micros(t));
+        loop {
+            match self.inbound.try_recv() {
+                Ok(ev) => {
+                    if let Some(step) = self.on_inbound(ev)? {
+                        return Ok(Some(step));
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
         }
-        let got = self.inbound.recv_timeout(deadline.saturating_duration_since(start));
-        if busy.is_some() {
+        let start = Instant::now();
+        let busy = self.node.poll_timeout().is_some();
+        let got = self.pred_stream.read(&mut self.buf);
+        if busy {
             self.times.network += start.elapsed();
         }
         let now = Instant::now();
+        let closed = |why: String| Inbound::Closed { from: self.pred, why, said: false };
         match got {
-            Ok(Inbound::Bytes { from, bytes }) if from == self.pred => {
-                self.mark_heard(from, now);
+            Ok(0) => return self.on_inbound(closed("closed the connection".into())),
+            Ok(n) => {
+                self.mark_heard(self.pred, now);
                 let t = self.now();
-                self.node.handle_bytes(t, &bytes);
+                self.node.handle_bytes(t, &self.buf[..n]);
             }
-            Ok(Inbound::Bytes { .. }) => {}
-            Ok(Inbound::Alive { from }) => self.mark_heard(from, now),
-            Ok(Inbound::Stats { from, times }) => {
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return self.on_inbound(closed(format!("connection failed: {e}"))),
+        }
+        let t = self.now();
+        self.node.handle_timeout(t);
+        self.check_heard(now)?;
+        Ok(None)
+    }
+
+    fn on_inbound(&mut self, ev: Inbound) -> anyhow::Result<Option<Step>> {
+        let now = Instant::now();
+        match ev {
+            Inbound::Alive { from } => self.mark_heard(from, now),
+            Inbound::Stats { from, times } => {
                 self.mark_heard(from, now);
                 self.record(from, times);
             }
-            Ok(Inbound::Closed { from, why, said }) => {
+            Inbound::Closed { from, why, said } => {
                 if !self.is_head {
                     return Ok(Some(Step::Ended(format!("{} {why}", self.name(from)))));
                 }
                 return Err(self.blame(from, why, said));
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let t = self.now();
-                self.node.handle_timeout(t);
-                self.check_heard(now)?;
-            }
-            Err(RecvTimeoutError::Disconnected) => bail!("the ring's connections are gone"),
         }
         Ok(None)
     }
@@ -275,8 +300,9 @@ impl Driver {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         while let Some(t) = self.node.poll_transmit() {
-            if self.succ.send(t.bytes).is_err() {
-                bail!("the connection to the next device is closed");
+            if let Err(e) = self.succ.send(t.bytes) {
+                let next = (self.pred + 2) % self.names.len().max(1);
+                bail!("cannot send to {}: {e}", self.name(next));
             }
         }
         Ok(())

@@ -13,10 +13,9 @@ use std::ops::Range;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::UnboundedSender;
 
-use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, Driver, LocalLayers, Step, Times};
+use super::conn::{self, read_control, send_control, Writer, BUSY, HANDSHAKE_TIMEOUT};
+use super::driver::{layer_bytes, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -208,26 +207,31 @@ impl Handshake {
         })?;
 
         let (tx, rx) = mpsc::channel();
-        let mut outs: Vec<UnboundedSender<Vec<u8>>> = Vec::new();
-        {
-            let _guard = rt.enter();
-            for (j, mut p) in ring.into_iter().enumerate() {
-                let pos = j + 1;
-                let (rd, wr) = p.stream.into_split();
-                outs.push(conn::spawn_writer(wr, pos, tx.clone()));
-                if pos == n - 1 {
-                    conn::spawn_raw_reader(rd, pos, p.dec.take_buffered(), tx.clone());
-                } else {
-                    conn::spawn_control_reader(rd, pos, p.dec, tx.clone());
-                }
+        let mut outs = Vec::new();
+        let mut sockets = Vec::new();
+        let mut pred = None;
+        for (j, mut p) in ring.into_iter().enumerate() {
+            let pos = j + 1;
+            let s = conn::to_std(p.stream)?;
+            outs.push(Writer::new(&s, opts.peer_timeout)?);
+            if pos == n - 1 {
+                s.set_read_timeout(Some(POLL))?;
+                pred = Some((s.try_clone()?, p.dec.take_buffered()));
+            } else {
+                conn::spawn_control_reader(&s, pos, p.dec, tx.clone())?;
             }
+            sockets.push(s);
         }
+        let (pred_stream, pending) = pred.ok_or_else(|| anyhow!("a ring needs a worker"))?;
         let c = &model.config;
-        let node = Node::new(0, plan.clone(), c.n_embd, opts.act, opts.peer_timeout.as_micros() as u64);
+        let mut node = Node::new(0, plan.clone(), c.n_embd, opts.act, opts.peer_timeout.as_micros() as u64);
+        node.handle_bytes(0, &pending);
         let now = Instant::now();
         let driver = Driver {
             node,
             pred: n - 1,
+            pred_stream,
+            buf: vec![0; 256 << 10],
             inbound: rx,
             succ: outs[0].clone(),
             epoch: now,
@@ -248,7 +252,7 @@ impl Handshake {
             layer_bytes: layer_bytes(g),
             release: false,
         };
-        Ok(Ring { rt, driver, layers, outs, plan, predicted_tpot, seq: 0, pos: 0, n_batch: 512, hidden: Vec::new() })
+        Ok(Ring { _rt: rt, driver, layers, outs, sockets, plan, predicted_tpot, seq: 0, pos: 0, n_batch: 512, hidden: Vec::new() })
     }
 }
 
@@ -295,10 +299,11 @@ fn session_id() -> u64 {
 
 /// A running ring, evaluated from the head like a single-device session.
 pub struct Ring<'m, 'a> {
-    rt: tokio::runtime::Runtime,
+    _rt: tokio::runtime::Runtime,
     driver: Driver,
     layers: LocalLayers<'m, 'a>,
-    outs: Vec<UnboundedSender<Vec<u8>>>,
+    outs: Vec<Writer>,
+    sockets: Vec<std::net::TcpStream>,
     pub plan: RingPlan,
     /// Halda's prediction, when Halda planned.
     pub predicted_tpot: Option<f64>,
@@ -380,15 +385,14 @@ impl Ring<'_, '_> {
 
 impl Drop for Ring<'_, '_> {
     fn drop(&mut self) {
-        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() })
-        {
+        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() }) {
             for o in &self.outs {
                 let _ = o.send(stop.clone());
             }
         }
-        self.outs.clear();
-        self.driver.succ = tokio::sync::mpsc::unbounded_channel().0;
-        // Let the writers flush the stops before the runtime goes.
-        self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(30)).await });
+        // Ends the threads watching the workers' control streams.
+        for s in &self.sockets {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc::UnboundedSender, oneshot};
+use tokio::sync::oneshot;
 
-use super::conn::{self, error_frame, read_control, send_control, Inbound, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, Driver, LocalLayers, Step};
+use super::conn::{self, error_frame, read_control, send_control, Inbound, Writer, HANDSHAKE_TIMEOUT};
+use super::driver::{layer_bytes, Driver, LocalLayers, Step, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -194,20 +194,25 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         }
     }
 
+    let head = conn::to_std(s)?;
+    let to_head = Writer::new(&head, cfg.peer_timeout)?;
     let (tx, rx) = mpsc::channel::<Inbound>();
-    let (head_rd, head_wr) = s.into_split();
-    let to_head = conn::spawn_writer(head_wr, 0, tx.clone());
     let (loaded_tx, loaded_rx) = oneshot::channel();
-    let succ_index = (a.index + 1) % a.devices;
+    let (links_tx, links_rx) = mpsc::channel::<Links>();
     // The compute thread loads the layers while the neighbours connect.
-    let (cfg2, path2, windows) = (cfg.clone(), path.clone(), a.windows.clone());
-    let (index, devices, act, n_ctx, kv) = (a.index, a.devices, a.act, a.n_ctx, a.kv);
-    let (succ_tx, succ_rx) = std::sync::mpsc::channel::<UnboundedSender<Vec<u8>>>();
+    let job = Job {
+        path: path.clone(),
+        windows: a.windows.clone(),
+        index: a.index,
+        devices: a.devices,
+        act: a.act,
+        n_ctx: a.n_ctx,
+        kv: a.kv,
+        cfg: cfg.clone(),
+    };
     let stats_to = to_head.clone();
-    let compute = tokio::task::spawn_blocking(move || {
-        let job = Job { path: path2, windows, index, devices, act, n_ctx, kv, cfg: cfg2 };
-        job.run(rx, succ_rx, loaded_tx, stats_to)
-    });
+    let compute = tokio::task::spawn_blocking(move || job.run(rx, links_rx, loaded_tx, stats_to));
+    let stop_heartbeat = Arc::new(AtomicBool::new(false));
 
     let setup = async {
         match loaded_rx.await {
@@ -224,32 +229,32 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
                 .with_context(|| format!("cannot reach the next device {}", a.next))?;
             n.set_nodelay(true)?;
             send_control(&mut n, &Control::Pred { session: a.session }, &a.next).await?;
-            let (_rd, wr) = n.into_split();
-            conn::spawn_writer(wr, succ_index, tx.clone())
+            Writer::new(&conn::to_std(n)?, cfg.peer_timeout)?
         };
-        let _ = succ_tx.send(succ);
-        if a.index == 1 {
-            conn::spawn_raw_reader(head_rd, 0, dec.take_buffered(), tx.clone());
+        let (pred, pending) = if a.index == 1 {
+            (head.try_clone()?, dec.take_buffered())
         } else {
             let p = tokio::time::timeout(HANDSHAKE_TIMEOUT, pred_rx)
                 .await
                 .map_err(|_| anyhow!("the previous device did not connect within {HANDSHAKE_TIMEOUT:?}"))?
                 .map_err(|_| anyhow!("the previous device did not connect"))?;
-            let (rd, _wr) = p.into_split();
-            conn::spawn_raw_reader(rd, a.index - 1, Vec::new(), tx.clone());
-            conn::spawn_control_reader(head_rd, 0, dec, tx.clone());
-        }
-        to_head.send(encode_control(&Control::Ready).map_err(|e| anyhow!("{e}"))?).ok();
-        conn::spawn_heartbeat(to_head.clone());
+            conn::spawn_control_reader(&head, 0, std::mem::take(&mut dec), tx.clone())?;
+            (conn::to_std(p)?, Vec::new())
+        };
+        to_head.send(encode_control(&Control::Ready).map_err(|e| anyhow!("{e}"))?)?;
+        conn::spawn_heartbeat(to_head.clone(), Arc::clone(&stop_heartbeat));
+        links_tx.send(Links { pred, succ, pending }).map_err(|_| anyhow!("the compute thread ended"))?;
         Ok(())
     };
-    if let Err(e) = setup.await {
+    let setup = setup.await;
+    drop((tx, links_tx));
+    if let Err(e) = setup {
         let _ = to_head.send(error_frame(&format!("{e:#}")));
-        drop(tx);
+        let _ = head.shutdown(std::net::Shutdown::Both);
         return Err(e);
     }
-    drop(tx);
     let end = compute.await.map_err(|e| anyhow!("compute thread: {e}"))?;
+    stop_heartbeat.store(true, Ordering::Relaxed);
     // Tell the head why the ring ended here, so it can tell a neighbour's
     // failure from this device's.
     let why = match &end {
@@ -257,8 +262,16 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         Err(e) => format!("{e:#}"),
     };
     let _ = to_head.send(error_frame(&why));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = head.shutdown(std::net::Shutdown::Both);
     end.map(|why| eprintln!("worker: ring ended: {why}"))
+}
+
+/// A worker's ring connections, handed to the compute thread once set up.
+struct Links {
+    pred: std::net::TcpStream,
+    succ: Writer,
+    /// Bytes the handshake read past its last message.
+    pending: Vec<u8>,
 }
 
 fn error_control(e: &anyhow::Error) -> Control {
@@ -288,9 +301,9 @@ impl Job {
     fn run(
         self,
         inbound: mpsc::Receiver<Inbound>,
-        succ: mpsc::Receiver<UnboundedSender<Vec<u8>>>,
+        links: mpsc::Receiver<Links>,
         loaded: oneshot::Sender<anyhow::Result<()>>,
-        to_head: UnboundedSender<Vec<u8>>,
+        to_head: Writer,
     ) -> anyhow::Result<String> {
         let file = match MappedFile::open(&self.path) {
             Ok(f) => f,
@@ -332,14 +345,18 @@ impl Job {
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
             .map_err(|_| anyhow!("bad windows {:?} for {n_layer} layers", self.windows))?;
-        let node = Node::new(self.index, plan, c.n_embd, self.act, self.cfg.peer_timeout.as_micros() as u64);
+        let mut node = Node::new(self.index, plan, c.n_embd, self.act, self.cfg.peer_timeout.as_micros() as u64);
         let _ = loaded.send(Ok(()));
-        let succ = succ.recv().map_err(|_| anyhow!("the ring was not set up"))?;
+        let Links { pred, succ, pending } = links.recv().map_err(|_| anyhow!("the ring was not set up"))?;
+        pred.set_read_timeout(Some(POLL))?;
+        node.handle_bytes(0, &pending);
         let mut names = vec!["the head".to_string()];
         names.extend((1..self.devices).map(|i| format!("device {i}")));
         let mut driver = Driver {
             node,
             pred: self.index - 1,
+            pred_stream: pred,
+            buf: vec![0; 256 << 10],
             inbound,
             succ,
             epoch: Instant::now(),
