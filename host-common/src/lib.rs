@@ -7,3 +7,14 @@ pub mod mapped;
 pub mod pool;
 pub mod profiler;
 pub mod ring;
+
+/// The kernels for this CPU, with a one-line notice on stderr (once per
+/// process) when it falls back to scalar code.
+pub fn detect_kernels() -> prima_core::kernels::Kernels {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    let k = prima_core::kernels::Kernels::detect();
+    if let Some(why) = k.fallback_notice() {
+        NOTICE.call_once(|| eprintln!("notice: {why}"));
+    }
+    k
+}

@@ -9,6 +9,11 @@ use crate::profile::{DeviceProfile, PageCacheClass};
 /// Share of available RAM a plan may fill with weights; the rest is left for
 /// the KV cache, buffers and the OS.
 pub const RAM_SHARE: f64 = 0.9;
+/// Memory every device keeps for itself beyond the weights: the process,
+/// its buffers and page tables, and the page cache of the layer file it
+/// was sent. Without it, a small device planned to its last megabyte
+/// thrashes (seen on the emulated cluster with 520 MB caps).
+pub const RUNTIME_RESERVE: f64 = 128.0 * 1024.0 * 1024.0;
 
 impl Problem {
     /// Devices in ring order (head first). Each device's layer time is the
@@ -40,7 +45,7 @@ impl Problem {
             devices.push(DeviceCosts {
                 layer_s,
                 hop_s,
-                budget_bytes: (p.ram_available_bytes as f64 * RAM_SHARE - reserved).max(0.0),
+                budget_bytes: (p.ram_available_bytes as f64 * RAM_SHARE - RUNTIME_RESERVE - reserved).max(0.0),
                 disk_bytes_per_s: p.disk_seq_read_bytes_per_s as f64,
                 overlaps_disk: p.page_cache != PageCacheClass::Unknown,
             });

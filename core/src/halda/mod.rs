@@ -46,7 +46,7 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use from_profiles::RAM_SHARE;
+pub use from_profiles::{RAM_SHARE, RUNTIME_RESERVE};
 pub use solve::{solve, MAX_DEVICES};
 
 /// What the solver needs of one device, derived from its profile and the model.

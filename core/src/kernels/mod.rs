@@ -103,6 +103,21 @@ impl Kernels {
         self.name
     }
 
+    /// Why these kernels are the slow scalar ones, when the CPU lacks what
+    /// the SIMD kernels need (a host prints it once); `None` otherwise.
+    pub fn fallback_notice(&self) -> Option<&'static str> {
+        if self.name != Self::scalar().name {
+            return None;
+        }
+        if cfg!(target_arch = "x86_64") {
+            Some("this CPU lacks AVX2, FMA or F16C: using the scalar kernels, several times slower")
+        } else if cfg!(target_arch = "aarch64") {
+            None
+        } else {
+            Some("no SIMD kernels for this CPU architecture: using the scalar kernels")
+        }
+    }
+
     pub fn caps(&self) -> CpuCaps {
         self.caps
     }

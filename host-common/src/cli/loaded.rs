@@ -1,7 +1,6 @@
 //! A model file mapped, parsed and ready to run.
 
 use anyhow::{anyhow, Context};
-use prima_core::kernels::Kernels;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, Model};
 
@@ -30,7 +29,7 @@ impl Loaded {
 }
 
 pub(super) fn model<'a>(g: &Gguf<'a>) -> anyhow::Result<Model<'a>> {
-    let kernels = Kernels::detect();
+    let kernels = crate::detect_kernels();
     Model::load(g, kernels).map_err(|e| anyhow!("{e}")).context("cannot load model")
 }
 

@@ -6,8 +6,10 @@ mod inspect;
 mod loaded;
 mod plan;
 mod profile;
+mod proxy;
 mod ring_args;
 mod run;
+mod synth;
 mod worker;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +42,10 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Run as a ring device for `prima run --ring`; also answers `prima profile --peer`.
     Worker(worker::WorkerArgs),
+    /// Write a Llama-shaped model of any size with random weights (for benchmarks).
+    Synth(synth::SynthArgs),
+    /// Forward TCP with added latency, to emulate a slow link in benchmarks.
+    DelayProxy(proxy::ProxyArgs),
 }
 
 /// Flags shared by every command that loads a model.
@@ -90,6 +96,8 @@ pub fn main() -> i32 {
         Command::Plan(a) => plan::plan(a),
         Command::Profile(a) => profile::profile(a),
         Command::Worker(a) => worker::worker(a),
+        Command::Synth(a) => synth::synth(a),
+        Command::DelayProxy(a) => proxy::proxy(a),
     };
     match result {
         Ok(()) => 0,

@@ -3,7 +3,6 @@
 
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
-use prima_core::kernels::Kernels;
 use prima_core::ring::wire::ActType;
 use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::path::Path;
@@ -136,7 +135,7 @@ impl Evaluate for Ring<'_, '_> {
 /// The model as this device holds it: all of it, or the head's part of a ring.
 pub(super) fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
     match hs {
-        Some(hs) => Model::load_parts(g, hs.head_parts(), Kernels::detect())
+        Some(hs) => Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
             .map_err(|e| anyhow!("{e}"))
             .map_err(|e| e.context("cannot load the head's layers")),
         None => super::loaded::model(g),
@@ -154,7 +153,11 @@ pub(super) fn evaluator<'m, 'a>(
     kv: KvType,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
     Ok(match hs {
-        Some(hs) => Box::new(hs.start(model, file, pool, g)?),
+        Some(hs) if hs.kept.len() > 1 => Box::new(hs.start(model, file, pool, g)?),
+        Some(_) => {
+            eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
+            Box::new(Local { session: Session::with_kv_type(model, n_ctx, kv), pool })
+        }
         None => Box::new(Local { session: Session::with_kv_type(model, n_ctx, kv), pool }),
     })
 }

@@ -6,7 +6,6 @@ pub mod probe;
 pub mod system;
 
 use anyhow::anyhow;
-use prima_core::kernels::Kernels;
 use prima_core::profile::{DeviceProfile, LinkProfile, TypeThroughput, MAX_TYPES, PROFILE_VERSION};
 use prima_core::GgmlType;
 use std::path::PathBuf;
@@ -35,7 +34,7 @@ pub const DEFAULT_TYPES: [GgmlType; 7] =
 
 /// Runs every measurement, calling `step(what)` before each.
 pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
-    let kernels = Kernels::detect();
+    let kernels = crate::detect_kernels();
     let (per_type, mem_s, disk_s, disk_bytes, mem_bytes) = if opts.quick {
         (Duration::from_millis(40), Duration::from_millis(60), Duration::from_millis(100), 16 << 20, 32 << 20)
     } else {

@@ -108,7 +108,12 @@ impl Writer {
 
 /// Decodes a control stream that carries no activations, on its own thread,
 /// reporting heartbeats, stats, the peer's own error or stop, and the end.
-pub fn spawn_control_reader(s: &std::net::TcpStream, from: usize, mut dec: FrameDecoder, tx: Sender<Inbound>) -> anyhow::Result<()> {
+pub fn spawn_control_reader(
+    s: &std::net::TcpStream,
+    from: usize,
+    mut dec: FrameDecoder,
+    tx: Sender<Inbound>,
+) -> anyhow::Result<()> {
     let mut rd = s.try_clone()?;
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
@@ -118,10 +123,13 @@ pub fn spawn_control_reader(s: &std::net::TcpStream, from: usize, mut dec: Frame
                     Ok(Some(Frame::Control(c))) => {
                         let report = match *c {
                             Control::Heartbeat { .. } => Inbound::Alive { from },
-                            Control::Stats { compute_us, network_us, disk_us } => {
-                                Inbound::Stats { from, times: [compute_us, network_us, disk_us].map(Duration::from_micros) }
+                            Control::Stats { compute_us, network_us, disk_us } => Inbound::Stats {
+                                from,
+                                times: [compute_us, network_us, disk_us].map(Duration::from_micros),
+                            },
+                            Control::Error { reason } | Control::Stop { reason } => {
+                                break 'read (reason.to_string(), true)
                             }
-                            Control::Error { reason } | Control::Stop { reason } => break 'read (reason.to_string(), true),
                             _ => continue,
                         };
                         if tx.send(report).is_err() {

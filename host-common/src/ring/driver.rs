@@ -7,9 +7,9 @@ use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control};
 use prima_core::{KvCache, Model, Workspace};
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::io::Read;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::ops::Range;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::conn::{Inbound, Writer};
@@ -87,6 +87,13 @@ impl LocalLayers<'_, '_> {
             false => self.file.prefetch(span),
         }
     }
+}
+
+/// Whether `held` bytes of weights exceed what this device may keep
+/// resident (Halda's budget), so windows must be released after they run.
+pub fn exceeds_budget(held: usize) -> bool {
+    let available = crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX) as f64;
+    held as f64 > available * prima_core::halda::RAM_SHARE - prima_core::halda::RUNTIME_RESERVE
 }
 
 /// Byte ranges of each `blk.N.` layer's tensors in `g`.
@@ -192,14 +199,9 @@ impl Driver {
     /// Waits for bytes from the predecessor, a control report, the node's
     /// timeout or a liveness check, whichever comes first.
     fn wait(&mut self) -> anyhow::Result<Option<Step>> {
-        loop {
-            match self.inbound.try_recv() {
-                Ok(ev) => {
-                    if let Some(step) = self.on_inbound(ev)? {
-                        return Ok(Some(step));
-                    }
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        while let Ok(ev) = self.inbound.try_recv() {
+            if let Some(step) = self.on_inbound(ev)? {
+                return Ok(Some(step));
             }
         }
         let start = Instant::now();

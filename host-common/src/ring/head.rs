@@ -102,6 +102,13 @@ impl Handshake {
                 if plan.devices.first() != Some(&0) {
                     bail!("Halda's plan leaves out the head");
                 }
+                let names: Vec<&str> = plan.devices.iter().map(|&i| profiles[i].name.as_str()).collect();
+                eprintln!(
+                    "Halda: devices {names:?}, windows {:?}, k = {}, predicted {:.1} ms per token",
+                    plan.windows,
+                    plan.k,
+                    plan.tpot_s * 1e3
+                );
                 (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan.tpot_s))
             }
         };
@@ -243,16 +250,31 @@ impl Handshake {
             stats_to: None,
             peer_times: vec![Times::default(); n],
         };
+        let layer_bytes = layer_bytes(g);
+        let held: usize =
+            plan.windows[0].iter().flat_map(|w| w.clone()).filter_map(|l| layer_bytes.get(&l)).map(|r| r.len()).sum();
         let layers = LocalLayers {
             model,
             kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
             ws: Workspace::default(),
             pool,
             file,
-            layer_bytes: layer_bytes(g),
-            release: false,
+            release: super::driver::exceeds_budget(held),
+            layer_bytes,
         };
-        Ok(Ring { _rt: rt, driver, layers, outs, sockets, plan, predicted_tpot, seq: 0, pos: 0, n_batch: 512, hidden: Vec::new() })
+        Ok(Ring {
+            _rt: rt,
+            driver,
+            layers,
+            outs,
+            sockets,
+            plan,
+            predicted_tpot,
+            seq: 0,
+            pos: 0,
+            n_batch: 512,
+            hidden: Vec::new(),
+        })
     }
 }
 
@@ -385,7 +407,8 @@ impl Ring<'_, '_> {
 
 impl Drop for Ring<'_, '_> {
     fn drop(&mut self) {
-        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() }) {
+        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() })
+        {
             for o in &self.outs {
                 let _ = o.send(stop.clone());
             }

@@ -134,5 +134,17 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     f.sync_all().await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
     drop(f);
     tokio::fs::rename(&part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
+    // Other layer files of this model are stale (the plan changed): their
+    // page cache would count against this device's memory.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let model = name.split('-').next().unwrap_or_default();
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let other = e.file_name().to_string_lossy().into_owned();
+            if other != name && other.starts_with(&format!("{model}-")) {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
+    }
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! its ring neighbours, then the compute loop until the ring ends.
 
 use anyhow::{anyhow, bail, Context};
-use prima_core::kernels::Kernels;
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Node, RingPlan};
 use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder};
@@ -314,7 +313,7 @@ impl Job {
         };
         let model = file.gguf().and_then(|g| {
             let parts = Parts::layers(self.windows.clone());
-            let model = Model::load_parts(&g, parts, Kernels::detect()).map_err(|e| anyhow!("{e}"));
+            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"));
             model.map(|m| (m, layer_bytes(&g)))
         });
         let (model, layer_bytes) = match model {
@@ -331,8 +330,7 @@ impl Job {
         let c = &model.config;
         let held: usize =
             self.windows.iter().flat_map(|w| w.clone()).filter_map(|l| layer_bytes.get(&l)).map(|r| r.len()).sum();
-        let budget = crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX) as f64
-            * prima_core::halda::RAM_SHARE;
+
         let mut layers = LocalLayers {
             model: &model,
             kv: KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv),
@@ -340,7 +338,7 @@ impl Job {
             pool: &pool,
             file: &file,
             layer_bytes,
-            release: held as f64 > budget,
+            release: super::driver::exceeds_budget(held),
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
