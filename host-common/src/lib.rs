@@ -3,6 +3,8 @@
 //! (`host-linux`, …) is a thin binary over this one.
 
 pub mod cli;
+pub mod ffi;
+pub mod generate;
 pub mod mapped;
 pub mod pool;
 pub mod profiler;

@@ -5,6 +5,8 @@ use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
 use prima_core::{Gguf, KvType, Model, Session, Want};
+
+use crate::generate::{Evaluate, Local};
 use std::path::Path;
 use std::time::Duration;
 
@@ -101,26 +103,6 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
         quick: true,
     };
     profiler::run(&opts, pool, &mut |_| {})
-}
-
-/// Something that turns tokens into logits: one device, or a ring.
-pub(super) trait Evaluate {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
-    fn ring(&self) -> Option<&Ring<'_, '_>> {
-        None
-    }
-}
-
-pub(super) struct Local<'m, 'a> {
-    pub session: Session<'m, 'a>,
-    pub pool: &'m Pool,
-}
-
-impl Evaluate for Local<'_, '_> {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
-        let (s, pool) = (&mut self.session, self.pool);
-        pool.enter(|| s.eval(tokens, want, pool)).map_err(|e| anyhow!("{e}"))
-    }
 }
 
 impl Evaluate for Ring<'_, '_> {

@@ -1,14 +1,12 @@
 use clap::Args;
 use prima_core::sampler::{Sampler, SamplerConfig};
-use prima_core::tokenizer::StreamDecoder;
-use prima_core::Want;
 use serde_json::json;
 use std::io::Write;
-use std::time::Instant;
 
 use super::loaded::{tokenizer, Loaded};
 use super::ring_args::{evaluator, head_model, RingArgs};
 use super::ModelArgs;
+use crate::generate::generate;
 use crate::ring::head::Ring;
 
 #[derive(Debug, Args)]
@@ -89,44 +87,21 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         presence_penalty: a.presence_penalty,
         seed: a.seed,
     });
-    prompt.iter().for_each(|&t| sampler.accept(t));
     let hs = a.ring.handshake(&g, &a.model.model, a.ctx, a.kv_type.into(), &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
     let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, a.ctx, a.kv_type.into())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut stream = StreamDecoder::default();
-
-    let t0 = Instant::now();
-    let mut logits = session.eval(&prompt, Want::Last)?;
-    let prompt_s = t0.elapsed().as_secs_f64();
-    let mut generated = Vec::new();
-    let mut text = String::new();
-    let t1 = Instant::now();
-    let mut bytes = Vec::new();
-    for _ in 0..a.n_predict {
-        let next = sampler.sample(&mut logits);
-        if tok.is_eog(next) && !a.ignore_eos {
-            break;
-        }
-        generated.push(next);
-        sampler.accept(next);
-        bytes.clear();
-        tok.token_bytes(next, false, &mut bytes);
-        let piece = stream.push(&bytes);
-        if !a.json {
+    let json = a.json;
+    let got = generate(session.as_mut(), &tok, &mut sampler, &prompt, a.n_predict, a.ignore_eos, &mut |_, piece| {
+        if !json {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
-        text.push_str(&piece);
-        if generated.len() == a.n_predict {
-            break;
-        }
-        logits = session.eval(&[next], Want::Last)?;
-    }
-    let rest = stream.finish();
-    text.push_str(&rest);
-    let gen_s = t1.elapsed().as_secs_f64();
+        Ok(true)
+    })?;
+    let (generated, text) = (&got.ids, &got.text);
+    let (prompt_s, gen_s) = (got.prompt_time.as_secs_f64(), got.generation_time.as_secs_f64());
     // The last sampled token is not evaluated, so decode steps = generated - 1.
     let decode_steps = generated.len().saturating_sub(1).max(1);
     let ring = session.ring().map(|r| ring_report(r, a.verbose && !a.json));
@@ -147,7 +122,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             json!({ "prompt_ids": prompt, "generated_ids": generated, "text": text, "timings": timings, "ring": ring })
         );
     } else {
-        out.write_all(rest.as_bytes())?;
         writeln!(out)?;
         eprintln!(
             "prompt: {} tokens in {:.1} ms ({:.1} t/s) | generation: {} tokens, {:.2} ms/token ({:.1} t/s) | {} threads, {} kernels",
