@@ -6,7 +6,7 @@
 #
 # Reports TPOT, Halda's prediction, every device's peak RSS, major faults,
 # cgroup limit hits, OOM kills and swap, and the same model on the head's
-# cap alone. Needs root (namespaces, tc, cgroups). Everything it creates is
+# cap alone. Disks are slowed per device with cgroup-v1 blkio throttling. Needs root (namespaces, tc, cgroups). Everything it creates is
 # removed on exit.
 #
 # Usage: sudo scripts/cluster-bench.sh [tokens]
@@ -18,6 +18,7 @@ tokens=${1:-32}
 layers=40 embd=2048 ff=8192               # ~1.5 GB of Q4_0 weights
 caps_mb=(900 520 520 520)                 # head, then workers
 rate=300mbit                              # each link, each direction
+disk_mbps=(400 250 250 250)               # each device's disk read speed (blkio throttle), MB/s
 delay_ms=4                                # added each way per link (RTT +8 ms)
 threads=2
 # -----------------------------------------------------------------------------
@@ -28,6 +29,8 @@ prima=$PWD/target/release/prima
 work=$(mktemp -d /tmp/prima-cluster.XXXX)
 model=$work/synth.gguf
 cg=/sys/fs/cgroup/memory
+blk=/sys/fs/cgroup/blkio
+disk=$(stat -c '%t:%T' "$(df --output=source "$PWD" | tail -1)" | python3 -c 'import sys; a,b=sys.stdin.read().strip().split(":"); print(f"{int(a,16)}:{int(b,16)}")')
 n=${#caps_mb[@]}
 pids=()
 
@@ -37,7 +40,7 @@ cleanup() {
     for i in $(seq 0 $((n - 1))); do
         ip netns del "prima-d$i" 2>/dev/null || true
         ip link del "prv$i" 2>/dev/null || true
-        rmdir "$cg/prima-d$i" 2>/dev/null || true
+        rmdir "$cg/prima-d$i" "$blk/prima-d$i" 2>/dev/null || true
         rmdir "$cg/prima-alone" 2>/dev/null || true
     done
     ip link del prima-br0 2>/dev/null || true
@@ -69,6 +72,8 @@ for i in $(seq 0 $((n - 1))); do
     mkdir -p $cg/prima-d$i
     echo $((caps_mb[i] << 20)) >$cg/prima-d$i/memory.limit_in_bytes
     echo 0 >$cg/prima-d$i/memory.swappiness
+    mkdir -p $blk/prima-d$i
+    echo "$disk $((disk_mbps[i] * 1000000))" >$blk/prima-d$i/blkio.throttle.read_bps_device
 done
 
 # Runs "$@" in device $1's network namespace and memory cgroup. nsenter,
@@ -76,7 +81,8 @@ done
 # the device must see.
 on_device() {
     local i=$1; shift
-    sh -c 'echo $$ >'"$cg/prima-d$i/cgroup.procs"'; exec "$@"' sh nsenter --net=/run/netns/prima-d$i "$@"
+    sh -c 'echo $$ >'"$cg/prima-d$i/cgroup.procs"'; echo $$ >'"$blk/prima-d$i/cgroup.procs"'; exec "$@"' sh \
+        nsenter --net=/run/netns/prima-d$i "$@"
 }
 
 ring=()
@@ -125,19 +131,19 @@ evict "$model"
 mkdir -p $cg/prima-alone
 echo $((caps_mb[0] << 20)) >$cg/prima-alone/memory.limit_in_bytes
 echo 0 >$cg/prima-alone/memory.swappiness
-alone_json=$(sh -c 'echo $$ >'"$cg/prima-alone/cgroup.procs"'; exec "$@"' sh \
+alone_json=$(sh -c 'echo $$ >'"$cg/prima-alone/cgroup.procs"'; echo $$ >'"$blk/prima-d0/cgroup.procs"'; exec "$@"' sh \
     "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads --json 2>/dev/null)
 alone_oom=$(awk '/oom_kill /{print $2}' $cg/prima-alone/memory.oom_control)
 
-python3 - "$work/ring.json" "$alone_json" "$alone_oom" "$(du -b "$model" | cut -f1)" "${report[@]}" <<'PY'
-import json, sys
+DISKS="${disk_mbps[*]}" python3 - "$work/ring.json" "$alone_json" "$alone_oom" "$(du -b "$model" | cut -f1)" "${report[@]}" <<'PY'
+import json, os, sys
 ring = json.load(open(sys.argv[1]))
 alone = json.loads(sys.argv[2])
 alone_oom, size = int(sys.argv[3]), int(sys.argv[4])
 rows = [r.split() for r in sys.argv[5:]]
 t = ring["timings"]["ms_per_token"]
 p = ring["ring"]["predicted_ms_per_token"]
-print(f"model: synthetic llama, {size / 1e9:.2f} GB; caps (MB): {', '.join(r[1] for r in rows)}")
+print(f"model: synthetic llama, {size / 1e9:.2f} GB; caps (MB): {', '.join(r[1] for r in rows)}; disks (MB/s): {os.environ['DISKS']}")
 print(f"plan: k={ring['ring']['k']}; " + "; ".join(f"{d['name']}: {','.join(d['layers'])}" for d in ring["ring"]["devices"]))
 print(f"ring TPOT {t:.1f} ms; Halda predicted {p:.1f} ms; error {abs(p - t) / t * 100:.1f}% (limit 15%)")
 print(f"one device on the head's cap alone: TPOT {alone['timings']['ms_per_token']:.1f} ms, OOM kills {alone_oom}"

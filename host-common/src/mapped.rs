@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct MappedFile {
     pub path: PathBuf,
-    map: Mmap,
+    /// Shared with prefetch threads, so the map outlives their work.
+    map: std::sync::Arc<Mmap>,
 }
 
 impl MappedFile {
@@ -23,12 +24,25 @@ impl MappedFile {
         // another process would fault; prima documents that model files must
         // not be modified while in use, as every mmap-based engine does.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), map })
+        Ok(Self { path: path.to_path_buf(), map: std::sync::Arc::new(map) })
     }
 
-    /// Asks the OS to start reading `range` (it runs next).
+    /// Starts reading `range` in and mapping it, on a background thread,
+    /// so the window that runs next finds its pages present: on Linux
+    /// `MADV_POPULATE_READ` (read and map, as a first touch would, but off
+    /// the compute thread), elsewhere on Unix `MADV_WILLNEED`.
     pub fn prefetch(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
-        #[cfg(unix)]
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let map = std::sync::Arc::clone(&self.map);
+            std::thread::Builder::new()
+                .name("prima-prefetch".into())
+                .spawn(move || {
+                    let _ = map.advise_range(memmap2::Advice::PopulateRead, range.start, range.len());
+                })
+                .with_context(|| format!("cannot start a prefetch thread for {}", self.path.display()))?;
+        }
+        #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
         self.map
             .advise_range(memmap2::Advice::WillNeed, range.start, range.len())
             .with_context(|| format!("madvise(WILLNEED) on {}", self.path.display()))?;

@@ -36,7 +36,7 @@ pub const DEFAULT_TYPES: [GgmlType; 7] =
 pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
     let kernels = crate::detect_kernels();
     let (per_type, mem_s, disk_s, disk_bytes, mem_bytes) = if opts.quick {
-        (Duration::from_millis(40), Duration::from_millis(60), Duration::from_millis(100), 16 << 20, 32 << 20)
+        (Duration::from_millis(40), Duration::from_millis(60), Duration::from_millis(300), 64 << 20, 32 << 20)
     } else {
         (Duration::from_millis(250), Duration::from_millis(300), Duration::from_millis(600), 256 << 20, 256 << 20)
     };

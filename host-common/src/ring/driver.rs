@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail};
 use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control};
 use prima_core::{KvCache, Model, Workspace};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::Receiver;
@@ -35,29 +35,33 @@ pub struct LocalLayers<'m, 'a> {
     pub file: &'m MappedFile,
     /// Byte range of each held layer in `file`.
     pub layer_bytes: BTreeMap<usize, Range<usize>>,
-    /// Whether windows are dropped after they run (they exceed the memory budget).
-    pub release: bool,
+    /// Layers that stay resident. The others do not fit the memory budget:
+    /// they are released after they run and prefetched before, and their
+    /// first touch is timed as disk stall.
+    pub resident: BTreeSet<usize>,
 }
 
 impl LocalLayers<'_, '_> {
-    fn span(&self, layers: &Range<usize>) -> Option<Range<usize>> {
-        let first = self.layer_bytes.get(&layers.start)?;
-        let last = self.layer_bytes.get(&(layers.end.checked_sub(1)?))?;
-        Some(first.start.min(last.start)..first.end.max(last.end))
+    /// Byte ranges of the layers of `layers` that are not kept resident.
+    fn streamed(&self, layers: &Range<usize>) -> Vec<Range<usize>> {
+        layers
+            .clone()
+            .filter(|l| !self.resident.contains(l))
+            .filter_map(|l| self.layer_bytes.get(&l).cloned())
+            .collect()
     }
 
-    /// Touches one byte per page so that disk reads happen here, timed,
-    /// rather than inside the kernels.
+    /// Touches one byte per page of the streamed layers, so that disk reads
+    /// happen here, timed, rather than inside the kernels.
     fn fault_in(&self, layers: &Range<usize>) -> Duration {
         let t = Instant::now();
-        if let Some(span) = self.span(layers) {
-            let bytes = &self.file.bytes()[span];
-            let mut sum = 0u8;
-            for b in bytes.iter().step_by(4096) {
+        let mut sum = 0u8;
+        for span in self.streamed(layers) {
+            for b in self.file.bytes()[span].iter().step_by(4096) {
                 sum = sum.wrapping_add(*b);
             }
-            std::hint::black_box(sum);
         }
+        std::hint::black_box(sum);
         t.elapsed()
     }
 
@@ -68,9 +72,7 @@ impl LocalLayers<'_, '_> {
         hidden: &mut [f32],
         times: &mut Times,
     ) -> anyhow::Result<()> {
-        if self.release {
-            times.disk += self.fault_in(&layers);
-        }
+        times.disk += self.fault_in(&layers);
         let t = Instant::now();
         let (model, kv, ws, pool) = (self.model, &mut self.kv, &mut self.ws, self.pool);
         pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
@@ -80,20 +82,39 @@ impl LocalLayers<'_, '_> {
     }
 
     fn advise(&self, layers: &Range<usize>, release: bool) -> anyhow::Result<()> {
-        let Some(span) = self.span(layers) else { return Ok(()) };
-        match release {
-            true if self.release => self.file.release(span),
-            true => Ok(()),
-            false => self.file.prefetch(span),
+        for span in self.streamed(layers) {
+            if release {
+                self.file.release(span)?;
+            } else {
+                self.file.prefetch(span)?;
+            }
         }
+        Ok(())
     }
 }
 
-/// Whether `held` bytes of weights exceed what this device may keep
-/// resident (Halda's budget), so windows must be released after they run.
-pub fn exceeds_budget(held: usize) -> bool {
+/// The layers of `windows` that stay resident: as many as fit this device's
+/// memory budget (Halda's), in ring order, after `reserved` bytes of other
+/// weights (the head's embedding and output head). Streaming the rest, layer
+/// by layer, re-reads only what does not fit, as Halda's disk term assumes;
+/// the first window stays, since nothing runs between it and the last one.
+pub fn resident_layers(
+    windows: &[Range<usize>],
+    layer_bytes: &BTreeMap<usize, Range<usize>>,
+    reserved: usize,
+) -> BTreeSet<usize> {
     let available = crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX) as f64;
-    held as f64 > available * prima_core::halda::RAM_SHARE - prima_core::halda::RUNTIME_RESERVE
+    let mut budget = available * prima_core::halda::RAM_SHARE - prima_core::halda::RUNTIME_RESERVE - reserved as f64;
+    let mut kept = BTreeSet::new();
+    for l in windows.iter().flat_map(|w| w.clone()) {
+        let bytes = layer_bytes.get(&l).map_or(0, |r| r.len()) as f64;
+        if bytes > budget {
+            break;
+        }
+        budget -= bytes;
+        kept.insert(l);
+    }
+    kept
 }
 
 /// Byte ranges of each `blk.N.` layer's tensors in `g`.

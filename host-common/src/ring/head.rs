@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::conn::{self, read_control, send_control, Writer, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, Driver, LocalLayers, Step, Times, POLL};
+use super::driver::{layer_bytes, resident_layers, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
+use prima_core::gguf::write::layer_of;
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -251,15 +252,15 @@ impl Handshake {
             peer_times: vec![Times::default(); n],
         };
         let layer_bytes = layer_bytes(g);
-        let held: usize =
-            plan.windows[0].iter().flat_map(|w| w.clone()).filter_map(|l| layer_bytes.get(&l)).map(|r| r.len()).sum();
+        let other: u64 = g.tensors().iter().filter(|t| layer_of(t.name).is_none()).map(|t| t.n_bytes).sum();
+        let resident = resident_layers(&plan.windows[0], &layer_bytes, other as usize);
         let layers = LocalLayers {
             model,
             kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
             ws: Workspace::default(),
             pool,
             file,
-            release: super::driver::exceeds_budget(held),
+            resident,
             layer_bytes,
         };
         Ok(Ring {

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::conn::{self, error_frame, read_control, send_control, Inbound, Writer, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, Driver, LocalLayers, Step, POLL};
+use super::driver::{layer_bytes, resident_layers, Driver, LocalLayers, Step, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -328,8 +328,7 @@ impl Job {
         };
         let pool = Pool::new(self.cfg.threads)?;
         let c = &model.config;
-        let held: usize =
-            self.windows.iter().flat_map(|w| w.clone()).filter_map(|l| layer_bytes.get(&l)).map(|r| r.len()).sum();
+        let resident = resident_layers(&self.windows, &layer_bytes, 0);
 
         let mut layers = LocalLayers {
             model: &model,
@@ -338,7 +337,7 @@ impl Job {
             pool: &pool,
             file: &file,
             layer_bytes,
-            release: super::driver::exceeds_budget(held),
+            resident,
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
