@@ -30,9 +30,10 @@ impl MappedFile {
     /// Starts reading `range` in and mapping it, on a background thread,
     /// so the window that runs next finds its pages present: on Linux
     /// `MADV_POPULATE_READ` (read and map, as a first touch would, but off
-    /// the compute thread), elsewhere on Unix `MADV_WILLNEED`.
+    /// the compute thread), elsewhere on Unix (Android included: memmap2
+    /// does not offer it there) `MADV_WILLNEED`.
     pub fn prefetch(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(target_os = "linux")]
         {
             let map = std::sync::Arc::clone(&self.map);
             std::thread::Builder::new()
@@ -42,7 +43,7 @@ impl MappedFile {
                 })
                 .with_context(|| format!("cannot start a prefetch thread for {}", self.path.display()))?;
         }
-        #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+        #[cfg(all(unix, not(target_os = "linux")))]
         self.map
             .advise_range(memmap2::Advice::WillNeed, range.start, range.len())
             .with_context(|| format!("madvise(WILLNEED) on {}", self.path.display()))?;
