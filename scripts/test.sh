@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
+# The C ABI test links the shared library, which only a build of the
+# library itself produces (tests link the rlib).
+cargo build --release -p prima-host
 cargo test --release --workspace
