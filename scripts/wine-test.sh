@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Windows build (mingw-w64) proven under wine: core's and the shell's unit
+# tests, then a short real generation whose tokens must equal the Linux
+# build's. Needs gcc-mingw-w64-x86-64 and wine64 (Debian), and setup.sh's model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=x86_64-pc-windows-gnu
+out=target/$target/release
+export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$PWD/target/wineprefix}
+mkdir -p "$out/deps"
+x86_64-w64-mingw32-gcc -shared -O2 -o "$out/bcryptprimitives.dll" scripts/wine/bcryptprimitives.c -ladvapi32
+cp "$out/bcryptprimitives.dll" "$out/deps/"
+cargo test --release --target $target -p prima-core -p prima-host --lib
+cargo build --release --target $target -p prima-host-linux
+model=.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+args=(run -m "$model" -p "The capital of France is" -n 16 --temp 0 -t 2 --json)
+ids() { python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
+windows=$(/usr/lib/wine/wine64 "$out/prima.exe" "${args[@]}" | ids)
+linux=$(target/release/prima "${args[@]}" | ids)
+echo "windows (wine): $windows"
+echo "linux:          $linux"
+[ "$windows" = "$linux" ] || { echo "the Windows build generated different tokens" >&2; exit 1; }
