@@ -47,8 +47,9 @@ impl MappedFile {
         self.map
             .advise_range(memmap2::Advice::WillNeed, range.start, range.len())
             .with_context(|| format!("madvise(WILLNEED) on {}", self.path.display()))?;
-        #[cfg(not(unix))]
-        let _ = range;
+        #[cfg(windows)]
+        windows::prefetch(&self.map[range])
+            .with_context(|| format!("PrefetchVirtualMemory on {}", self.path.display()))?;
         Ok(())
     }
 
@@ -60,8 +61,8 @@ impl MappedFile {
         #[cfg(unix)]
         unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) }
             .with_context(|| format!("madvise(DONTNEED) on {}", self.path.display()))?;
-        #[cfg(not(unix))]
-        let _ = range;
+        #[cfg(windows)]
+        windows::trim(&self.map[range]);
         Ok(())
     }
 
@@ -72,5 +73,32 @@ impl MappedFile {
     /// The file parsed as GGUF; errors name the file.
     pub fn gguf(&self) -> anyhow::Result<prima_core::Gguf<'_>> {
         prima_core::Gguf::parse(self.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
+    }
+}
+
+/// Prefetch and release through Windows' own calls.
+#[cfg(windows)]
+mod windows {
+    use windows_sys::Win32::System::Memory::{PrefetchVirtualMemory, VirtualUnlock, WIN32_MEMORY_RANGE_ENTRY};
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+
+    /// Asks the memory manager to read `bytes` in, asynchronously.
+    pub fn prefetch(bytes: &[u8]) -> std::io::Result<()> {
+        let entry = WIN32_MEMORY_RANGE_ENTRY { VirtualAddress: bytes.as_ptr() as *mut _, NumberOfBytes: bytes.len() };
+        // SAFETY: the range lies inside a live read-only view this process
+        // mapped; the call only schedules reads of it.
+        let ok = unsafe { PrefetchVirtualMemory(GetCurrentProcess(), 1, &entry, 0) };
+        if ok == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes `bytes` from the working set: `VirtualUnlock` on pages that
+    /// are not locked trims them, and they stay in the standby list.
+    pub fn trim(bytes: &[u8]) {
+        // SAFETY: as for `prefetch`; unlocking never invalidates the view.
+        // It reports "not locked" by design, so the result is ignored.
+        unsafe { VirtualUnlock(bytes.as_ptr() as *const _, bytes.len()) };
     }
 }

@@ -4,7 +4,6 @@
 
 use prima_tests::*;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// `target/<profile>`, where the binary, the libraries and `include/` are.
 fn artifacts() -> PathBuf {
@@ -15,7 +14,7 @@ fn build_example(tag: &str) -> PathBuf {
     let dir = artifacts();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/c/generate.c");
     let exe = std::env::temp_dir().join(format!("prima-c-example-{tag}-{}", std::process::id()));
-    let out = Command::new("cc")
+    let out = target_cc()
         .arg(&src)
         .arg("-I")
         .arg(dir.join("include"))
@@ -25,7 +24,7 @@ fn build_example(tag: &str) -> PathBuf {
         .args(["-lprima_host", "-Wall", "-Werror", "-o"])
         .arg(&exe)
         .output()
-        .expect("a C compiler (cc) is installed");
+        .expect("a C compiler (cc, or $PRIMA_TEST_CC) is installed");
     assert!(out.status.success(), "cc failed: {}", String::from_utf8_lossy(&out.stderr));
     exe
 }
@@ -34,10 +33,10 @@ fn build_example(tag: &str) -> PathBuf {
 fn c_example_generates_the_same_tokens_as_prima_run() {
     let exe = build_example("tokens");
     let prompt = "The capital of France is";
-    let c = Command::new(&exe).arg(smollm2_path()).args([prompt, "16"]).output().unwrap();
+    let c = target_command(&exe).arg(smollm2_path()).args([prompt, "16"]).output().unwrap();
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let c_ids: Vec<u32> = String::from_utf8(c.stdout).unwrap().split_whitespace().map(|s| s.parse().unwrap()).collect();
-    let run = Command::new(env!("CARGO_BIN_EXE_prima"))
+    let run = target_command(env!("CARGO_BIN_EXE_prima"))
         .args(["run", "-m"])
         .arg(smollm2_path())
         .args(["-p", prompt, "-n", "16", "--temp", "0", "-t", "1", "-c", "512", "--json"])
@@ -52,13 +51,13 @@ fn c_example_generates_the_same_tokens_as_prima_run() {
 #[test]
 fn c_example_reports_a_bad_model_as_a_status_and_message() {
     let exe = build_example("errors");
-    let missing = Command::new(&exe).args(["/nonexistent.gguf", "hi", "4"]).output().unwrap();
+    let missing = target_command(&exe).args(["/nonexistent.gguf", "hi", "4"]).output().unwrap();
     let err = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(missing.status.code(), Some(1));
     assert!(err.contains("error 2") && err.contains("/nonexistent.gguf"), "{err}");
     let not_gguf = std::env::temp_dir().join(format!("prima-not-gguf-{}", std::process::id()));
     std::fs::write(&not_gguf, b"definitely not a model").unwrap();
-    let bad = Command::new(&exe).arg(&not_gguf).args(["hi", "4"]).output().unwrap();
+    let bad = target_command(&exe).arg(&not_gguf).args(["hi", "4"]).output().unwrap();
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("error 2") && err.contains("magic"), "{err}");
     std::fs::remove_file(not_gguf).ok();

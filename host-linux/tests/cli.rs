@@ -4,7 +4,7 @@ use prima_tests::*;
 use std::process::Command;
 
 fn prima() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_prima"))
+    target_command(env!("CARGO_BIN_EXE_prima"))
 }
 
 #[test]

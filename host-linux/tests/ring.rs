@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn prima() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_prima"))
+    target_command(env!("CARGO_BIN_EXE_prima"))
 }
 
 fn scratch_dir(what: &str) -> PathBuf {

@@ -104,3 +104,24 @@ impl Agreement {
         self.abs_dlogit_sum / self.n_logits.max(1) as f64
     }
 }
+
+/// A command for a program built for the test target. When the target's
+/// binaries need an emulator (aarch64 under qemu-user in CI), the
+/// `PRIMA_TEST_RUNNER` environment variable names it, with its arguments.
+pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let runner = std::env::var("PRIMA_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut c = std::process::Command::new(emulator);
+            c.args(words).arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
+/// The C compiler for the test target: `PRIMA_TEST_CC`, else `cc`.
+pub fn target_cc() -> std::process::Command {
+    std::process::Command::new(std::env::var("PRIMA_TEST_CC").unwrap_or_else(|_| "cc".into()))
+}
