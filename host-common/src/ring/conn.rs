@@ -60,15 +60,20 @@ pub async fn send_control(s: &mut TcpStream, msg: &Control, peer: &str) -> anyho
     s.write_all(&bytes).await.with_context(|| format!("cannot send to {peer}"))
 }
 
-/// The peer's refusal as a control frame (best effort: the stream is closing).
-pub fn error_frame(reason: &str) -> Vec<u8> {
-    let mut r = heapless::String::<128>::new();
-    for c in reason.chars() {
+/// `text` cut (at a character boundary) to fit a `Stop` or `Error` reason.
+pub fn reason(text: &str) -> heapless::String<128> {
+    let mut r = heapless::String::new();
+    for c in text.chars() {
         if r.push(c).is_err() {
             break;
         }
     }
-    encode_control(&Control::Error { reason: r }).unwrap_or_default()
+    r
+}
+
+/// The peer's refusal as a control frame (best effort: the stream is closing).
+pub fn error_frame(text: &str) -> Vec<u8> {
+    encode_control(&Control::Error { reason: reason(text) }).unwrap_or_default()
 }
 
 /// A tokio stream turned into a blocking std one for the hot path: after

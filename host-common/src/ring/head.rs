@@ -149,7 +149,7 @@ impl Handshake {
         // Workers that are not in the plan are let go.
         for (i, p) in peers.iter_mut().enumerate() {
             if !kept.contains(&(i + 1)) {
-                let stop = Control::Stop { reason: "left out of the plan".try_into().unwrap_or_default() };
+                let stop = Control::Stop { reason: conn::reason("left out of the plan") };
                 let _ = rt.block_on(send_control(&mut p.stream, &stop, &p.addr));
             }
         }
@@ -264,7 +264,6 @@ impl Handshake {
             layer_bytes,
         };
         Ok(Ring {
-            _rt: rt,
             driver,
             layers,
             outs,
@@ -322,7 +321,6 @@ fn session_id() -> u64 {
 
 /// A running ring, evaluated from the head like a single-device session.
 pub struct Ring<'m, 'a> {
-    _rt: tokio::runtime::Runtime,
     driver: Driver,
     layers: LocalLayers<'m, 'a>,
     outs: Vec<Writer>,
@@ -408,8 +406,7 @@ impl Ring<'_, '_> {
 
 impl Drop for Ring<'_, '_> {
     fn drop(&mut self) {
-        if let Ok(stop) = encode_control(&Control::Stop { reason: "the head finished".try_into().unwrap_or_default() })
-        {
+        if let Ok(stop) = encode_control(&Control::Stop { reason: conn::reason("the head finished") }) {
             for o in &self.outs {
                 let _ = o.send(stop.clone());
             }

@@ -80,8 +80,7 @@ async fn handle(mut s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow
     match read_control(&mut s, &mut dec, "peer").await? {
         Control::Hello { .. } => {
             if shared.busy.swap(true, Ordering::SeqCst) {
-                send_control(&mut s, &Control::Error { reason: conn::BUSY.try_into().unwrap_or_default() }, "peer")
-                    .await?;
+                refuse(&mut s, conn::BUSY).await;
                 return Ok(());
             }
             let r = session(s, dec, shared, cfg).await;
@@ -94,26 +93,21 @@ async fn handle(mut s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow
             match slot {
                 Some((_, tx)) => tx.send(s).map_err(|_| anyhow!("the session ended before its predecessor joined")),
                 None => {
-                    let _ = send_control(
-                        &mut s,
-                        &Control::Error { reason: "no such ring session".try_into().unwrap_or_default() },
-                        "peer",
-                    )
-                    .await;
+                    refuse(&mut s, "no such ring session").await;
                     bail!("a predecessor joined unknown session {session}")
                 }
             }
         }
         other => {
-            let _ = send_control(
-                &mut s,
-                &Control::Error { reason: "expected Hello".try_into().unwrap_or_default() },
-                "peer",
-            )
-            .await;
+            refuse(&mut s, "expected Hello").await;
             bail!("first message was {other:?}, not Hello")
         }
     }
+}
+
+/// Tells the peer why it is turned away (best effort: the stream is closing).
+async fn refuse(s: &mut TcpStream, why: &str) {
+    let _ = send_control(s, &Control::Error { reason: conn::reason(why) }, "peer").await;
 }
 
 /// Link probes, served on a blocking thread with the probe module's limits.
@@ -175,7 +169,7 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
     let a = match read_control(&mut s, &mut dec, "the head").await.and_then(assignment) {
         Ok(a) => a,
         Err(e) => {
-            let _ = send_control(&mut s, &error_control(&e), "the head").await;
+            refuse(&mut s, &format!("{e:#}")).await;
             return Err(e);
         }
     };
@@ -188,7 +182,7 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         eprintln!("worker: receiving layers {:?} into {}", a.windows, path.display());
         if let Err(e) = weights::receive(&mut s, &mut dec, &path).await {
             let _ = tokio::fs::remove_file(path.with_extension("part")).await;
-            let _ = send_control(&mut s, &error_control(&e), "the head").await;
+            refuse(&mut s, &format!("{e:#}")).await;
             return Err(e);
         }
     }
@@ -271,17 +265,6 @@ struct Links {
     succ: Writer,
     /// Bytes the handshake read past its last message.
     pending: Vec<u8>,
-}
-
-fn error_control(e: &anyhow::Error) -> Control {
-    let text = format!("{e:#}");
-    let mut reason = heapless::String::new();
-    for c in text.chars() {
-        if reason.push(c).is_err() {
-            break;
-        }
-    }
-    Control::Error { reason }
 }
 
 /// The compute side of a session, on its own thread.
