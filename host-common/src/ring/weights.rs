@@ -72,15 +72,21 @@ pub async fn send(s: &mut TcpStream, g: &Gguf<'_>, windows: &[Range<usize>], pee
     let mut sent = 0u64;
     let mut pieces: Vec<&[u8]> = vec![&sub.header];
     let mut at = sub.header.len() as u64;
-    let zeros = vec![0u8; 4096];
+    // Alignment padding, in pieces of at most 4 KiB (a file's alignment may be larger).
+    const ZEROS: &[u8] = &[0; 4096];
+    let pad = |pieces: &mut Vec<&[u8]>, mut n: u64| {
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64);
+            pieces.push(&ZEROS[..k as usize]);
+            n -= k;
+        }
+    };
     for (from, to) in &sub.copies {
-        let gap = (to.offset - at) as usize;
-        pieces.push(&zeros[..gap]);
+        pad(&mut pieces, to.offset - at);
         pieces.push(&src[from.start as usize..from.end as usize]);
         at = to.offset + to.n_bytes;
     }
-    let tail = (total - at) as usize;
-    pieces.push(&zeros[..tail]);
+    pad(&mut pieces, total - at);
     for mut piece in pieces {
         while !piece.is_empty() {
             let n = piece.len().min(CHUNK - chunk.len());
