@@ -113,6 +113,9 @@ impl Handshake {
                 (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan.tpot_s))
             }
         };
+        if k > MAX_ROUNDS {
+            bail!("{k} rounds per token; a plan message carries at most {MAX_ROUNDS} windows per device (use larger windows)");
+        }
         let plan = RingPlan::from_windows(&sizes, k).map_err(|_| anyhow!("bad windows {sizes:?} × {k} rounds"))?;
         Ok(Self { rt, peers, kept, plan, predicted_tpot, opts })
     }
@@ -277,6 +280,9 @@ impl Handshake {
         })
     }
 }
+
+/// Most rounds per token: the capacity of `Control::Plan`'s window list.
+const MAX_ROUNDS: usize = 64;
 
 /// How long a head waits for a worker that is still closing its last ring.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
