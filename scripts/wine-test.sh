@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Windows build (mingw-w64) proven under wine: core's and the shell's unit
+# Windows build (mingw-w64) proven under wine: core's and the shells' unit
 # tests, then a short real generation whose tokens must equal the Linux
 # build's. Needs gcc-mingw-w64-x86-64 and wine64 (Debian), and setup.sh's model.
 set -euo pipefail
@@ -10,8 +10,8 @@ export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$PWD/target/wineprefix}
 mkdir -p "$out/deps"
 x86_64-w64-mingw32-gcc -shared -O2 -o "$out/bcryptprimitives.dll" scripts/wine/bcryptprimitives.c -ladvapi32
 cp "$out/bcryptprimitives.dll" "$out/deps/"
-cargo test --release --target $target -p prima-core -p prima-host --lib
-cargo build --release --target $target -p prima-host-linux
+cargo test --release --target $target -p prima-core -p prima-host -p prima-host-windows --lib
+cargo build --release --target $target -p prima-host-windows --features cli
 model=.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 args=(run -m "$model" -p "The capital of France is" -n 16 --temp 0 -t 2 --json)
 ids() { python3 -c 'import json,sys; print(json.load(sys.stdin)["generated_ids"])'; }
@@ -20,3 +20,11 @@ linux=$(target/release/prima "${args[@]}" | ids)
 echo "windows (wine): $windows"
 echo "linux:          $linux"
 [ "$windows" = "$linux" ] || { echo "the Windows build generated different tokens" >&2; exit 1; }
+# The Windows shell's own calls: memory figures, unbuffered disk reads.
+/usr/lib/wine/wine64 "$out/prima.exe" profile --quick --json | python3 -c '
+import json, sys
+p = json.load(sys.stdin)
+assert p["page_cache"] == "WorkingSetTrim", p["page_cache"]
+assert 0 < p["ram_available_bytes"] <= p["ram_total_bytes"], p
+assert p["disk_seq_read_bytes_per_s"] > 0, p
+print("windows profile:", p["ram_available_bytes"] >> 20, "MiB available,", p["kernels"])'

@@ -1,11 +1,13 @@
 //! The OS-independent std shell of prima-rs: model mapping, the thread pool
-//! that runs core's kernels, and the `prima` command line. Each per-OS crate
-//! (`host-linux`, …) is a thin binary over this one.
+//! that runs core's kernels, the ring transport, the C ABI and the `prima`
+//! command line. Each per-OS crate (`host-linux`, …) implements [`os::Os`]
+//! and is a thin binary over this one.
 
 pub mod cli;
 pub mod ffi;
 pub mod generate;
 pub mod mapped;
+pub mod os;
 pub mod pool;
 pub mod profiler;
 pub mod ring;
@@ -14,7 +16,7 @@ pub mod ring;
 /// process) when it falls back to scalar code.
 pub fn detect_kernels() -> prima_core::kernels::Kernels {
     static NOTICE: std::sync::Once = std::sync::Once::new();
-    let k = prima_core::kernels::Kernels::detect();
+    let k = prima_core::kernels::Kernels::with_caps(os::current().cpu_caps());
     if let Some(why) = k.fallback_notice() {
         NOTICE.call_once(|| eprintln!("notice: {why}"));
     }

@@ -83,7 +83,8 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let g = |x: f32| x as f64 / 1e9;
-    println!("device:        {} ({} threads, {} kernels)", p.name, p.threads, p.kernels);
+    let os = crate::os::current().name();
+    println!("device:        {} ({os}, {} threads, {} kernels)", p.name, p.threads, p.kernels);
     for t in &p.cpu {
         let name = GgmlType::from_id(t.ggml_type).map_or("?", |t| t.name());
         println!("cpu {name:<10} {:.1} GFLOP/s matrix-vector", g(t.flops));
@@ -105,7 +106,8 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         p.swap_free_bytes as f64 / (1u64 << 30) as f64,
         p.page_cache
     );
-    println!("gpu:           absent (no GPU backend yet)");
+    let unified = crate::profiler::system::memory().is_ok_and(|m| m.unified);
+    println!("gpu:           absent (no GPU backend yet){}", if unified { "; memory is unified" } else { "" });
     match p.link {
         Some(l) => println!("link:          rtt {:.3} ms, {:.1} MB/s", l.rtt_s * 1e3, l.bytes_per_s / 1e6),
         None => println!("link:          not measured (use --peer HOST:PORT)"),

@@ -1,7 +1,7 @@
 //! Disk read speed, sequential and random, past the page cache.
 
 use anyhow::Context;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub fn measure(dir: &Path, size: usize, budget: Duration) -> anyhow::Result<Disk
         }
         f.sync_all().with_context(|| format!("cannot sync scratch file {}", tmp.0.display()))?;
     }
-    let (file, direct) = open_uncached(&tmp.0)?;
+    let (file, direct) = crate::os::current().open_uncached(&tmp.0)?;
     let mut raw = vec![0u8; BLOCK + ALIGN];
     let at = raw.as_ptr().align_offset(ALIGN);
     let buf = &mut raw[at..at + BLOCK];
@@ -78,24 +78,4 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> anyhow::Result<usize> {
     let n = n.context("reading the scratch file failed")?;
     anyhow::ensure!(n > 0, "scratch file ended early");
     Ok(n)
-}
-
-/// Opens `path` bypassing the page cache where the OS and filesystem allow.
-fn open_uncached(path: &Path) -> anyhow::Result<(File, bool)> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
-        if let Ok(f) = OpenOptions::new().read(true).custom_flags(direct).open(path) {
-            return Ok((f, true));
-        }
-        // tmpfs and some others refuse O_DIRECT: drop the file's cached pages instead.
-        let f = File::open(path).context("cannot reopen scratch file")?;
-        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).context("posix_fadvise(DONTNEED) failed")?;
-        Ok((f, false))
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        Ok((OpenOptions::new().read(true).open(path).context("cannot reopen scratch file")?, false))
-    }
 }

@@ -1,0 +1,110 @@
+//! `/proc/meminfo` and the memory cgroup (v2 or v1), which Linux and Android share.
+
+use anyhow::Context;
+use prima_host::os::Memory;
+
+/// The fields of `/proc/meminfo` that planning needs, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    pub total: u64,
+    /// `MemAvailable` (Linux 3.14 and later), or free plus cached before it.
+    pub available: u64,
+    pub swap_free: u64,
+}
+
+impl MemInfo {
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let field = |name: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))?;
+            let kib: u64 = line[name.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
+            kib.checked_mul(1024)
+        };
+        let total = field("MemTotal").context("/proc/meminfo has no MemTotal")?;
+        let available = field("MemAvailable").or_else(|| Some(field("MemFree")? + field("Cached")?)).unwrap_or(0);
+        Ok(Self { total, available, swap_free: field("SwapFree").unwrap_or(0) })
+    }
+
+    pub fn read() -> anyhow::Result<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/meminfo").context("cannot read /proc/meminfo")?)
+    }
+}
+
+/// Linux's rule: `MemAvailable`, capped by the headroom left under any
+/// cgroup limit this process runs in.
+pub fn memory() -> anyhow::Result<Memory> {
+    let info = MemInfo::read()?;
+    Ok(with_cgroup(info, info.available))
+}
+
+/// `available` (already reduced by any OS rule) capped by the process's
+/// cgroup, as a [`Memory`].
+pub fn with_cgroup(info: MemInfo, available: u64) -> Memory {
+    let cgroup = cgroup_headroom(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    Memory {
+        total: info.total,
+        available: cgroup.map_or(available, |(limit, used)| available.min(limit.saturating_sub(used))),
+        swap_free: info.swap_free,
+        cgroup_limit: cgroup.map(|c| c.0),
+        unified: false,
+    }
+}
+
+/// `(limit, usage)` of the memory cgroup named in `/proc/self/cgroup`'s
+/// text, v2 first, then v1; `None` when unlimited or absent.
+pub fn cgroup_headroom(self_cgroup: &str) -> Option<(u64, u64)> {
+    let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    for line in self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (limit, usage) = if controllers.is_empty() {
+            let base = format!("/sys/fs/cgroup{path}");
+            (read(format!("{base}/memory.max")), read(format!("{base}/memory.current")))
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let base = format!("/sys/fs/cgroup/memory{path}");
+            let root = "/sys/fs/cgroup/memory".to_string();
+            let limit =
+                read(format!("{base}/memory.limit_in_bytes")).or_else(|| read(format!("{root}/memory.limit_in_bytes")));
+            let usage =
+                read(format!("{base}/memory.usage_in_bytes")).or_else(|| read(format!("{root}/memory.usage_in_bytes")));
+            (limit, usage)
+        } else {
+            continue;
+        };
+        // "max" (v2) or a huge page-rounded number (v1) means no limit.
+        let limit: u64 = limit?.parse().ok().filter(|&l: &u64| l < (1 << 60))?;
+        return Some((limit, usage.and_then(|u| u.parse().ok()).unwrap_or(0)));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_fields_are_read_in_bytes() {
+        let text =
+            "MemTotal:       16384 kB\nMemFree:     1000 kB\nMemAvailable:    8192 kB\nCached: 10 kB\nSwapFree: 4 kB\n";
+        let m = MemInfo::parse(text).unwrap();
+        assert_eq!(m, MemInfo { total: 16384 * 1024, available: 8192 * 1024, swap_free: 4096 });
+    }
+
+    #[test]
+    fn old_kernels_without_memavailable_count_free_and_cached() {
+        let m = MemInfo::parse("MemTotal: 100 kB\nMemFree: 10 kB\nCached: 20 kB\n").unwrap();
+        assert_eq!(m.available, 30 * 1024);
+        assert_eq!(m.swap_free, 0);
+    }
+
+    #[test]
+    fn meminfo_without_total_is_a_named_error() {
+        let e = MemInfo::parse("MemFree: 10 kB\n").unwrap_err();
+        assert!(e.to_string().contains("MemTotal"), "{e}");
+    }
+
+    #[test]
+    fn this_machine_reports_memory() {
+        let m = memory().unwrap();
+        assert!(m.total > 0 && m.available <= m.total.max(m.cgroup_limit.unwrap_or(0)), "{m:?}");
+    }
+}
