@@ -3,7 +3,9 @@
 //! (four tokens per tile). Run with `cargo bench -p prima-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use prima_core::kernels::matmul::{matmul, Acts, Matrix};
 use prima_core::kernels::{CpuCaps, Kernels, TILE};
+use prima_core::parallel::Serial;
 use prima_core::quant::q8::quantize_row;
 use prima_core::quant::random_row;
 use prima_core::sampler::Rng;
@@ -68,5 +70,33 @@ fn bench_tiles(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tiles);
+/// Decode's matrix-vector product over a matrix far larger than the caches,
+/// as a layer's weights stream from memory: what prefetching decides. Row
+/// widths are those of 2B to 8B models' matrices.
+fn bench_streaming(c: &mut Criterion) {
+    let mut rng = Rng::new(2);
+    let mut group = c.benchmark_group("matvec_streaming");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2)).sample_size(10);
+    let k = Kernels::detect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+        for n_in in [2048, 4096, 14336] {
+            // 64 distinct rows repeated to 64 MiB: random data is slow to make.
+            let distinct: Vec<u8> = (0..64).flat_map(|_| random_row(ty, n_in, &mut rng)).collect();
+            let n_out = ((64 << 20) / ty.row_bytes(n_in)).div_ceil(64) * 64;
+            let data = distinct.repeat(n_out / 64);
+            let w = Matrix { ty, n_in, n_out, data: &data };
+            let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let mut acts = Acts::default();
+            acts.encode(ty.act_format(), &x, n_in, &Serial);
+            let mut out = vec![0.0; n_out];
+            group.throughput(Throughput::Bytes(data.len() as u64));
+            group.bench_function(BenchmarkId::new(format!("{ty}/{}", k.name()), n_in), |b| {
+                b.iter(|| matmul(&k, black_box(&w), &acts, &mut out, &mut Vec::new(), &Serial))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_tiles, bench_streaming);
 criterion_main!(benches);
