@@ -44,6 +44,9 @@ cleanup() {
         rmdir "$cg/prima-alone" 2>/dev/null || true
     done
     ip link del prima-br0 2>/dev/null || true
+    # The last run's logs and JSON stay for a look.
+    rm -rf /tmp/prima-cluster-last && mkdir -p /tmp/prima-cluster-last
+    cp "$work"/*.log "$work"/*.json /tmp/prima-cluster-last/ 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -95,8 +98,8 @@ for i in $(seq 1 $((n - 1))); do
         2>"$work/proxy$i.log" &
     pids+=($!)
     ring+=("10.88.0.$((10 + i)):9001")
-done
-for i in $(seq 1 $((n - 1))); do
+    # One at a time: each worker profiles itself on start, and on this one
+    # VM concurrent profiles would measure each other, not the device.
     for _ in $(seq 100); do grep -q "listening on" "$work/worker$i.log" && break; sleep 0.1; done
 done
 ring_flag=$(IFS=,; echo "${ring[*]}")
@@ -115,7 +118,7 @@ on_device 0 /usr/bin/env time -f "%M" -o "$work/head-rss" \
     "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads \
     --ring "$ring_flag" --json >"$work/ring.json" 2>"$work/head.log" || { cat "$work/head.log" >&2; exit 1; }
 
-grep -h "Halda\|notice" "$work/head.log" >&2 || true
+grep -h "Halda\|notice\|MiB available" "$work/head.log" >&2 || true
 report=()
 for i in $(seq 0 $((n - 1))); do
     d=$cg/prima-d$i
@@ -154,8 +157,12 @@ names = [d["name"] for d in ring["ring"]["devices"]]
 for name, cap, rss, peak, faults, fails, oom, swap in rows:
     used = name == "head" or any(f"({name}," in x for x in names)
     print(f"| {name} | {'yes' if used else 'dropped'} | {cap} | {int(rss) / 1024:.0f} | {peak} | {faults} | {fails} | {oom} | {swap} |")
+print("per token, measured (Halda's prediction):")
 for d in ring["ring"]["devices"]:
-    print(f"  {d['name']}: compute {d['compute_ms']:.0f} ms, network wait {d['network_ms']:.0f} ms, disk {d['disk_ms']:.0f} ms")
+    m, h = d.get("per_token") or {}, d.get("predicted_per_token") or {}
+    print(f"  {d['name']}: compute {m.get('compute_ms', 0):.1f} ({h.get('compute_ms', 0):.1f}) ms,"
+          f" network wait {m.get('network_ms', 0):.1f} (hop {h.get('hop_ms', 0):.1f}) ms,"
+          f" disk {m.get('disk_ms', 0):.1f} ({h.get('disk_ms', 0):.1f}) ms")
 ok = abs(p - t) / t <= 0.15 and all(r[6] == "0" for r in rows) and all(r[7] in ("0", "") for r in rows)
 print("no OOM kills:", all(r[6] == "0" for r in rows), "| no swap:", all(r[7] in ("0", "") for r in rows))
 print("checks:", "PASS" if ok else "FAIL")

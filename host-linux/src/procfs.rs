@@ -50,31 +50,42 @@ pub fn with_cgroup(info: MemInfo, available: u64) -> Memory {
 }
 
 /// `(limit, usage)` of the memory cgroup named in `/proc/self/cgroup`'s
-/// text, v2 first, then v1; `None` when unlimited or absent.
+/// text, v2 first, then v1; `None` when unlimited or absent. Usage leaves
+/// out inactive file pages: the cgroup reclaims them before it fails an
+/// allocation, as `MemAvailable` counts them available.
 pub fn cgroup_headroom(self_cgroup: &str) -> Option<(u64, u64)> {
-    let read = |p: String| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
     for line in self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let (limit, usage) = if controllers.is_empty() {
+        let (limit, usage, stat, inactive_key) = if controllers.is_empty() {
             let base = format!("/sys/fs/cgroup{path}");
-            (read(format!("{base}/memory.max")), read(format!("{base}/memory.current")))
+            let at = |f: &str| read(&format!("{base}/{f}"));
+            (at("memory.max"), at("memory.current"), at("memory.stat"), "inactive_file")
         } else if controllers.split(',').any(|c| c == "memory") {
             let base = format!("/sys/fs/cgroup/memory{path}");
-            let root = "/sys/fs/cgroup/memory".to_string();
-            let limit =
-                read(format!("{base}/memory.limit_in_bytes")).or_else(|| read(format!("{root}/memory.limit_in_bytes")));
-            let usage =
-                read(format!("{base}/memory.usage_in_bytes")).or_else(|| read(format!("{root}/memory.usage_in_bytes")));
-            (limit, usage)
+            let at = |f: &str| read(&format!("{base}/{f}")).or_else(|| read(&format!("/sys/fs/cgroup/memory/{f}")));
+            (at("memory.limit_in_bytes"), at("memory.usage_in_bytes"), at("memory.stat"), "total_inactive_file")
         } else {
             continue;
         };
         // "max" (v2) or a huge page-rounded number (v1) means no limit.
-        let limit: u64 = limit?.parse().ok().filter(|&l: &u64| l < (1 << 60))?;
-        return Some((limit, usage.and_then(|u| u.parse().ok()).unwrap_or(0)));
+        // A v2 line on a hybrid system may name a group with no memory
+        // files; the v1 memory line may follow.
+        let Some(limit) = limit.and_then(|l| l.parse::<u64>().ok()) else { continue };
+        if limit >= 1 << 60 {
+            return None;
+        }
+        let usage: u64 = usage.and_then(|u| u.parse().ok()).unwrap_or(0);
+        let inactive = stat.as_deref().and_then(|s| stat_field(s, inactive_key)).unwrap_or(0);
+        return Some((limit, usage.saturating_sub(inactive)));
     }
     None
+}
+
+/// A `key value` line's value in a cgroup `memory.stat`.
+pub fn stat_field(stat: &str, key: &str) -> Option<u64> {
+    stat.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -100,6 +111,14 @@ mod tests {
     fn meminfo_without_total_is_a_named_error() {
         let e = MemInfo::parse("MemFree: 10 kB\n").unwrap_err();
         assert!(e.to_string().contains("MemTotal"), "{e}");
+    }
+
+    #[test]
+    fn cgroup_stat_fields_are_found_by_exact_key() {
+        let stat = "inactive_file 10\ntotal_inactive_file 4096\nactive_file 7\n";
+        assert_eq!(stat_field(stat, "total_inactive_file"), Some(4096));
+        assert_eq!(stat_field(stat, "inactive_file"), Some(10));
+        assert_eq!(stat_field(stat, "inactive"), None);
     }
 
     #[test]

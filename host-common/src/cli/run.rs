@@ -139,7 +139,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Each ring device's layers and where its time went, as JSON (and on
-/// stderr when `print`).
+/// stderr when `print`): in all, per decode step, and as Halda predicted.
 fn ring_report(ring: &Ring<'_, '_>, print: bool) -> serde_json::Value {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let devices: Vec<_> = ring
@@ -156,10 +156,28 @@ fn ring_report(ring: &Ring<'_, '_>, print: bool) -> serde_json::Value {
                     ms(d.times.network),
                     ms(d.times.disk)
                 );
+                if let (Some(m), Some(p)) = (d.per_decode_step, d.predicted) {
+                    eprintln!(
+                        "{:<40} per token: compute {:.1} ms (Halda {:.1}) | network wait {:.1} | disk {:.1} (Halda {:.1})",
+                        "",
+                        ms(m.compute),
+                        p.compute_s * 1e3,
+                        ms(m.network),
+                        ms(m.disk),
+                        p.disk_s * 1e3
+                    );
+                }
             }
+            let step = d.per_decode_step.map(|t| {
+                json!({"compute_ms": ms(t.compute), "network_ms": ms(t.network), "disk_ms": ms(t.disk)})
+            });
+            let predicted = d.predicted.map(|t| {
+                json!({"compute_ms": t.compute_s * 1e3, "hop_ms": t.network_s * 1e3, "disk_ms": t.disk_s * 1e3})
+            });
             json!({"name": d.name, "layers": layers, "compute_ms": ms(d.times.compute),
-                   "network_ms": ms(d.times.network), "disk_ms": ms(d.times.disk)})
+                   "network_ms": ms(d.times.network), "disk_ms": ms(d.times.disk),
+                   "per_token": step, "predicted_per_token": predicted})
         })
         .collect();
-    json!({ "k": ring.plan.k, "predicted_ms_per_token": ring.predicted_tpot.map(|s| s * 1e3), "devices": devices })
+    json!({ "k": ring.plan.k, "predicted_ms_per_token": ring.predicted_tpot().map(|s| s * 1e3), "devices": devices })
 }

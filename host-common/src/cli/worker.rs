@@ -51,6 +51,13 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", cache_dir.display()))?;
     let profile = profiler::run(&opts, &pool, &mut |_| {})?;
     drop(pool);
+    eprintln!(
+        "profiled {}: {} kernels, {} MiB available, disk {:.0} MB/s",
+        profile.name,
+        profile.kernels,
+        profile.ram_available_bytes >> 20,
+        profile.disk_seq_read_bytes_per_s / 1e6
+    );
     let peer_timeout = std::time::Duration::from_secs_f64(a.peer_timeout);
     serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout })
 }

@@ -219,6 +219,22 @@ impl Driver {
 
     /// Waits for bytes from the predecessor, a control report, the node's
     /// timeout or a liveness check, whichever comes first.
+    /// Handles every report already waiting (workers' stats, liveness).
+    pub fn drain_inbound(&mut self) -> anyhow::Result<()> {
+        while let Ok(ev) = self.inbound.try_recv() {
+            if let Some(step) = self.on_inbound(ev)? {
+                bail!(
+                    "the ring ended: {}",
+                    match step {
+                        Step::Ended(why) => why,
+                        Step::Output { .. } => "an output arrived early".into(),
+                    }
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn wait(&mut self) -> anyhow::Result<Option<Step>> {
         while let Ok(ev) = self.inbound.try_recv() {
             if let Some(step) = self.on_inbound(ev)? {

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use prima_core::cost::ModelCost;
-use prima_core::halda::{solve, Problem};
+use prima_core::halda::{self, solve, Problem};
 use prima_core::profile::{DeviceProfile, LinkProfile, PROFILE_VERSION};
 use prima_core::ring::node::{Node, RingPlan};
 use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder, LayerRange};
@@ -52,8 +52,8 @@ pub struct Handshake {
     /// Ring position → index into the head + `addrs` (0 is the head).
     pub kept: Vec<usize>,
     pub plan: RingPlan,
-    /// Halda's predicted time per token, when Halda planned.
-    pub predicted_tpot: Option<f64>,
+    /// Halda's plan, when Halda planned (not `--layer-window`).
+    pub prediction: Option<halda::Plan>,
     opts: RingOptions,
 }
 
@@ -70,7 +70,7 @@ impl Handshake {
         }
         let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
         let n_layer = cost.layers.len();
-        let (kept, sizes, k, predicted_tpot) = match &opts.windows {
+        let (kept, sizes, k, prediction) = match &opts.windows {
             Some(w) => {
                 if w.len() != peers.len() + 1 {
                     bail!(
@@ -110,14 +110,26 @@ impl Handshake {
                     plan.k,
                     plan.tpot_s * 1e3
                 );
-                (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan.tpot_s))
+                for (p, d) in profiles.iter().zip(&problem.devices) {
+                    let mib = |b: f64| b / (1u64 << 20) as f64;
+                    eprintln!(
+                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights, {:.2} ms per layer, disk {:.0} MB/s, hop {:.2} ms",
+                        p.name,
+                        mib(p.ram_available_bytes as f64),
+                        mib(d.budget_bytes),
+                        d.layer_s * 1e3,
+                        d.disk_bytes_per_s / 1e6,
+                        d.hop_s * 1e3
+                    );
+                }
+                (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan))
             }
         };
         if k > MAX_ROUNDS {
             bail!("{k} rounds per token; a plan message carries at most {MAX_ROUNDS} windows per device (use larger windows)");
         }
         let plan = RingPlan::from_windows(&sizes, k).map_err(|_| anyhow!("bad windows {sizes:?} × {k} rounds"))?;
-        Ok(Self { rt, peers, kept, plan, predicted_tpot, opts })
+        Ok(Self { rt, peers, kept, plan, prediction, opts })
     }
 
     /// What the head holds: its windows, the embedding and the output head.
@@ -145,7 +157,7 @@ impl Handshake {
         g: &Gguf<'_>,
     ) -> anyhow::Result<Ring<'m, 'a>> {
         let names = self.names();
-        let Self { rt, mut peers, kept, plan, opts, predicted_tpot } = self;
+        let Self { rt, mut peers, kept, plan, opts, prediction } = self;
         let n = kept.len();
         let session = session_id();
         let model_id = weights::fingerprint(g);
@@ -272,7 +284,9 @@ impl Handshake {
             outs,
             sockets,
             plan,
-            predicted_tpot,
+            prediction,
+            decode_from: None,
+            decode_steps: 0,
             seq: 0,
             pos: 0,
             n_batch: 512,
@@ -332,8 +346,12 @@ pub struct Ring<'m, 'a> {
     outs: Vec<Writer>,
     sockets: Vec<std::net::TcpStream>,
     pub plan: RingPlan,
-    /// Halda's prediction, when Halda planned.
-    pub predicted_tpot: Option<f64>,
+    /// Halda's plan and its prediction, when Halda planned.
+    pub prediction: Option<halda::Plan>,
+    /// Every device's times when the first one-token eval began, so decode
+    /// can be told apart from the prompt.
+    decode_from: Option<Vec<Times>>,
+    decode_steps: usize,
     seq: u32,
     pos: usize,
     /// Largest number of tokens sent round the ring at once.
@@ -346,7 +364,12 @@ pub struct Ring<'m, 'a> {
 pub struct DeviceReport {
     pub name: String,
     pub layers: Vec<Range<usize>>,
+    /// Everything so far, prompt included.
     pub times: Times,
+    /// Per one-token eval (decode step), when there were any.
+    pub per_decode_step: Option<Times>,
+    /// Halda's per-token prediction for this device, when Halda planned.
+    pub predicted: Option<halda::DeviceTime>,
 }
 
 impl Ring<'_, '_> {
@@ -364,6 +387,13 @@ impl Ring<'_, '_> {
                 self.pos + tokens.len(),
                 self.layers.kv.n_ctx
             );
+        }
+        if tokens.len() == 1 {
+            if self.decode_from.is_none() {
+                self.driver.drain_inbound()?;
+                self.decode_from = Some(self.all_times());
+            }
+            self.decode_steps += 1;
         }
         let mut logits = Vec::new();
         let n_chunks = tokens.len().div_ceil(self.n_batch.max(1));
@@ -399,14 +429,34 @@ impl Ring<'_, '_> {
 
     /// Where each device's time went (workers report every half second).
     pub fn report(&self) -> Vec<DeviceReport> {
-        let d = &self.driver;
+        let now = self.all_times();
         (0..self.plan.devices())
             .map(|i| DeviceReport {
-                name: d.names[i].clone(),
+                name: self.driver.names[i].clone(),
                 layers: self.plan.windows[i].clone(),
-                times: if i == 0 { d.times } else { d.peer_times[i] },
+                times: now[i],
+                per_decode_step: self.decode_from.as_ref().filter(|_| self.decode_steps > 0).map(|from| {
+                    let n = self.decode_steps as u32;
+                    let d = |a: Duration, b: Duration| a.saturating_sub(b) / n;
+                    Times {
+                        compute: d(now[i].compute, from[i].compute),
+                        network: d(now[i].network, from[i].network),
+                        disk: d(now[i].disk, from[i].disk),
+                    }
+                }),
+                predicted: self.prediction.as_ref().and_then(|p| p.times.get(i).copied()),
             })
             .collect()
+    }
+
+    /// Halda's predicted seconds per token, when Halda planned.
+    pub fn predicted_tpot(&self) -> Option<f64> {
+        self.prediction.as_ref().map(|p| p.tpot_s)
+    }
+
+    fn all_times(&self) -> Vec<Times> {
+        let d = &self.driver;
+        (0..self.plan.devices()).map(|i| if i == 0 { d.times } else { d.peer_times[i] }).collect()
     }
 }
 
