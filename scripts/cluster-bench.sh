@@ -34,21 +34,40 @@ disk=$(stat -c '%t:%T' "$(df --output=source "$PWD" | tail -1)" | python3 -c 'im
 n=${#caps_mb[@]}
 pids=()
 
-cleanup() {
+# Kills every process in memory cgroup $1 and removes it (and its blkio
+# twin). By cgroup, not by `$!`: that names the subshell around on_device,
+# and workers that outlived a run kept their memory charged to the next
+# run's cgroup of the same name, so later runs planned with less and less.
+stop_cgroup() {
+    [ -d "$cg/$1" ] || return 0
+    for _ in $(seq 50); do
+        [ -n "$(cat "$cg/$1/cgroup.procs")" ] || break   # (cgroupfs files have size 0)
+        xargs -r kill -9 <"$cg/$1/cgroup.procs" 2>/dev/null || true
+        sleep 0.1
+    done
+    rmdir "$cg/$1" 2>/dev/null || true
+    rmdir "$blk/$1" 2>/dev/null || true
+}
+
+teardown() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
     for i in $(seq 0 $((n - 1))); do
+        stop_cgroup "prima-d$i"
         ip netns del "prima-d$i" 2>/dev/null || true
         ip link del "prv$i" 2>/dev/null || true
-        rmdir "$cg/prima-d$i" "$blk/prima-d$i" 2>/dev/null || true
-        rmdir "$cg/prima-alone" 2>/dev/null || true
     done
+    stop_cgroup prima-alone
     ip link del prima-br0 2>/dev/null || true
+}
+
+cleanup() {
+    teardown
     # The last run's logs and JSON stay for a look.
     rm -rf /tmp/prima-cluster-last && mkdir -p /tmp/prima-cluster-last
     cp "$work"/*.log "$work"/*.json /tmp/prima-cluster-last/ 2>/dev/null || true
     rm -rf "$work"
 }
+teardown   # what an interrupted earlier run left behind
 trap cleanup EXIT
 
 "$prima" synth --like .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf -o "$model" \
