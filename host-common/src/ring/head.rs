@@ -421,7 +421,10 @@ impl Ring<'_, '_> {
             let start = logits.len();
             logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
             let (ws, pool) = (&mut self.layers.ws, self.layers.pool);
+            // The output head is the head's compute too (Halda's prediction counts it).
+            let t = Instant::now();
             pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(|e| anyhow!("{e}"))?;
+            self.driver.times.compute += t.elapsed();
             self.hidden = hidden;
         }
         Ok(logits)
