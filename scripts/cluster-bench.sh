@@ -32,7 +32,6 @@ cg=/sys/fs/cgroup/memory
 blk=/sys/fs/cgroup/blkio
 disk=$(stat -c '%t:%T' "$(df --output=source "$PWD" | tail -1)" | python3 -c 'import sys; a,b=sys.stdin.read().strip().split(":"); print(f"{int(a,16)}:{int(b,16)}")')
 n=${#caps_mb[@]}
-pids=()
 
 # Kills every process in memory cgroup $1 and removes it (and its blkio
 # twin). By cgroup, not by `$!`: that names the subshell around on_device,
@@ -50,7 +49,6 @@ stop_cgroup() {
 }
 
 teardown() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for i in $(seq 0 $((n - 1))); do
         stop_cgroup "prima-d$i"
         ip netns del "prima-d$i" 2>/dev/null || true
@@ -112,10 +110,8 @@ declare -a worker_pid
 for i in $(seq 1 $((n - 1))); do
     on_device $i env PRIMA_CACHE="$work/cache$i" "$prima" worker --listen 127.0.0.1:9000 -t $threads \
         --name "dev$i" 2>"$work/worker$i.log" &
-    pids+=($!)
     on_device $i "$prima" delay-proxy --listen 10.88.0.$((10 + i)):9001 --to 127.0.0.1:9000 --delay-ms $delay_ms \
         2>"$work/proxy$i.log" &
-    pids+=($!)
     ring+=("10.88.0.$((10 + i)):9001")
     # One at a time: each worker profiles itself on start, and on this one
     # VM concurrent profiles would measure each other, not the device.

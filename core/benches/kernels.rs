@@ -7,7 +7,7 @@ use prima_core::kernels::matmul::{matmul, Acts, Matrix};
 use prima_core::kernels::{CpuCaps, Kernels, TILE};
 use prima_core::parallel::Serial;
 use prima_core::quant::q8::quantize_row;
-use prima_core::quant::random_row;
+use prima_core::quant::{random_matrix, random_row};
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;
 use std::hint::black_box;
@@ -80,10 +80,7 @@ fn bench_streaming(c: &mut Criterion) {
     let k = Kernels::detect();
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
         for n_in in [2048, 4096, 14336] {
-            // 64 distinct rows repeated to 64 MiB: random data is slow to make.
-            let distinct: Vec<u8> = (0..64).flat_map(|_| random_row(ty, n_in, &mut rng)).collect();
-            let n_out = ((64 << 20) / ty.row_bytes(n_in)).div_ceil(64) * 64;
-            let data = distinct.repeat(n_out / 64);
+            let (data, n_out) = random_matrix(ty, n_in, 64 << 20, 64, &mut rng);
             let w = Matrix { ty, n_in, n_out, data: &data };
             let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
             let mut acts = Acts::default();

@@ -209,18 +209,9 @@ fn plan_names_bad_profiles() {
 
 /// Starts `prima worker` on a free loopback port and returns it with its address.
 fn start_worker() -> (std::process::Child, String) {
-    use std::io::BufRead;
     let mut child =
         prima().args(["worker", "--listen", "127.0.0.1:0"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("worker exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("prima worker listening on ") {
-            break a.to_string();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let addr = worker_address(&mut child);
     (child, addr)
 }
 

@@ -3,7 +3,7 @@
 //! must end the run with an error that names it.
 
 use prima_tests::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,15 +39,7 @@ impl Worker {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("worker exited before listening").unwrap();
-            if let Some(a) = line.strip_prefix("prima worker listening on ") {
-                break a.to_string();
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let addr = worker_address(&mut child);
         Self { child, addr, cache }
     }
 }

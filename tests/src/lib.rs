@@ -125,3 +125,20 @@ pub fn target_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Com
 pub fn target_cc() -> std::process::Command {
     std::process::Command::new(std::env::var("PRIMA_TEST_CC").unwrap_or_else(|_| "cc".into()))
 }
+
+/// The address a `prima worker` child (spawned with piped stderr) listens
+/// on, read from its log; the rest of the log is drained on a thread so the
+/// worker never blocks on a full pipe.
+pub fn worker_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("the worker's stderr is piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("worker exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("prima worker listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    addr
+}

@@ -11,7 +11,7 @@ mod synthetic;
 mod tests;
 
 pub use decode::{decode_block256, decode_block32, decode_levels256, k_scales, Block256, Block32, KScales};
-pub use synthetic::random_row;
+pub use synthetic::{random_matrix, random_row};
 
 /// Tensor element types as numbered by GGUF/ggml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

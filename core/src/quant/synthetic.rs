@@ -5,6 +5,16 @@ use alloc::vec::Vec;
 use super::GgmlType;
 use crate::sampler::Rng;
 
+/// At least `bytes` of `ty` rows, `n` weights each: `distinct` random rows
+/// repeated (making random data for a whole matrix larger than the caches
+/// is slow). Returns the matrix and its row count, a multiple of `distinct`.
+pub fn random_matrix(ty: GgmlType, n: usize, bytes: usize, distinct: usize, rng: &mut Rng) -> (Vec<u8>, usize) {
+    let distinct = distinct.max(1);
+    let rows: Vec<u8> = (0..distinct).flat_map(|_| random_row(ty, n, rng)).collect();
+    let n_out = (bytes / ty.row_bytes(n).max(1)).div_ceil(distinct).max(1) * distinct;
+    (rows.repeat(n_out / distinct), n_out)
+}
+
 /// A row of `n` random weights of `ty`: random levels with small finite
 /// scales, for kernel tests, benchmarks and the profiler (speed does not
 /// depend on the values, but NaN or denormal scales would slow some CPUs).

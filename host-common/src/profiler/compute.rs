@@ -3,7 +3,7 @@
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
 use prima_core::kernels::Kernels;
 use prima_core::parallel::for_each_chunk_mut;
-use prima_core::quant::random_row;
+use prima_core::quant::random_matrix;
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;
 use std::time::{Duration, Instant};
@@ -30,9 +30,7 @@ const PRODUCTS_PER_CALL: usize = 8;
 /// (and the fastest of several) overstated layers by 10-15% with 2 threads.
 pub fn matvec_flops(kernels: &Kernels, pool: &Pool, ty: GgmlType, budget: Duration) -> f64 {
     let mut rng = Rng::new(ty.id() as u64);
-    let rows: Vec<u8> = (0..DISTINCT_ROWS).flat_map(|_| random_row(ty, N_IN, &mut rng)).collect();
-    let n_out = (PROBE_BYTES / ty.row_bytes(N_IN)).div_ceil(DISTINCT_ROWS) * DISTINCT_ROWS;
-    let data = rows.repeat(n_out / DISTINCT_ROWS);
+    let (data, n_out) = random_matrix(ty, N_IN, PROBE_BYTES, DISTINCT_ROWS, &mut rng);
     let slice_rows = n_out / PRODUCTS_PER_CALL;
     let slices: Vec<Matrix<'_>> = data
         .chunks(slice_rows * ty.row_bytes(N_IN))

@@ -217,29 +217,30 @@ impl Driver {
         }
     }
 
-    /// Waits for bytes from the predecessor, a control report, the node's
-    /// timeout or a liveness check, whichever comes first.
     /// Handles every report already waiting (workers' stats, liveness).
     pub fn drain_inbound(&mut self) -> anyhow::Result<()> {
-        while let Ok(ev) = self.inbound.try_recv() {
-            if let Some(step) = self.on_inbound(ev)? {
-                bail!(
-                    "the ring ended: {}",
-                    match step {
-                        Step::Ended(why) => why,
-                        Step::Output { .. } => "an output arrived early".into(),
-                    }
-                );
-            }
+        match self.handle_waiting()? {
+            None => Ok(()),
+            Some(Step::Ended(why)) => bail!("the ring ended: {why}"),
+            Some(Step::Output { .. }) => bail!("the ring ended: an output arrived early"),
         }
-        Ok(())
     }
 
-    fn wait(&mut self) -> anyhow::Result<Option<Step>> {
+    /// Handles the reports already waiting, up to the first that ends a step.
+    fn handle_waiting(&mut self) -> anyhow::Result<Option<Step>> {
         while let Ok(ev) = self.inbound.try_recv() {
             if let Some(step) = self.on_inbound(ev)? {
                 return Ok(Some(step));
             }
+        }
+        Ok(None)
+    }
+
+    /// Waits for bytes from the predecessor, a control report, the node's
+    /// timeout or a liveness check, whichever comes first.
+    fn wait(&mut self) -> anyhow::Result<Option<Step>> {
+        if let Some(step) = self.handle_waiting()? {
+            return Ok(Some(step));
         }
         let start = Instant::now();
         let busy = self.node.poll_timeout().is_some();

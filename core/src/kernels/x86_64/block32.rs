@@ -3,15 +3,11 @@
 //! every loaded activation block is reused from registers `T` (or `R`) times,
 //! and the `R * T` accumulator chains run independently.
 
-use super::{f16_at, hsum, load32, nibbles};
+use super::{f16_at, hsum, load32, nibbles, PREFETCH_BYTES};
 use crate::kernels::shared::{layout, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1};
 use crate::kernels::{TileFn, TileOut};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
-
-/// The least distance ahead of the current block that weight rows are
-/// prefetched: enough to cover DRAM latency at decode's streaming rate.
-pub(super) const PREFETCH_BYTES: usize = 4096;
 
 /// Bit `j` of the 4-byte little-endian `qh` as `0x10` (set) or `0` in byte `j`.
 #[inline]

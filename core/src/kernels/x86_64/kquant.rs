@@ -88,7 +88,7 @@ fn tile<const R: usize, const T: usize>(ty: GgmlType, n: usize, w: &[&[u8]], a: 
     let has_min = matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
     // The next tile's rows, at the same super-block, are prefetched while
     // this one runs (see block32's `tile`).
-    let ahead = (R * nb * wb).max(super::block32::PREFETCH_BYTES);
+    let ahead = (R * nb * wb).max(super::PREFETCH_BYTES);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut mins = [[0.0f32; T]; R];
     for sb in 0..nb {

@@ -4,6 +4,10 @@
 mod block32;
 mod kquant;
 
+/// The least distance ahead of the current block that the tile kernels
+/// prefetch weight rows: enough to cover DRAM latency at decode's rate.
+const PREFETCH_BYTES: usize = 4096;
+
 use super::{CpuCaps, TileFn, TileOut};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
