@@ -15,6 +15,14 @@ pub const RAM_SHARE: f64 = 0.9;
 /// thrashes (seen on the emulated cluster with 520 MB caps).
 pub const RUNTIME_RESERVE: f64 = 128.0 * 1024.0 * 1024.0;
 
+/// Bytes of layer weights a device with `ram_available_bytes` may keep in
+/// memory, after `reserved_bytes` of other weights (the head's embedding and
+/// output head). The plan and the device that runs it both use this, so a
+/// window Halda counted as resident is kept resident.
+pub fn weight_budget(ram_available_bytes: u64, reserved_bytes: f64) -> f64 {
+    (ram_available_bytes as f64 * RAM_SHARE - RUNTIME_RESERVE - reserved_bytes).max(0.0)
+}
+
 impl Problem {
     /// Devices in ring order (head first). Each device's layer time is the
     /// slower of its arithmetic (its throughput for every tensor type in the
@@ -45,7 +53,7 @@ impl Problem {
             devices.push(DeviceCosts {
                 layer_s,
                 hop_s,
-                budget_bytes: (p.ram_available_bytes as f64 * RAM_SHARE - RUNTIME_RESERVE - reserved).max(0.0),
+                budget_bytes: weight_budget(p.ram_available_bytes, reserved),
                 disk_bytes_per_s: p.disk_seq_read_bytes_per_s as f64,
                 overlaps_disk: p.page_cache != PageCacheClass::Unknown,
             });

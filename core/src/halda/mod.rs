@@ -8,14 +8,18 @@
 //! each kept device a window of `w_m >= 1` layers and runs `k` rounds per
 //! token, with `k * sum(w) = L`. Per round, device `m`:
 //! - computes its window: `w_m * layer_s_m`;
-//! - hands the activations on: `hop_s_m` (half its round trip plus the bytes
-//!   over its bandwidth; zero when it runs alone);
+//! - hands the activations on to the next kept device: `hop_m`. Only the
+//!   head's links are measured (each worker's round trip and bandwidth to
+//!   the head give its `hop_s`), so a hop to or from the head takes that
+//!   worker's `hop_s`, and a hop between two workers the mean of theirs.
+//!   A ring of `s` devices crosses `s` hops a round (the last worker hands
+//!   back to the head); a device alone crosses none;
 //! - holds `k * w_m` layers in total. What exceeds its memory budget is read
 //!   from disk again every token, `1/k` of it before each round:
 //!   `disk_m = max(0, k * w_m * b - budget_m) / k / disk_bw_m`. A window that
 //!   alone exceeds the budget is not allowed.
 //!
-//! With `c_m = w_m * layer_s_m + hop_s_m`, a device that can prefetch reads
+//! With `c_m = w_m * layer_s_m + hop_m`, a device that can prefetch reads
 //! its next window while the rest of the ring works, so the ring's period is
 //! `P = max(sum(c_m), max(c_m + disk_m))`: no shorter than the ring's work,
 //! and no shorter than any device's own read-then-compute cycle. A device
@@ -46,7 +50,7 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use from_profiles::{RAM_SHARE, RUNTIME_RESERVE};
+pub use from_profiles::{weight_budget, RAM_SHARE, RUNTIME_RESERVE};
 pub use solve::{solve, MAX_DEVICES};
 
 /// What the solver needs of one device, derived from its profile and the model.
@@ -54,7 +58,9 @@ pub use solve::{solve, MAX_DEVICES};
 pub struct DeviceCosts {
     /// Seconds to run one layer for one token (compute plus KV write).
     pub layer_s: f64,
-    /// Seconds to hand one token's activations to the next device.
+    /// Seconds to carry one token's activations between this device and the
+    /// head: half the measured round trip plus the bytes over the measured
+    /// bandwidth (the head's own is unused). See [`Problem::hop`].
     pub hop_s: f64,
     /// Bytes of layer weights the device can keep in memory.
     pub budget_bytes: f64,
@@ -78,6 +84,7 @@ pub struct Problem {
 /// One kept device's share of a token's time.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DeviceTime {
+    /// Its layers (on the head also the embedding row and the output head).
     pub compute_s: f64,
     pub network_s: f64,
     /// Time reading layers from disk (hidden behind others' work where it overlaps).
@@ -184,15 +191,35 @@ impl Problem {
         Ok(())
     }
 
-    /// Per-round work and read-then-compute cycle of device `m` with window
-    /// `w` in `k` rounds, or `None` when one window exceeds its budget.
-    /// `alone`: the device runs without a ring (no hop).
-    pub(crate) fn cycle(&self, m: usize, w: usize, k: usize, alone: bool) -> Option<(f64, f64, f64)> {
+    /// Seconds to hand one token's activations from device `from` to device
+    /// `to`: the measured head link of the worker when the head is one end,
+    /// else the mean of the two workers' (their own link is not measured).
+    pub fn hop(&self, from: usize, to: usize) -> f64 {
+        let (a, b) = (self.devices[from].hop_s, self.devices[to].hop_s);
+        match (from, to) {
+            (0, _) => b,
+            (_, 0) => a,
+            _ => (a + b) / 2.0,
+        }
+    }
+
+    /// Each kept device's hop out to the next one round the ring (none alone).
+    pub fn ring_hops(&self, devices: &[usize]) -> Vec<f64> {
+        if devices.len() < 2 {
+            return alloc::vec![0.0; devices.len()];
+        }
+        let next = devices.iter().skip(1).chain(devices.first());
+        devices.iter().zip(next).map(|(&a, &b)| self.hop(a, b)).collect()
+    }
+
+    /// Per-round work, read-then-compute cycle and disk time of device `m`
+    /// with window `w` in `k` rounds and a hop of `hop` seconds after it, or
+    /// `None` when one window exceeds its budget.
+    pub(crate) fn cycle(&self, m: usize, w: usize, k: usize, hop: f64) -> Option<(f64, f64, f64)> {
         let d = &self.devices[m];
         if w as f64 * self.layer_bytes > d.budget_bytes {
             return None;
         }
-        let hop = if alone { 0.0 } else { d.hop_s };
         let overflow = (k * w) as f64 * self.layer_bytes - d.budget_bytes;
         let disk = if overflow > 0.0 { overflow / k as f64 / d.disk_bytes_per_s } else { 0.0 };
         let work = w as f64 * d.layer_s + hop;
@@ -211,18 +238,18 @@ impl Problem {
         if !valid {
             return None;
         }
-        let alone = devices.len() == 1;
         let (mut ring, mut bottleneck) = (0.0f64, 0.0f64);
         let mut times = Vec::with_capacity(devices.len());
-        for (&m, &w) in devices.iter().zip(windows) {
-            let (work, cycle, disk) = self.cycle(m, w, k, alone)?;
+        for ((&m, &w), hop) in devices.iter().zip(windows).zip(self.ring_hops(devices)) {
+            let (work, cycle, disk) = self.cycle(m, w, k, hop)?;
             ring += work;
             bottleneck = bottleneck.max(cycle);
-            let d = &self.devices[m];
-            let network = if alone { 0.0 } else { d.hop_s };
             let kf = k as f64;
-            times.push(DeviceTime { compute_s: kf * w as f64 * d.layer_s, network_s: kf * network, disk_s: kf * disk });
+            let compute_s = kf * w as f64 * self.devices[m].layer_s;
+            times.push(DeviceTime { compute_s, network_s: kf * hop, disk_s: kf * disk });
         }
+        // The head's embedding row and output head are its compute too.
+        times[0].compute_s += self.head_s;
         let period = ring.max(bottleneck);
         let busy: f64 = times.iter().map(|t| t.compute_s + t.network_s).sum();
         let tpot_s = k as f64 * period + self.head_s;
@@ -233,7 +260,7 @@ impl Problem {
             gpu_layers: alloc::vec![0; devices.len()],
             tpot_s,
             times,
-            stall_s: (tpot_s - self.head_s - busy).max(0.0),
+            stall_s: (tpot_s - busy).max(0.0),
         })
     }
 }

@@ -18,10 +18,10 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
     let l = p.n_layer;
     let ks: Vec<usize> = (1..=l).filter(|&k| l.is_multiple_of(k)).collect();
     // tables[j][m][w - 1]: device m's read-then-compute cycle with window w
-    // in ks[j] rounds, in a ring (windows over its budget left out).
+    // in ks[j] rounds, before its hop (windows over its budget left out).
     let tables: Vec<Vec<Vec<f64>>> = ks
         .iter()
-        .map(|&k| (0..n).map(|m| (1..=l / k).map_while(|w| p.cycle(m, w, k, false).map(|c| c.1)).collect()).collect())
+        .map(|&k| (0..n).map(|m| (1..=l / k).map_while(|w| p.cycle(m, w, k, 0.0).map(|c| c.1)).collect()).collect())
         .collect();
     let mut best: Option<Plan> = None;
     // Largest subsets first: they usually give a good plan early, and a good
@@ -29,8 +29,8 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
     for mask in (0..(1u32 << (n - 1))).rev() {
         let devices: Vec<usize> = core::iter::once(0).chain((1..n).filter(|i| mask & (1 << (i - 1)) != 0)).collect();
         let s = devices.len();
-        let alone = s == 1;
-        let hops: f64 = if alone { 0.0 } else { devices.iter().map(|&m| p.devices[m].hop_s).sum() };
+        let hops = p.ring_hops(&devices);
+        let hop_sum: f64 = hops.iter().sum();
         let fastest = devices.iter().map(|&m| p.devices[m].layer_s).fold(f64::INFINITY, f64::min);
         let firsts: f64 = devices.iter().map(|&m| p.devices[m].layer_s).sum();
         for (&k, table) in ks.iter().zip(&tables) {
@@ -40,11 +40,11 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
             }
             // Every round crosses every hop and gives every kept device at
             // least one layer; the remaining layers go at best to the fastest.
-            let bound = k as f64 * (hops + firsts + (per_round - s) as f64 * fastest) + p.head_s;
+            let bound = k as f64 * (hop_sum + firsts + (per_round - s) as f64 * fastest) + p.head_s;
             if best.as_ref().is_some_and(|b| bound >= b.tpot_s) {
                 break; // the bound never falls as k grows (k * (firsts - s * fastest) >= 0)
             }
-            if let Some(plan) = solve_fixed(p, &devices, k, per_round, table) {
+            if let Some(plan) = solve_fixed(p, &devices, &hops, k, per_round, table) {
                 if best.as_ref().is_none_or(|b| plan.tpot_s < b.tpot_s) {
                     best = Some(plan);
                 }
@@ -54,20 +54,22 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
     best.ok_or(PlanError::Infeasible)
 }
 
-/// The best windows for kept `devices`, `k` rounds and `per_round` layers a round.
-/// `table` holds every device's cycles for this `k` in a ring.
-fn solve_fixed(p: &Problem, devices: &[usize], k: usize, per_round: usize, table: &[Vec<f64>]) -> Option<Plan> {
-    let alone = devices.len() == 1;
+/// The best windows for kept `devices` (each followed by its hop in `hops`),
+/// `k` rounds and `per_round` layers a round. `table` holds every device's
+/// cycles for this `k` before its hop.
+fn solve_fixed(
+    p: &Problem,
+    devices: &[usize],
+    hops: &[f64],
+    k: usize,
+    per_round: usize,
+    table: &[Vec<f64>],
+) -> Option<Plan> {
     let most = per_round + 1 - devices.len();
     // cycles[i][w - 1]: kept device i's read-then-compute cycle with a window of w.
-    // A device alone has no hop, so its cycles are not the ring table's.
-    let solo: Vec<f64> = match alone {
-        true => (1..=most).map_while(|w| p.cycle(devices[0], w, k, true).map(|c| c.1)).collect(),
-        false => Vec::new(),
-    };
-    let mut cycles: heapless::Vec<&[f64], MAX_DEVICES> = heapless::Vec::new();
-    for &m in devices {
-        let c: &[f64] = if alone { &solo } else { &table[m][..table[m].len().min(most)] };
+    let mut cycles: heapless::Vec<Vec<f64>, MAX_DEVICES> = heapless::Vec::new();
+    for (&m, &hop) in devices.iter().zip(hops) {
+        let c: Vec<f64> = table[m].iter().take(most).map(|c| c + hop).collect();
         if c.is_empty() {
             return None;
         }
@@ -79,7 +81,7 @@ fn solve_fixed(p: &Problem, devices: &[usize], k: usize, per_round: usize, table
     taus.dedup();
     let windows_at = |tau: f64| -> Option<(f64, Vec<usize>)> {
         let caps: Vec<usize> = cycles.iter().map(|c| c.partition_point(|&x| x <= tau)).collect();
-        greedy(p, devices, k, per_round, &caps)
+        greedy(p, devices, hops, k, per_round, &caps)
     };
     // First candidate whose least ring work fits under it (the crossing).
     let first = taus.partition_point(|&tau| windows_at(tau).is_none_or(|(work, _)| work > tau));
@@ -100,17 +102,23 @@ fn solve_fixed(p: &Problem, devices: &[usize], k: usize, per_round: usize, table
 /// its window, with a steeper slope past its memory budget when its reads do
 /// not overlap (convex: three linear pieces), so filling the cheapest pieces
 /// first is optimal.
-fn greedy(p: &Problem, devices: &[usize], k: usize, per_round: usize, caps: &[usize]) -> Option<(f64, Vec<usize>)> {
+fn greedy(
+    p: &Problem,
+    devices: &[usize],
+    hops: &[f64],
+    k: usize,
+    per_round: usize,
+    caps: &[usize],
+) -> Option<(f64, Vec<usize>)> {
     if caps.contains(&0) || caps.iter().sum::<usize>() < per_round {
         return None;
     }
     // (slope, device, layers) for each linear piece beyond the first layer:
     // layers that fit in memory, the one that overflows partly, the rest.
-    let alone = devices.len() == 1;
     let mut pieces: heapless::Vec<(f64, usize, usize), { 3 * MAX_DEVICES }> = heapless::Vec::new();
     for (i, (&m, &cap)) in devices.iter().zip(caps).enumerate() {
         let d = &p.devices[m];
-        let work = |w: usize| p.cycle(m, w, k, alone).map_or(f64::INFINITY, |c| c.0);
+        let work = |w: usize| p.cycle(m, w, k, 0.0).map_or(f64::INFINITY, |c| c.0);
         let fits =
             if d.overlaps_disk { cap } else { ((d.budget_bytes / (k as f64 * p.layer_bytes)) as usize).clamp(1, cap) };
         pieces.push((d.layer_s, i, fits - 1)).ok()?;
@@ -127,7 +135,11 @@ fn greedy(p: &Problem, devices: &[usize], k: usize, per_round: usize, caps: &[us
         windows[i] += take;
         left -= take;
     }
-    let total =
-        devices.iter().zip(&windows).map(|(&m, &w)| p.cycle(m, w, k, alone).map_or(f64::INFINITY, |c| c.0)).sum();
+    let total = devices
+        .iter()
+        .zip(&windows)
+        .zip(hops)
+        .map(|((&m, &w), &hop)| p.cycle(m, w, k, hop).map_or(f64::INFINITY, |c| c.0))
+        .sum();
     Some((total, windows))
 }

@@ -85,6 +85,28 @@ fn a_slow_device_is_dropped_and_a_fast_one_kept() {
     assert!((plan.tpot_s - (8e-3 + 1e-3)).abs() < 1e-12, "{}", plan.tpot_s);
 }
 
+/// Every hop of the ring costs a round: a ring of three crosses three (the
+/// last worker hands back to the head), the hop between two workers is the
+/// mean of their head links, and the head's own hop figure plays no part.
+#[test]
+fn every_hop_of_the_ring_is_counted() {
+    let p = problem(
+        vec![
+            device(1e-3, 9.0, 100.0, 1e9, true),
+            device(1e-3, 2e-3, 100.0, 1e9, true),
+            device(1e-3, 4e-3, 100.0, 1e9, true),
+        ],
+        6,
+    );
+    assert_eq!(p.ring_hops(&[0, 1, 2]), [2e-3, 3e-3, 4e-3]);
+    assert_eq!(p.ring_hops(&[0, 2]), [4e-3, 4e-3]);
+    assert_eq!(p.ring_hops(&[0]), [0.0]);
+    let plan = p.evaluate(&[0, 1, 2], &[2, 2, 2], 1).unwrap();
+    assert!((plan.tpot_s - (6e-3 + 9e-3 + 1e-3)).abs() < 1e-12, "{}", plan.tpot_s);
+    let network: Vec<f64> = plan.times.iter().map(|t| t.network_s).collect();
+    assert_eq!(network, [2e-3, 3e-3, 4e-3]);
+}
+
 /// When no device can hold its share, rounds (k > 1) with prefetch beat one
 /// round: each device reads its next window while the other computes.
 #[test]

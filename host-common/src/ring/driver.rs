@@ -3,6 +3,7 @@
 //! what the predecessor sent, with the clock the node itself lacks.
 
 use anyhow::{anyhow, bail};
+use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control};
 use prima_core::{KvCache, Model, Workspace};
@@ -93,28 +94,38 @@ impl LocalLayers<'_, '_> {
     }
 }
 
-/// The layers of `windows` that stay resident: as many as fit this device's
-/// memory budget (Halda's), in ring order, after `reserved` bytes of other
-/// weights (the head's embedding and output head). Streaming the rest, layer
-/// by layer, re-reads only what does not fit, as Halda's disk term assumes;
+/// The layers of `windows` that stay resident: as many as fit
+/// `budget_bytes` of weights, in ring order. Streaming the rest, layer by
+/// layer, re-reads only what does not fit, as Halda's disk term assumes;
 /// the first window stays, since nothing runs between it and the last one.
 pub fn resident_layers(
     windows: &[Range<usize>],
     layer_bytes: &BTreeMap<usize, Range<usize>>,
-    reserved: usize,
+    mut budget_bytes: f64,
 ) -> BTreeSet<usize> {
-    let available = crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX) as f64;
-    let mut budget = available * prima_core::halda::RAM_SHARE - prima_core::halda::RUNTIME_RESERVE - reserved as f64;
     let mut kept = BTreeSet::new();
     for l in windows.iter().flat_map(|w| w.clone()) {
         let bytes = layer_bytes.get(&l).map_or(0, |r| r.len()) as f64;
-        if bytes > budget {
+        if bytes > budget_bytes {
             break;
         }
-        budget -= bytes;
+        budget_bytes -= bytes;
         kept.insert(l);
     }
     kept
+}
+
+/// This device's weight budget, after `reserved` bytes of other weights: the
+/// one Halda planned with, from the memory the device profiled as available.
+/// Measuring again now would count this run's own mapped weights as used
+/// (seen on the emulated cluster: the head streamed a layer Halda had
+/// planned resident). Without a profile, what is available now.
+pub fn weight_budget(profile: Option<&DeviceProfile>, reserved: u64) -> f64 {
+    let available = match profile {
+        Some(p) if p.ram_available_bytes > 0 => p.ram_available_bytes,
+        _ => crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX),
+    };
+    prima_core::halda::weight_budget(available, reserved as f64)
 }
 
 /// Byte ranges of each `blk.N.` layer's tensors in `g`.

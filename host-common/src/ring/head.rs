@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::conn::{self, read_control, send_control, Writer, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, resident_layers, Driver, LocalLayers, Step, Times, POLL};
+use super::driver::{layer_bytes, resident_layers, weight_budget, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -110,16 +110,19 @@ impl Handshake {
                     plan.k,
                     plan.tpot_s * 1e3
                 );
-                for (p, d) in profiles.iter().zip(&problem.devices) {
+                for (i, (p, d)) in profiles.iter().zip(&problem.devices).enumerate() {
                     let mib = |b: f64| b / (1u64 << 20) as f64;
+                    let link = match i {
+                        0 => String::new(),
+                        _ => format!(", link to the head {:.2} ms", d.hop_s * 1e3),
+                    };
                     eprintln!(
-                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights, {:.2} ms per layer, disk {:.0} MB/s, hop {:.2} ms",
+                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights, {:.2} ms per layer, disk {:.0} MB/s{link}",
                         p.name,
                         mib(p.ram_available_bytes as f64),
                         mib(d.budget_bytes),
                         d.layer_s * 1e3,
                         d.disk_bytes_per_s / 1e6,
-                        d.hop_s * 1e3
                     );
                 }
                 (plan.devices.clone(), plan.windows.clone(), plan.k, Some(plan))
@@ -268,7 +271,8 @@ impl Handshake {
         };
         let layer_bytes = layer_bytes(g);
         let other: u64 = g.tensors().iter().filter(|t| layer_of(t.name).is_none()).map(|t| t.n_bytes).sum();
-        let resident = resident_layers(&plan.windows[0], &layer_bytes, other as usize);
+        let budget = weight_budget(opts.head_profile.as_ref(), other);
+        let resident = resident_layers(&plan.windows[0], &layer_bytes, budget);
         let layers = LocalLayers {
             model,
             kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),

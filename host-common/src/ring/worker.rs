@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::conn::{self, error_frame, read_control, send_control, Inbound, Writer, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, resident_layers, Driver, LocalLayers, Step, POLL};
+use super::driver::{layer_bytes, resident_layers, weight_budget, Driver, LocalLayers, Step, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -311,7 +311,7 @@ impl Job {
         };
         let pool = Pool::new(self.cfg.threads)?;
         let c = &model.config;
-        let resident = resident_layers(&self.windows, &layer_bytes, 0);
+        let resident = resident_layers(&self.windows, &layer_bytes, weight_budget(Some(&self.cfg.profile), 0));
 
         let mut layers = LocalLayers {
             model: &model,
