@@ -28,7 +28,7 @@ pub(super) struct ProfileArgs {
     /// Device name in plans (default: the host name).
     #[arg(long)]
     name: Option<String>,
-    /// About 1 s instead of about 5 s, with less precise figures.
+    /// About 1.5 s instead of about 5 s, with less precise figures.
     #[arg(long)]
     quick: bool,
     /// Print the profile as JSON (what `prima plan --device` reads).

@@ -22,8 +22,15 @@ const PROBE_BYTES: usize = 64 << 20;
 /// layer matrix (8 MiB here).
 const PRODUCTS_PER_CALL: usize = 8;
 
+/// Windows a probe's budget is cut into; the median window is the figure.
+const WINDOWS: usize = 7;
+
 /// Matrix-vector FLOP/s for `ty` (2 per weight), on `pool`'s threads, for
-/// about `budget`, averaged over every call: what a token's layers sustain.
+/// about `budget`: the median of several windows of calls, so a burst of
+/// other work on the device shorter than half the budget (another process,
+/// the kernel writing back files) does not set the figure the scheduler
+/// plans a whole session with. On the shared build VM, slowdowns of 30-40%
+/// came and went within a process, each lasting 100-300 ms.
 /// The matrix is multiplied as a decode layer's are, slice by slice, each
 /// product after its serial activation encoding, so threads idle and wake
 /// between products as they do in layers. One product over the whole matrix
@@ -45,16 +52,30 @@ pub fn matvec_flops(kernels: &Kernels, pool: &Pool, ty: GgmlType, budget: Durati
             matmul(kernels, w, &acts, &mut out[..w.n_out], &mut scratch, pool);
         }
     };
+    let flops_per_call = (2 * N_IN * n_out) as f64;
     pool.enter(|| {
         call(); // warm-up
-        let start = Instant::now();
-        let mut calls = 0u32;
-        while start.elapsed() < budget || calls == 0 {
-            call();
-            calls += 1;
-        }
-        (2 * N_IN * n_out) as f64 * calls as f64 / start.elapsed().as_secs_f64()
+        median_window_rate(budget, flops_per_call, &mut call)
     })
+}
+
+/// `work` units per second: the median over [`WINDOWS`] windows of about
+/// `budget / WINDOWS` each, every window at least one call of `per_call` units.
+fn median_window_rate(budget: Duration, per_call: f64, call: &mut dyn FnMut()) -> f64 {
+    let window = budget / WINDOWS as u32;
+    let mut rates: Vec<f64> = (0..WINDOWS)
+        .map(|_| {
+            let start = Instant::now();
+            let mut calls = 0u32;
+            while start.elapsed() < window || calls == 0 {
+                call();
+                calls += 1;
+            }
+            per_call * calls as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[WINDOWS / 2]
 }
 
 /// Read bandwidth over a `bytes`-sized buffer (larger than the caches), all threads.
@@ -62,22 +83,20 @@ pub fn memory_read_bandwidth(pool: &Pool, bytes: usize, budget: Duration) -> f64
     let mut buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
     let chunk = buf.len().div_ceil(pool.threads() * 4).max(1);
     let mut sums = vec![0u64; buf.len().div_ceil(chunk)];
-    let start = Instant::now();
-    let mut passes = 0u64;
-    pool.enter(|| {
-        while start.elapsed() < budget || passes == 0 {
+    let rate = pool.enter(|| {
+        let mut pass = || {
             let data = &buf;
             for_each_chunk_mut(pool, &mut sums, 1, &|i, s| {
                 let part = &data[i * chunk..((i + 1) * chunk).min(data.len())];
                 s[0] = s[0].wrapping_add(part.iter().fold(0u64, |a, &v| a.wrapping_add(v)));
             });
-            passes += 1;
-        }
+        };
+        median_window_rate(budget, bytes as f64, &mut pass)
     });
     // Keep the sums observable so the reads are not optimized away.
     buf[0] = sums.iter().fold(0, |a, &s| a ^ s);
     std::hint::black_box(&buf);
-    (bytes as u64 * passes) as f64 / start.elapsed().as_secs_f64()
+    rate
 }
 
 /// Seconds to store one token's keys and values (`kv_dim` each, as f16) in one layer.

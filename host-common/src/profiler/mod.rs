@@ -24,7 +24,7 @@ pub struct Options {
     /// Directory for the disk scratch file (the model's, so the same disk).
     pub dir: PathBuf,
     pub peer: Option<String>,
-    /// About 1 s in all instead of about 5 s.
+    /// About 1.5 s (more with over 6 tensor types) instead of about 5 s.
     pub quick: bool,
 }
 
@@ -36,7 +36,11 @@ pub const DEFAULT_TYPES: [GgmlType; 7] =
 pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
     let kernels = crate::detect_kernels();
     let (per_type, mem_s, disk_s, disk_bytes, mem_bytes) = if opts.quick {
-        (Duration::from_millis(40), Duration::from_millis(60), Duration::from_millis(300), 64 << 20, 32 << 20)
+        // About 1 s of CPU probes in all, at least 150 ms a type: the VM this
+        // was tuned on slowed by 30-40% for 100-300 ms at a time, so a model
+        // of few types gets its windows spread over more time.
+        let per_type = Duration::from_millis(1000 / opts.types.len().max(1) as u64).max(Duration::from_millis(150));
+        (per_type, Duration::from_millis(60), Duration::from_millis(300), 64 << 20, 32 << 20)
     } else {
         (Duration::from_millis(250), Duration::from_millis(300), Duration::from_millis(600), 256 << 20, 256 << 20)
     };
