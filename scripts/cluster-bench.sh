@@ -74,6 +74,11 @@ trap cleanup EXIT
 # model's pages (written from here) so each capped device pays for its own.
 evict() { python3 -c 'import os,sys; fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$1"; }
 evict "$model"
+# Every emulated device shares this VM's cores and disk: let writes of the
+# step before (the model, the workers' layer caches) drain before the next
+# measures anything, profiles included.
+settle() { sync; sleep 5; }
+settle
 
 ip link add prima-br0 type bridge
 ip addr add 10.88.0.1/24 dev prima-br0
@@ -126,6 +131,7 @@ run_head() {
 echo "warm-up run: Halda plans, the head ships each worker its layers over the shaped links" >&2
 run_head >/dev/null 2>"$work/head-warm.log" || { cat "$work/head-warm.log" >&2; exit 1; }
 evict "$model"
+settle
 for i in $(seq 0 $((n - 1))); do echo 0 >$cg/prima-d$i/memory.max_usage_in_bytes; done
 faults_before=()
 for i in $(seq 0 $((n - 1))); do faults_before+=("$(awk '/^total_pgmajfault /{print $2}' $cg/prima-d$i/memory.stat)"); done

@@ -61,8 +61,9 @@ pub struct ModelCost {
     pub output: StageCost,
     /// Keys plus values of one token in one layer, in the f16 cache.
     pub kv_bytes_per_token_layer: u64,
-    /// One token's hidden state crossing a ring hop as f16.
-    pub activation_bytes_f16: u64,
+    /// One token's hidden state crossing a ring hop: f16 unless
+    /// [`ModelCost::with_f32_activations`] says otherwise.
+    pub activation_bytes: u64,
     /// Attention FLOPs per token per layer per position already in the cache.
     pub attention_flops_per_position: u64,
 }
@@ -103,9 +104,15 @@ impl ModelCost {
             layers,
             output,
             kv_bytes_per_token_layer: 2 * c.kv_dim() as u64 * 2,
-            activation_bytes_f16: c.n_embd as u64 * 2,
+            activation_bytes: c.n_embd as u64 * 2,
             attention_flops_per_position: 4 * c.q_dim() as u64,
         })
+    }
+
+    /// The costs of a ring that sends f32 activations (twice the bytes a hop).
+    pub fn with_f32_activations(mut self) -> Self {
+        self.activation_bytes = self.activation_bytes / 2 * 4;
+        self
     }
 
     /// Bytes of all layers.

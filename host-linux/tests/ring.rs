@@ -122,6 +122,41 @@ fn rings_match_one_device_on_synthetic_llama_and_qwen2() {
 }
 
 #[test]
+fn auto_windows_profile_every_device_and_keep_the_tokens() {
+    let model = smollm2_path();
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start()).collect();
+    let prompt = "The capital of France is";
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(&model)
+        .args([
+            "-p",
+            prompt,
+            "-n",
+            "24",
+            "--temp",
+            "0",
+            "-t",
+            "1",
+            "--json",
+            "--verbose",
+            "--ring",
+            &ring_flag(&workers),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "auto ring failed: {err}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&json["generated_ids"]), generate(&model, prompt, None));
+    // The head checked its profile against the model's layer, and Halda
+    // planned with all three profiles (the workers' with their links).
+    assert!(err.contains("layer check: this model's layer 0 takes"), "{err}");
+    assert!(err.contains("Halda: devices"), "{err}");
+    assert_eq!(err.matches("link to the head").count(), 2, "{err}");
+}
+
+#[test]
 fn a_killed_worker_is_reported_within_seconds() {
     let mut workers: Vec<Worker> = (0..2).map(|_| Worker::start()).collect();
     let victim = workers[1].addr.clone();

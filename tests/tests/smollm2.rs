@@ -113,7 +113,7 @@ fn model_cost_accounts_for_every_tensor() {
     let matrix_weights = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536;
     assert_eq!(cost.layers[0].flops(), 2 * matrix_weights + 2 * 576);
     assert_eq!(cost.kv_bytes_per_token_layer, 2 * 192 * 2);
-    assert_eq!(cost.activation_bytes_f16, 576 * 2);
+    assert_eq!(cost.activation_bytes, 576 * 2);
     assert_eq!(cost.input_row_bytes, 576 / 32 * 34);
     assert_eq!(cost.output.flops(), 2 * 49152 * 576 + 576);
 }

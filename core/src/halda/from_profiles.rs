@@ -48,7 +48,7 @@ impl Problem {
             }
             let layer_s = per_layer / n_layer as f64 + p.kv_write_s as f64;
             let hop_s =
-                p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes_f16 as f64 / l.bytes_per_s as f64);
+                p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes as f64 / l.bytes_per_s as f64);
             let reserved = if i == 0 { (cost.input.bytes() + cost.output.bytes()) as f64 } else { 0.0 };
             devices.push(DeviceCosts {
                 layer_s,

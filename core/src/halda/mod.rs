@@ -191,6 +191,15 @@ impl Problem {
         Ok(())
     }
 
+    /// Scales every device's layer time by `ratio`: a measured correction of
+    /// the profiles' matrix probe to this model's real layer (see the host's
+    /// layer check), assumed to hold alike on every device.
+    pub fn scale_layer_times(&mut self, ratio: f64) {
+        for d in &mut self.devices {
+            d.layer_s *= ratio;
+        }
+    }
+
     /// Seconds to hand one token's activations from device `from` to device
     /// `to`: the measured head link of the worker when the head is one end,
     /// else the mean of the two workers' (their own link is not measured).

@@ -107,6 +107,18 @@ fn every_hop_of_the_ring_is_counted() {
     assert_eq!(network, [2e-3, 3e-3, 4e-3]);
 }
 
+/// The layer check's correction scales compute, and only compute: hops and
+/// the output head stay as measured.
+#[test]
+fn scaled_layer_times_scale_only_compute() {
+    let mut p = problem(vec![device(1e-3, 1e-4, 100.0, 1e9, true), device(2e-3, 3e-3, 100.0, 1e9, true)], 6);
+    let before = p.evaluate(&[0, 1], &[3, 3], 1).unwrap();
+    p.scale_layer_times(1.5);
+    let after = p.evaluate(&[0, 1], &[3, 3], 1).unwrap();
+    assert!((before.tpot_s - (3e-3 + 6e-3 + 2.0 * 3e-3 + 1e-3)).abs() < 1e-12, "{}", before.tpot_s);
+    assert!((after.tpot_s - before.tpot_s - 0.5 * 9e-3).abs() < 1e-12, "{}", after.tpot_s);
+}
+
 /// When no device can hold its share, rounds (k > 1) with prefetch beat one
 /// round: each device reads its next window while the other computes.
 #[test]
@@ -176,7 +188,7 @@ fn paper_cluster_plan() {
         layers: vec![layer; 80],
         output: stage(&[(GgmlType::F32, 32768.0, 8192.0), (GgmlType::Q6_K, 862e6, 2.0 * 1.05e9)]),
         kv_bytes_per_token_layer: 2 * 1024 * 2,
-        activation_bytes_f16: 8192 * 2,
+        activation_bytes: 8192 * 2,
         attention_flops_per_position: 4 * 8192,
     };
     let device = |name: &str, gflops: f32, mem_gbs: f32, ram_gib: f64, disk_gbs: f32, page_cache| {

@@ -67,6 +67,7 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         dir,
         peer: a.peer.clone(),
         quick: a.quick,
+        quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
     };
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {

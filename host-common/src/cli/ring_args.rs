@@ -68,9 +68,13 @@ impl RingArgs {
                     .collect::<anyhow::Result<Vec<_>>>()?,
             ),
         };
-        let head_profile = match windows {
-            Some(_) => None,
-            None => Some(head_profile(g, model_path, pool)?),
+        let (head_profile, layer_check) = match windows {
+            Some(_) => (None, None),
+            None => {
+                let profile = head_profile(g, model_path, pool)?;
+                let check = profiler::calibrate::check_layer(g, &profile, pool)?;
+                (Some(profile), Some(check))
+            }
         };
         let opts = RingOptions {
             addrs: self.ring.clone(),
@@ -83,6 +87,7 @@ impl RingArgs {
             kv,
             peer_timeout: Duration::from_secs_f64(self.peer_timeout),
             head_profile,
+            layer_check,
         };
         Handshake::connect(opts, g).map(Some)
     }
@@ -101,6 +106,7 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
         dir: model_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
         peer: None,
         quick: true,
+        quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
     };
     profiler::run(&opts, pool, &mut |_| {})
 }

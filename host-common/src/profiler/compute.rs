@@ -31,32 +31,54 @@ const WINDOWS: usize = 7;
 /// the kernel writing back files) does not set the figure the scheduler
 /// plans a whole session with. On the shared build VM, slowdowns of 30-40%
 /// came and went within a process, each lasting 100-300 ms.
-/// The matrix is multiplied as a decode layer's are, slice by slice, each
-/// product after its serial activation encoding, so threads idle and wake
-/// between products as they do in layers. One product over the whole matrix
-/// (and the fastest of several) overstated layers by 10-15% with 2 threads.
 pub fn matvec_flops(kernels: &Kernels, pool: &Pool, ty: GgmlType, budget: Duration) -> f64 {
-    let mut rng = Rng::new(ty.id() as u64);
-    let (data, n_out) = random_matrix(ty, N_IN, PROBE_BYTES, DISTINCT_ROWS, &mut rng);
-    let slice_rows = n_out / PRODUCTS_PER_CALL;
-    let slices: Vec<Matrix<'_>> = data
-        .chunks(slice_rows * ty.row_bytes(N_IN))
-        .map(|d| Matrix { ty, n_in: N_IN, n_out: d.len() / ty.row_bytes(N_IN), data: d })
-        .collect();
-    let x: Vec<f32> = (0..N_IN).map(|_| rng.next_f64() as f32 - 0.5).collect();
-    let mut acts = Acts::default();
-    let (mut out, mut scratch) = (vec![0.0f32; slice_rows], Vec::new());
-    let mut call = || {
-        for w in &slices {
-            acts.encode(ty.act_format(), &x, N_IN, pool);
-            matmul(kernels, w, &acts, &mut out[..w.n_out], &mut scratch, pool);
-        }
-    };
-    let flops_per_call = (2 * N_IN * n_out) as f64;
+    let mut probe = MatvecProbe::new(ty);
     pool.enter(|| {
-        call(); // warm-up
-        median_window_rate(budget, flops_per_call, &mut call)
+        probe.call(kernels, pool); // warm-up
+        let per_call = probe.flops_per_call();
+        median_window_rate(budget, per_call, &mut || probe.call(kernels, pool))
     })
+}
+
+/// The matrix [`matvec_flops`] times. It is multiplied as a decode layer's
+/// are, slice by slice, each product after its serial activation encoding,
+/// so threads idle and wake between products as they do in layers. One
+/// product over the whole matrix (and the fastest of several) overstated
+/// layers by 10-15% with 2 threads.
+pub struct MatvecProbe {
+    ty: GgmlType,
+    data: Vec<u8>,
+    n_out: usize,
+    x: Vec<f32>,
+    acts: Acts,
+    out: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl MatvecProbe {
+    pub fn new(ty: GgmlType) -> Self {
+        let mut rng = Rng::new(ty.id() as u64);
+        let (data, n_out) = random_matrix(ty, N_IN, PROBE_BYTES, DISTINCT_ROWS, &mut rng);
+        let x = (0..N_IN).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let out = vec![0.0f32; n_out / PRODUCTS_PER_CALL];
+        Self { ty, data, n_out, x, acts: Acts::default(), out, scratch: Vec::new() }
+    }
+
+    /// FLOPs of one [`MatvecProbe::call`].
+    pub fn flops_per_call(&self) -> f64 {
+        (2 * N_IN * self.n_out) as f64
+    }
+
+    /// Multiplies the whole matrix once, slice by slice.
+    pub fn call(&mut self, kernels: &Kernels, pool: &Pool) {
+        let ty = self.ty;
+        let slice_bytes = self.out.len() * ty.row_bytes(N_IN);
+        for d in self.data.chunks(slice_bytes) {
+            let w = Matrix { ty, n_in: N_IN, n_out: d.len() / ty.row_bytes(N_IN), data: d };
+            self.acts.encode(ty.act_format(), &self.x, N_IN, pool);
+            matmul(kernels, &w, &self.acts, &mut self.out[..w.n_out], &mut self.scratch, pool);
+        }
+    }
 }
 
 /// `work` units per second: the median over [`WINDOWS`] windows of about

@@ -1,5 +1,6 @@
 //! `prima profile`'s measurements, assembled into core's [`DeviceProfile`].
 
+pub mod calibrate;
 pub mod compute;
 pub mod disk;
 pub mod probe;
@@ -26,7 +27,12 @@ pub struct Options {
     pub peer: Option<String>,
     /// About 1.5 s (more with over 6 tensor types) instead of about 5 s.
     pub quick: bool,
+    /// With `quick`: the CPU probes' time in all (at least 150 ms a type).
+    pub quick_cpu_budget: Duration,
 }
+
+/// The CPU probes' time in all with `--quick`.
+pub const QUICK_CPU_BUDGET: Duration = Duration::from_secs(1);
 
 /// Types timed when no model is given: the common GGUF mixes.
 pub const DEFAULT_TYPES: [GgmlType; 7] =
@@ -36,10 +42,10 @@ pub const DEFAULT_TYPES: [GgmlType; 7] =
 pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
     let kernels = crate::detect_kernels();
     let (per_type, mem_s, disk_s, disk_bytes, mem_bytes) = if opts.quick {
-        // About 1 s of CPU probes in all, at least 150 ms a type: the VM this
-        // was tuned on slowed by 30-40% for 100-300 ms at a time, so a model
-        // of few types gets its windows spread over more time.
-        let per_type = Duration::from_millis(1000 / opts.types.len().max(1) as u64).max(Duration::from_millis(150));
+        // At least 150 ms a type: the VM this was tuned on slowed by 30-40%
+        // for 100-300 ms at a time, so a model of few types gets its windows
+        // spread over more time.
+        let per_type = (opts.quick_cpu_budget / opts.types.len().max(1) as u32).max(Duration::from_millis(150));
         (per_type, Duration::from_millis(60), Duration::from_millis(300), 64 << 20, 32 << 20)
     } else {
         (Duration::from_millis(250), Duration::from_millis(300), Duration::from_millis(600), 256 << 20, 256 << 20)

@@ -19,6 +19,7 @@ use super::driver::{layer_bytes, resident_layers, weight_budget, Driver, LocalLa
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
+use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
 use prima_core::gguf::write::layer_of;
 
@@ -35,6 +36,9 @@ pub struct RingOptions {
     pub peer_timeout: Duration,
     /// The head's own profile, for Halda (only needed without `windows`).
     pub head_profile: Option<DeviceProfile>,
+    /// The head's model layer against its profile: Halda scales every
+    /// device's layer time by the ratio.
+    pub layer_check: Option<LayerCheck>,
 }
 
 struct Peer {
@@ -68,7 +72,10 @@ impl Handshake {
         for addr in &opts.addrs {
             peers.push(rt.block_on(hello(addr, opts.head_profile.clone()))?);
         }
-        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let mut cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        if opts.act == ActType::F32 {
+            cost = cost.with_f32_activations();
+        }
         let n_layer = cost.layers.len();
         let (kept, sizes, k, prediction) = match &opts.windows {
             Some(w) => {
@@ -98,7 +105,17 @@ impl Handshake {
                     prof.link = Some(LinkProfile { rtt_s: rtt_s as f32, bytes_per_s: bytes_per_s as f32 });
                     profiles.push(prof);
                 }
-                let problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
+                let mut problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
+                if let Some(check) = opts.layer_check {
+                    let ratio = check.ratio().clamp(MIN_LAYER_RATIO, MAX_LAYER_RATIO);
+                    eprintln!(
+                        "layer check: this model's layer 0 takes {:.2} ms on the head, its profile predicts {:.2} ms; every device's layer time x{ratio:.2}{}",
+                        check.measured_s * 1e3,
+                        check.predicted_s * 1e3,
+                        if ratio != check.ratio() { " (limited)" } else { "" }
+                    );
+                    problem.scale_layer_times(ratio);
+                }
                 let plan = solve(&problem).map_err(|e| anyhow!("no ring plan: {e}"))?;
                 if plan.devices.first() != Some(&0) {
                     bail!("Halda's plan leaves out the head");
@@ -298,6 +315,12 @@ impl Handshake {
         })
     }
 }
+
+/// Bounds on the layer check's correction: beyond them the check measured
+/// something other than the kernels' fit to this model (a stall, a page
+/// fault storm), so it is only partly believed.
+const MIN_LAYER_RATIO: f64 = 0.75;
+const MAX_LAYER_RATIO: f64 = 1.5;
 
 /// Most rounds per token: the capacity of `Control::Plan`'s window list.
 const MAX_ROUNDS: usize = 64;
