@@ -139,7 +139,7 @@ on_device 0 /usr/bin/env time -f "%M" -o "$work/head-rss" \
     "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads \
     --ring "$ring_flag" --json >"$work/ring.json" 2>"$work/head.log" || { cat "$work/head.log" >&2; exit 1; }
 
-grep -h "Halda\|notice\|MiB available" "$work/head.log" >&2 || true
+grep -h "layer check\|Halda\|notice\|MiB available" "$work/head.log" >&2 || true
 report=()
 for i in $(seq 0 $((n - 1))); do
     d=$cg/prima-d$i
