@@ -29,10 +29,22 @@ pub struct LayerCheck {
     pub measured_s: f64,
 }
 
+/// Bounds on the correction: beyond them the check measured something other
+/// than the kernels' fit to this model (a stall, a page fault storm), so it
+/// is only partly believed.
+const MIN_CORRECTION: f64 = 0.75;
+const MAX_CORRECTION: f64 = 1.5;
+
 impl LayerCheck {
-    /// Measured over predicted: what every device's layer time is scaled by.
+    /// Measured over predicted.
     pub fn ratio(&self) -> f64 {
         self.measured_s / self.predicted_s
+    }
+
+    /// What every device's layer time is scaled by: [`LayerCheck::ratio`],
+    /// bounded.
+    pub fn correction(&self) -> f64 {
+        self.ratio().clamp(MIN_CORRECTION, MAX_CORRECTION)
     }
 }
 

@@ -37,7 +37,7 @@ pub struct RingOptions {
     /// The head's own profile, for Halda (only needed without `windows`).
     pub head_profile: Option<DeviceProfile>,
     /// The head's model layer against its profile: Halda scales every
-    /// device's layer time by the ratio.
+    /// device's layer time by its correction.
     pub layer_check: Option<LayerCheck>,
 }
 
@@ -107,7 +107,7 @@ impl Handshake {
                 }
                 let mut problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
                 if let Some(check) = opts.layer_check {
-                    let ratio = check.ratio().clamp(MIN_LAYER_RATIO, MAX_LAYER_RATIO);
+                    let ratio = check.correction();
                     eprintln!(
                         "layer check: this model's layer 0 takes {:.2} ms on the head, its profile predicts {:.2} ms; every device's layer time x{ratio:.2}{}",
                         check.measured_s * 1e3,
@@ -315,12 +315,6 @@ impl Handshake {
         })
     }
 }
-
-/// Bounds on the layer check's correction: beyond them the check measured
-/// something other than the kernels' fit to this model (a stall, a page
-/// fault storm), so it is only partly believed.
-const MIN_LAYER_RATIO: f64 = 0.75;
-const MAX_LAYER_RATIO: f64 = 1.5;
 
 /// Most rounds per token: the capacity of `Control::Plan`'s window list.
 const MAX_ROUNDS: usize = 64;
