@@ -22,7 +22,7 @@ fn cluster(seed: u64) -> Problem {
             overlaps_disk: pick(0.0, 1.0) > 0.2,
         })
         .collect();
-    Problem { devices, n_layer: 80, layer_bytes, head_s: 5e-3 }
+    Problem { devices, n_layer: 80, layer_bytes, kv_layer_bytes: 4e6, head_s: 5e-3 }
 }
 
 fn bench_solve(c: &mut Criterion) {

@@ -66,7 +66,31 @@ pub struct ModelCost {
     pub activation_bytes: u64,
     /// Attention FLOPs per token per layer per position already in the cache.
     pub attention_flops_per_position: u64,
+    /// The shapes that size a run's buffers (see [`ModelCost::runtime_bytes`]).
+    pub n_embd: u64,
+    pub n_ff: u64,
+    pub q_dim: u64,
+    pub kv_dim: u64,
+    pub n_vocab: u64,
 }
+
+/// What one run asks of a device beyond its layers' weights: the context
+/// its KV cache holds, the most tokens a forward pass carries, and threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunShape {
+    pub n_ctx: usize,
+    pub n_batch: usize,
+    /// Bytes per KV cache element (2 for f16, 4 for f32).
+    pub kv_elem_bytes: usize,
+    pub threads: usize,
+}
+
+/// The process itself: code, the allocator's arenas, the tokenizer, the
+/// GGUF header pages and the OS's own per-process cost. Measured as the
+/// peak RSS of a run less its buffers and weights (docs/RING.md).
+pub const PROCESS_BYTES: u64 = 24 << 20;
+/// Stack a pool thread touches (its mapping is larger, but untouched pages cost nothing).
+pub const THREAD_STACK_BYTES: u64 = 256 << 10;
 
 impl ModelCost {
     pub fn from_gguf(g: &Gguf<'_>) -> Result<Self, ModelError> {
@@ -106,6 +130,11 @@ impl ModelCost {
             kv_bytes_per_token_layer: 2 * c.kv_dim() as u64 * 2,
             activation_bytes: c.n_embd as u64 * 2,
             attention_flops_per_position: 4 * c.q_dim() as u64,
+            n_embd: c.n_embd as u64,
+            n_ff: c.n_ff as u64,
+            q_dim: c.q_dim() as u64,
+            kv_dim: c.kv_dim() as u64,
+            n_vocab: c.n_vocab as u64,
         })
     }
 
@@ -113,6 +142,29 @@ impl ModelCost {
     pub fn with_f32_activations(mut self) -> Self {
         self.activation_bytes = self.activation_bytes / 2 * 4;
         self
+    }
+
+    /// Bytes of one layer's KV cache (keys and values) for `run`'s context.
+    pub fn kv_bytes_per_layer(&self, run: &RunShape) -> u64 {
+        2 * self.kv_dim * run.n_ctx as u64 * run.kv_elem_bytes as u64
+    }
+
+    /// What a device needs besides its layers' weights and KV cache: the
+    /// process, thread stacks, and the buffers of a forward pass of
+    /// `run.n_batch` tokens (hidden states, every intermediate the workspace
+    /// keeps, quantized activations, the ring's activation frames in and
+    /// out, attention scores) and the logits of one position.
+    pub fn runtime_bytes(&self, run: &RunShape) -> u64 {
+        let t = run.n_batch.clamp(1, run.n_ctx.max(1)) as u64;
+        let (e, f, q, kv) = (self.n_embd, self.n_ff, self.q_dim, self.kv_dim);
+        // f32 workspace: hidden + norm + proj, q + attn, k + v, gate + up.
+        let workspace = 4 * t * (3 * e + 2 * q + 2 * kv + 2 * f);
+        // Quantized activations (at most ~1.1 bytes per value) and frames in and out.
+        let acts = t * (e.max(f) * 9 / 8) + 2 * 4 * t * e;
+        // One row of scores per head per token in a block, over the context.
+        let scores = 4 * 16 * (q / 64).max(1) * run.n_ctx as u64;
+        let logits = 4 * self.n_vocab;
+        PROCESS_BYTES + run.threads as u64 * THREAD_STACK_BYTES + workspace + acts + scores + logits
     }
 
     /// Bytes of all layers.

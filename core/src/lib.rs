@@ -29,6 +29,6 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub use gguf::{Gguf, GgufError};
-pub use model::{KvCache, KvType, Model, ModelError, Parts, Session, Want, Workspace};
+pub use model::{KvCache, KvType, LayerHook, Model, ModelError, Parts, Session, Want, Workspace};
 
 pub use quant::GgmlType;

@@ -31,8 +31,9 @@ impl Os for Android {
         prima_host_linux::will_need(map, range)
     }
 
-    fn release(&self, map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
-        prima_host_linux::dont_need(map, range)
+    fn release(&self, map: &Mmap, file: &File, range: Range<usize>) -> anyhow::Result<()> {
+        prima_host_linux::dont_need(map, range.clone())?;
+        prima_host_linux::drop_cached(file, range)
     }
 
     /// `MemAvailable` less the low-memory killer's threshold for this

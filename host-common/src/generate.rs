@@ -2,12 +2,15 @@
 //! CLI and the C ABI.
 
 use anyhow::anyhow;
+use prima_core::cost::ModelCost;
 use prima_core::sampler::Sampler;
 use prima_core::tokenizer::{StreamDecoder, Tokenizer};
-use prima_core::{Session, Want};
+use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::time::{Duration, Instant};
 
+use crate::mapped::MappedFile;
 use crate::pool::Pool;
+use crate::stream::{layer_spans, run_shape, LayerMemory, LayerStream};
 
 /// Something that turns tokens into logits: one device, or a ring.
 pub trait Evaluate {
@@ -15,18 +18,72 @@ pub trait Evaluate {
     fn ring(&self) -> Option<&crate::ring::head::Ring<'_, '_>> {
         None
     }
+    /// Time spent waiting for streamed layers, when layers stream.
+    fn disk_stall(&self) -> Option<Duration> {
+        None
+    }
 }
 
-/// One device: a session and the pool it runs on.
+/// One device: a session, the pool it runs on, and the stream of the
+/// layers that do not fit its memory (if any).
 pub struct Local<'m, 'a> {
     pub session: Session<'m, 'a>,
     pub pool: &'m Pool,
+    pub stream: Option<LayerStream<'m>>,
+}
+
+impl<'m, 'a> Local<'m, 'a> {
+    /// A session holding `n_ctx` positions. When the model's layers and
+    /// their KV cache do not fit the memory available (with the run's
+    /// buffers and the output head), the layers that do not fit stream from
+    /// `file`, read ahead while earlier ones run, and a line on stderr says so.
+    pub fn new(
+        model: &'m Model<'a>,
+        file: &'m MappedFile,
+        g: &Gguf<'_>,
+        n_ctx: usize,
+        kv: KvType,
+        pool: &'m Pool,
+    ) -> anyhow::Result<Self> {
+        let session = Session::with_kv_type(model, n_ctx, kv);
+        let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
+            return Ok(Self { session, pool, stream: None });
+        };
+        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let memory = LayerMemory::new(&cost, &run_shape(n_ctx, kv, pool.threads()), available, true);
+        let order: Vec<usize> = model.parts.windows.iter().flat_map(|w| w.clone()).collect();
+        let spans = layer_spans(g);
+        let resident = memory.resident(&order, &spans);
+        if resident.len() == order.len() {
+            return Ok(Self { session, pool, stream: None });
+        }
+        let mib = |b: f64| b / (1u64 << 20) as f64;
+        eprintln!(
+            "memory: {:.0} MiB available leave {:.0} MiB for layers and KV cache; {} of {} layers stay resident, the rest stream from disk",
+            mib(available as f64),
+            mib(memory.budget_bytes),
+            resident.len(),
+            order.len()
+        );
+        Ok(Self { session, pool, stream: Some(LayerStream::new(file, order, spans, resident)) })
+    }
 }
 
 impl Evaluate for Local<'_, '_> {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
         let (s, pool) = (&mut self.session, self.pool);
-        pool.enter(|| s.eval(tokens, want, pool)).map_err(|e| anyhow!("{e}"))
+        match &mut self.stream {
+            None => pool.enter(|| s.eval(tokens, want, pool)).map_err(|e| anyhow!("{e}")),
+            Some(stream) => {
+                let logits = pool.enter(|| s.eval_streamed(tokens, want, pool, stream)).map_err(|e| anyhow!("{e}"))?;
+                stream.take_error()?;
+                Ok(logits)
+            }
+        }
+    }
+
+    fn disk_stall(&self) -> Option<Duration> {
+        self.stream.as_ref().map(|s| s.disk)
     }
 }
 

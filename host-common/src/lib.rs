@@ -11,6 +11,7 @@ pub mod os;
 pub mod pool;
 pub mod profiler;
 pub mod ring;
+pub mod stream;
 
 /// The kernels for this CPU, with a one-line notice on stderr (once per
 /// process) when it falls back to scalar code.

@@ -38,7 +38,7 @@ impl MappedFile {
     /// Lets the OS drop `range`'s pages now: they are not needed until the
     /// next token, and memory is short.
     pub fn release(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
-        crate::os::current().release(&self.map, range).with_context(|| self.path.display().to_string())
+        crate::os::current().release(&self.map, &self.file, range).with_context(|| self.path.display().to_string())
     }
 
     pub fn bytes(&self) -> &[u8] {

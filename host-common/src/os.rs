@@ -42,10 +42,12 @@ pub trait Os: Send + Sync {
     /// caller, so the window that runs next finds its pages present.
     fn prefetch(&self, map: &Arc<Mmap>, file: &File, range: Range<usize>) -> anyhow::Result<()>;
 
-    /// Lets the OS drop `range`'s pages now: they are not needed until the
-    /// next token, and memory is short. The map is read-only and private, so
-    /// nothing is lost; the next access reads the file again.
-    fn release(&self, map: &Mmap, range: Range<usize>) -> anyhow::Result<()>;
+    /// Lets the OS drop `range`'s pages now, from this process and, where the
+    /// OS allows, from its file cache: they are not needed until the next
+    /// token, and memory is short (a cgroup counts cached pages too, and
+    /// would push resident layers out to make room). The map is read-only
+    /// and private, so nothing is lost; the next access reads the file again.
+    fn release(&self, map: &Mmap, file: &File, range: Range<usize>) -> anyhow::Result<()>;
 
     fn memory(&self) -> anyhow::Result<Memory>;
 
@@ -79,7 +81,7 @@ impl Os for Portable {
         Ok(())
     }
 
-    fn release(&self, _: &Mmap, _: Range<usize>) -> anyhow::Result<()> {
+    fn release(&self, _: &Mmap, _: &File, _: Range<usize>) -> anyhow::Result<()> {
         Ok(())
     }
 

@@ -47,8 +47,9 @@ impl Os for Linux {
         will_need(map, range)
     }
 
-    fn release(&self, map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
-        dont_need(map, range)
+    fn release(&self, map: &Mmap, file: &File, range: Range<usize>) -> anyhow::Result<()> {
+        dont_need(map, range.clone())?;
+        drop_cached(file, range)
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
@@ -79,6 +80,15 @@ pub fn dont_need(map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
     // pages loses nothing: the next access reads the file again.
     unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, range.start, range.len()) }
         .context("madvise(MADV_DONTNEED) failed")
+}
+
+/// `POSIX_FADV_DONTNEED`: drop `range` of `file` from the page cache (pages
+/// still mapped elsewhere stay), so streamed layers leave no cached copy
+/// charged to this process's cgroup.
+pub fn drop_cached(file: &File, range: Range<usize>) -> anyhow::Result<()> {
+    let len = std::num::NonZeroU64::new(range.len() as u64);
+    rustix::fs::fadvise(file, range.start as u64, len, rustix::fs::Advice::DontNeed)
+        .context("posix_fadvise(POSIX_FADV_DONTNEED) failed")
 }
 
 /// `O_DIRECT` where the filesystem allows it; tmpfs and some others refuse
@@ -123,7 +133,7 @@ mod tests {
         // SAFETY (test): the file is private to this test and not modified while mapped.
         let map = Arc::new(unsafe { Mmap::map(&file) }.unwrap());
         Linux.prefetch(&map, &file, 0..map.len()).unwrap();
-        Linux.release(&map, 4096..map.len()).unwrap();
+        Linux.release(&map, &file, 4096..map.len()).unwrap();
         assert!(map.iter().all(|&b| b == 7), "released pages read back from the file");
         drop(map);
         let _ = std::fs::remove_file(&path);

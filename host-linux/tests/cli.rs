@@ -153,7 +153,7 @@ fn plan_splits_layers_and_drops_a_device_that_slows_the_ring() {
     std::fs::create_dir_all(&dir).unwrap();
     // The head cannot hold every layer, so a peer helps; the slow device only hurts.
     let files =
-        [("head", 40.0, 260, true), ("peer", 40.0, 4096, true), ("slow", 0.5, 4096, true)].map(|(n, g, r, l)| {
+        [("head", 40.0, 100, true), ("peer", 40.0, 4096, true), ("slow", 0.5, 4096, true)].map(|(n, g, r, l)| {
             let path = dir.join(format!("{n}.json"));
             std::fs::write(&path, profile_json(n, g, r, l)).unwrap();
             path

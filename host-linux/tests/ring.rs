@@ -32,10 +32,15 @@ struct Worker {
 
 impl Worker {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let cache = scratch_dir("worker-cache");
         let mut child = prima()
             .args(["worker", "--listen", "127.0.0.1:0", "-t", "1", "--peer-timeout", "5", "--cache"])
             .arg(&cache)
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -154,6 +159,45 @@ fn auto_windows_profile_every_device_and_keep_the_tokens() {
     assert!(err.contains("layer check: this model's layer 0 takes"), "{err}");
     assert!(err.contains("Halda: devices"), "{err}");
     assert_eq!(err.matches("link to the head").count(), 2, "{err}");
+}
+
+/// Devices told to use less memory than their layers need (`--mem`) keep
+/// what fits and stream the rest from disk, and the tokens do not change:
+/// Halda plans for them instead of refusing, and fixed windows run too.
+#[test]
+fn streaming_plans_keep_the_tokens() {
+    let model = smollm2_path();
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start_with(&["--mem", "45"])).collect();
+    let prompt = "The capital of France is";
+    let alone = generate(&model, prompt, None);
+    for windows in ["auto", "10,10,10"] {
+        let out = prima()
+            .args(["run", "-m"])
+            .arg(&model)
+            .args(["-p", prompt, "-n", "24", "--temp", "0", "-t", "1", "--json", "--mem", "60"])
+            .args(["--ring", &ring_flag(&workers), "--layer-window", windows])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{windows}: ring failed: {err}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ids(&json["generated_ids"]), alone, "{windows}: {err}");
+        assert!(err.contains("stream from disk"), "{windows}: the head streamed nothing: {err}");
+        let devices = json["ring"]["devices"].as_array().unwrap();
+        let streamed = devices.iter().filter(|d| d["resident_layers"].as_u64() < d["layers_held"].as_u64()).count();
+        assert!(streamed >= 2, "{windows}: {devices:?}");
+    }
+    // One device alone, short of memory, streams and keeps the tokens too.
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(&model)
+        .args(["-p", prompt, "-n", "24", "--temp", "0", "-t", "1", "--json", "--mem", "60"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&json["generated_ids"]), alone, "{err}");
+    assert!(err.contains("stream from disk"), "{err}");
 }
 
 #[test]

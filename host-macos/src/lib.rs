@@ -31,7 +31,7 @@ impl Os for MacOs {
         map.advise_range(Advice::WillNeed, range.start, range.len()).context("madvise(MADV_WILLNEED) failed")
     }
 
-    fn release(&self, map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
+    fn release(&self, map: &Mmap, _file: &File, range: Range<usize>) -> anyhow::Result<()> {
         // SAFETY: the map is a read-only, private file mapping, so dropping
         // its pages loses nothing: the next access reads the file again.
         unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, range.start, range.len()) }

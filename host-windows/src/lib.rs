@@ -39,7 +39,7 @@ impl Os for Windows {
 
     /// `VirtualUnlock` on pages that are not locked removes them from the
     /// working set; they stay in the standby list, cheap to fault back.
-    fn release(&self, map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
+    fn release(&self, map: &Mmap, _file: &File, range: Range<usize>) -> anyhow::Result<()> {
         let bytes = &map[range];
         // SAFETY: as for `prefetch`; unlocking never invalidates the view.
         // It reports "not locked" by design, so the result is ignored.
@@ -96,7 +96,7 @@ mod tests {
         // SAFETY (test): the file is private to this test and not modified while mapped.
         let map = Arc::new(unsafe { Mmap::map(&file) }.unwrap());
         Windows.prefetch(&map, &file, 0..map.len()).unwrap();
-        Windows.release(&map, 4096..map.len()).unwrap();
+        Windows.release(&map, &file, 4096..map.len()).unwrap();
         assert!(map.iter().all(|&b| b == 7), "released pages read back from the file");
         drop(map);
         drop(file);

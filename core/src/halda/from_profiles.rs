@@ -3,24 +3,20 @@
 use alloc::vec::Vec;
 
 use super::{DeviceCosts, PlanError, Problem};
-use crate::cost::{ModelCost, StageCost};
+use crate::cost::{ModelCost, RunShape, StageCost};
 use crate::profile::{DeviceProfile, PageCacheClass};
 
-/// Share of available RAM a plan may fill with weights; the rest is left for
-/// the KV cache, buffers and the OS.
-pub const RAM_SHARE: f64 = 0.9;
-/// Memory every device keeps for itself beyond the weights: the process,
-/// its buffers and page tables, and the page cache of the layer file it
-/// was sent. Without it, a small device planned to its last megabyte
-/// thrashes (seen on the emulated cluster with 520 MB caps).
-pub const RUNTIME_RESERVE: f64 = 128.0 * 1024.0 * 1024.0;
+/// Share of available RAM a plan may fill: the rest is the OS's margin
+/// (page tables, kernel buffers, estimates of "available" that run high).
+pub const RAM_SHARE: f64 = 0.95;
 
-/// Bytes of layer weights a device with `ram_available_bytes` may keep in
-/// memory, after `reserved_bytes` of other weights (the head's embedding and
-/// output head). The plan and the device that runs it both use this, so a
-/// window Halda counted as resident is kept resident.
+/// Bytes of layer weights and KV cache a device with `ram_available_bytes`
+/// may hold, after `reserved_bytes` for the run (its buffers, and on the head
+/// the output head). Negative when even those do not fit. The plan and the
+/// device that runs it both use this, so a layer Halda counted as resident
+/// is kept resident.
 pub fn weight_budget(ram_available_bytes: u64, reserved_bytes: f64) -> f64 {
-    (ram_available_bytes as f64 * RAM_SHARE - RUNTIME_RESERVE - reserved_bytes).max(0.0)
+    ram_available_bytes as f64 * RAM_SHARE - reserved_bytes
 }
 
 impl Problem {
@@ -28,8 +24,10 @@ impl Problem {
     /// slower of its arithmetic (its throughput for every tensor type in the
     /// layer) and reading the layer's weights at its memory bandwidth; its hop
     /// from its link (none measured: no network cost); its memory budget from
-    /// its available RAM, less the embedding and output head on the head.
-    pub fn from_profiles(profiles: &[DeviceProfile], cost: &ModelCost) -> Result<Self, PlanError> {
+    /// its available RAM, less what `run` needs beside the layers, and on the
+    /// head the output head (the embedding is read a row per token and need
+    /// not stay resident, unless it is the output head too).
+    pub fn from_profiles(profiles: &[DeviceProfile], cost: &ModelCost, run: &RunShape) -> Result<Self, PlanError> {
         let n_layer = cost.layers.len();
         if n_layer == 0 {
             return Err(PlanError::NoLayers);
@@ -49,7 +47,7 @@ impl Problem {
             let layer_s = per_layer / n_layer as f64 + p.kv_write_s as f64;
             let hop_s =
                 p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes as f64 / l.bytes_per_s as f64);
-            let reserved = if i == 0 { (cost.input.bytes() + cost.output.bytes()) as f64 } else { 0.0 };
+            let reserved = device_reserve(cost, run, i == 0);
             devices.push(DeviceCosts {
                 layer_s,
                 hop_s,
@@ -65,7 +63,8 @@ impl Problem {
             }
             None => return Err(PlanError::NoDevices),
         };
-        let problem = Self { devices, n_layer, layer_bytes, head_s };
+        let kv_layer_bytes = cost.kv_bytes_per_layer(run) as f64;
+        let problem = Self { devices, n_layer, layer_bytes, kv_layer_bytes, head_s };
         problem.validate()?;
         Ok(problem)
     }
@@ -82,4 +81,11 @@ fn stage_seconds(p: &DeviceProfile, i: usize, stage: &StageCost) -> Result<f64, 
             None => Err(PlanError::MissingType { device: i, ty: t.ty }),
         })
         .sum()
+}
+
+/// Bytes a device holds for `run` besides its layers' weights and KV cache:
+/// its runtime buffers, and on the head the output head.
+pub fn device_reserve(cost: &ModelCost, run: &RunShape, head: bool) -> f64 {
+    let output = if head { cost.output.bytes() } else { 0 };
+    (cost.runtime_bytes(run) + output) as f64
 }

@@ -14,30 +14,35 @@
 //!   worker's `hop_s`, and a hop between two workers the mean of theirs.
 //!   A ring of `s` devices crosses `s` hops a round (the last worker hands
 //!   back to the head); a device alone crosses none;
-//! - holds `k * w_m` layers in total. What exceeds its memory budget is read
-//!   from disk again every token, `1/k` of it before each round:
-//!   `disk_m = max(0, k * w_m * b - budget_m) / k / disk_bw_m`. A window that
-//!   alone exceeds the budget is not allowed.
+//! - holds `k * w_m` layers and their KV cache, which must fit its memory
+//!   budget (else the window is not allowed). What the weights exceed of the
+//!   rest is read from disk again every token, `1/k` of it each round:
+//!   `disk_m = streamed_m / k / disk_bw_m`. A device that prefetches streams
+//!   through a staging area of [`STAGING_LAYERS`] layers: once it streams at
+//!   all it keeps that much less resident, and while the rest of the ring
+//!   works it can read ahead only what the staging area holds; the rest of
+//!   its reads, `rest_m`, fall inside its own turn. One that cannot prefetch
+//!   pages in on demand, byte for byte, all inside its turn. A window
+//!   larger than the whole budget is allowed: it streams.
 //!
-//! With `c_m = w_m * layer_s_m + hop_m`, a device that can prefetch reads
-//! its next window while the rest of the ring works, so the ring's period is
-//! `P = max(sum(c_m), max(c_m + disk_m))`: no shorter than the ring's work,
-//! and no shorter than any device's own read-then-compute cycle. A device
-//! whose OS gives no overlap adds its reads to its work (`c_m += disk_m`).
-//! Per token: `T = k * P + head_s` (the head's embedding and output head).
-//! GPU layers are always zero until a GPU backend exists.
+//! With `c_m = w_m * layer_s_m + hop_m + rest_m` (a device's turn), the ring's
+//! period is `P = max(sum(c_m), max(c_m + disk_m - rest_m))`: no shorter than
+//! the ring's work, and no shorter than any device's own read-then-compute
+//! cycle. Per token: `T = k * P + head_s` (the head's embedding and output
+//! head). GPU layers are always zero until a GPU backend exists.
 //!
 //! ## The solver, and why it is exact
 //!
 //! For each device subset and each `k`, consider any bottleneck bound `tau`:
-//! every device must satisfy `c_m + disk_m <= tau`, which caps `w_m` (both
-//! grow with `w_m`). Under those caps, the windows minimising `sum(c_m)` come
-//! from a greedy fill (one layer each, the rest to the fastest devices up to
-//! their caps): the objective is linear with box constraints. Call that
+//! every device must satisfy `cycle_m <= tau`, which caps `w_m` (cycles grow
+//! with `w_m`). Under those caps, the windows minimising `sum(c_m)` come
+//! from a greedy fill (one layer each, then the cheapest next layer
+//! anywhere): each `c_m` is convex in `w_m` (linear, then steeper once reads
+//! spill out of the staging area), so cheapest-first is optimal. Call that
 //! minimum `R(tau)`; it never increases with `tau`. The optimal plan's own
-//! bottleneck value is some `c_m(w) + disk_m(w)`, so searching `tau` over
-//! those finitely many candidates and taking `min(max(R(tau), tau))` gives
-//! the optimum; since `R` falls and `tau` rises, a binary search finds the
+//! bottleneck value is some cycle value, so searching `tau` over those
+//! finitely many candidates and taking `min(max(R(tau), tau))` gives the
+//! optimum; since `R` falls and `tau` rises, a binary search finds the
 //! crossing. Subsets and `k` are enumerated, pruned by a lower bound
 //! (`k * sum(hop) + L * min(layer_s)`). Property tests check the result
 //! against exhaustive search on thousands of random instances.
@@ -50,7 +55,7 @@ mod tests;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use from_profiles::{weight_budget, RAM_SHARE, RUNTIME_RESERVE};
+pub use from_profiles::{device_reserve, weight_budget, RAM_SHARE};
 pub use solve::{solve, MAX_DEVICES};
 
 /// What the solver needs of one device, derived from its profile and the model.
@@ -62,7 +67,8 @@ pub struct DeviceCosts {
     /// head: half the measured round trip plus the bytes over the measured
     /// bandwidth (the head's own is unused). See [`Problem::hop`].
     pub hop_s: f64,
-    /// Bytes of layer weights the device can keep in memory.
+    /// Bytes the device can fill with layer weights and their KV cache, after
+    /// its runtime buffers (negative: it lacks that much to run at all).
     pub budget_bytes: f64,
     /// Sequential disk read speed, for layers that do not fit.
     pub disk_bytes_per_s: f64,
@@ -77,6 +83,8 @@ pub struct Problem {
     pub n_layer: usize,
     /// Bytes of one layer's weights.
     pub layer_bytes: f64,
+    /// Bytes of one layer's KV cache for the run's context (never streamed).
+    pub kv_layer_bytes: f64,
     /// Seconds per token the head spends on the embedding and output head.
     pub head_s: f64,
 }
@@ -123,8 +131,11 @@ pub enum PlanError {
     },
     /// The model's layer size is not a positive finite number.
     BadLayerBytes(f64),
-    /// No device subset can hold even one window per device.
-    Infeasible,
+    /// No device subset can run: the KV cache and runtime buffers do not
+    /// fit. `head_short_bytes` is what the head lacks to run every layer alone.
+    OutOfMemory {
+        head_short_bytes: f64,
+    },
     /// More devices than the solver enumerates subsets of.
     TooManyDevices {
         devices: usize,
@@ -152,11 +163,30 @@ impl fmt::Display for PlanError {
             Self::MissingType { device, ty } => {
                 write!(f, "device {device}: its profile has no throughput for {ty}, which the model uses (profile it with this model)")
             }
-            Self::Infeasible => {
-                f.write_str("no plan fits: some device cannot hold even one layer in its memory budget")
-            }
+            Self::OutOfMemory { head_short_bytes } => write!(
+                f,
+                "no plan fits in memory: no worker can take layers, and the head alone is {:.0} MB short of its runtime buffers and every layer's KV cache (weights would stream from disk)",
+                head_short_bytes / 1e6
+            ),
         }
     }
+}
+
+/// Layers a prefetching device that streams keeps in flight: the one
+/// running and the one being read.
+pub const STAGING_LAYERS: usize = 2;
+
+/// Bytes of `weights` a device keeps resident with `room` bytes for them:
+/// all when they fit, else what is left after [`STAGING_LAYERS`] of room
+/// for the layers it streams through (none for a device that cannot
+/// prefetch: the OS pages on demand). The host keeps whole layers, up to
+/// one layer fewer than this.
+pub fn resident_weight_bytes(room: f64, weights: f64, layer_bytes: f64, prefetches: bool) -> f64 {
+    if weights <= room {
+        return weights;
+    }
+    let staging = if prefetches { STAGING_LAYERS as f64 * layer_bytes } else { 0.0 };
+    (room - staging).clamp(0.0, weights)
 }
 
 impl Problem {
@@ -171,15 +201,19 @@ impl Problem {
         if !(self.layer_bytes.is_finite() && self.layer_bytes > 0.0) {
             return Err(PlanError::BadLayerBytes(self.layer_bytes));
         }
+        if !(self.kv_layer_bytes.is_finite() && self.kv_layer_bytes >= 0.0) {
+            return Err(PlanError::BadFigure { device: 0, field: "KV bytes per layer", value: self.kv_layer_bytes });
+        }
         for (i, d) in self.devices.iter().enumerate() {
+            // (A negative budget is a device short of memory: it runs no layer.)
             let checks = [
-                ("layer time", d.layer_s, true),
-                ("hop time", d.hop_s, false),
-                ("memory budget", d.budget_bytes, false),
-                ("disk speed", d.disk_bytes_per_s, true),
+                ("layer time", d.layer_s, Some(true)),
+                ("hop time", d.hop_s, Some(false)),
+                ("memory budget", d.budget_bytes, None),
+                ("disk speed", d.disk_bytes_per_s, Some(true)),
             ];
-            for (field, value, positive) in checks {
-                let ok = value.is_finite() && value >= 0.0 && (!positive || value > 0.0);
+            for (field, value, sign) in checks {
+                let ok = value.is_finite() && sign.is_none_or(|positive| value >= 0.0 && (!positive || value > 0.0));
                 if !ok {
                     return Err(PlanError::BadFigure { device: i, field, value });
                 }
@@ -221,18 +255,23 @@ impl Problem {
         devices.iter().zip(next).map(|(&a, &b)| self.hop(a, b)).collect()
     }
 
-    /// Per-round work, read-then-compute cycle and disk time of device `m`
-    /// with window `w` in `k` rounds and a hop of `hop` seconds after it, or
-    /// `None` when one window exceeds its budget.
+    /// Device `m`'s turn (its share of the ring's work), read-then-compute
+    /// cycle and disk time per round, with window `w` in `k` rounds and a
+    /// hop of `hop` seconds after it, or `None` when its layers' KV cache
+    /// alone exceeds its budget. See the module docs.
     pub(crate) fn cycle(&self, m: usize, w: usize, k: usize, hop: f64) -> Option<(f64, f64, f64)> {
         let d = &self.devices[m];
-        if w as f64 * self.layer_bytes > d.budget_bytes {
+        let held = (k * w) as f64;
+        let room = d.budget_bytes - held * self.kv_layer_bytes;
+        if room < 0.0 {
             return None;
         }
-        let overflow = (k * w) as f64 * self.layer_bytes - d.budget_bytes;
-        let disk = if overflow > 0.0 { overflow / k as f64 / d.disk_bytes_per_s } else { 0.0 };
-        let work = w as f64 * d.layer_s + hop;
-        Some(if d.overlaps_disk { (work, work + disk, disk) } else { (work + disk, work + disk, disk) })
+        let weights = held * self.layer_bytes;
+        let per_round = (weights - resident_weight_bytes(room, weights, self.layer_bytes, d.overlaps_disk)) / k as f64;
+        let ahead = if d.overlaps_disk { per_round.min(STAGING_LAYERS as f64 * self.layer_bytes) } else { 0.0 };
+        let (disk, rest) = (per_round / d.disk_bytes_per_s, (per_round - ahead) / d.disk_bytes_per_s);
+        let turn = w as f64 * d.layer_s + hop + rest;
+        Some((turn, turn + disk - rest, disk))
     }
 
     /// The full plan for kept `devices` with `windows` and `k`, or `None` if

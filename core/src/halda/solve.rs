@@ -51,7 +51,10 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
             }
         }
     }
-    best.ok_or(PlanError::Infeasible)
+    best.ok_or_else(|| {
+        let all_kv = l as f64 * p.kv_layer_bytes;
+        PlanError::OutOfMemory { head_short_bytes: (all_kv - p.devices[0].budget_bytes).max(0.0) }
+    })
 }
 
 /// The best windows for kept `devices` (each followed by its hop in `hops`),
@@ -98,10 +101,9 @@ fn solve_fixed(
 }
 
 /// Windows within `caps` (each at least 1, summing to `per_round`) with the
-/// least total per-round work, and that work. A device's work is linear in
-/// its window, with a steeper slope past its memory budget when its reads do
-/// not overlap (convex: three linear pieces), so filling the cheapest pieces
-/// first is optimal.
+/// least total per-round work, and that work. Each device's work is convex
+/// in its window (see the module docs), so taking the cheapest next layer
+/// anywhere, one at a time, is optimal.
 fn greedy(
     p: &Problem,
     devices: &[usize],
@@ -113,27 +115,22 @@ fn greedy(
     if caps.contains(&0) || caps.iter().sum::<usize>() < per_round {
         return None;
     }
-    // (slope, device, layers) for each linear piece beyond the first layer:
-    // layers that fit in memory, the one that overflows partly, the rest.
-    let mut pieces: heapless::Vec<(f64, usize, usize), { 3 * MAX_DEVICES }> = heapless::Vec::new();
+    // (marginal work, device) of each layer beyond the first, within caps.
+    let mut steps: Vec<(f64, usize)> = Vec::new();
     for (i, (&m, &cap)) in devices.iter().zip(caps).enumerate() {
-        let d = &p.devices[m];
         let work = |w: usize| p.cycle(m, w, k, 0.0).map_or(f64::INFINITY, |c| c.0);
-        let fits =
-            if d.overlaps_disk { cap } else { ((d.budget_bytes / (k as f64 * p.layer_bytes)) as usize).clamp(1, cap) };
-        pieces.push((d.layer_s, i, fits - 1)).ok()?;
-        if fits < cap {
-            pieces.push((work(fits + 1) - work(fits), i, 1)).ok()?;
-            pieces.push((d.layer_s + p.layer_bytes / d.disk_bytes_per_s, i, cap - fits - 1)).ok()?;
+        let mut before = work(1);
+        for w in 2..=cap {
+            let now = work(w);
+            steps.push((now - before, i));
+            before = now;
         }
     }
-    pieces.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // Ties by device, then (stably) by window: each device's steps stay in order.
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut windows = alloc::vec![1usize; devices.len()];
-    let mut left = per_round - devices.len();
-    for &(_, i, n) in &pieces {
-        let take = n.min(left);
-        windows[i] += take;
-        left -= take;
+    for &(_, i) in steps.iter().take(per_round - devices.len()) {
+        windows[i] += 1;
     }
     let total = devices
         .iter()

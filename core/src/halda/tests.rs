@@ -44,12 +44,13 @@ fn device(layer_s: f64, hop_s: f64, budget_layers: f64, disk: f64, overlaps: boo
 }
 
 fn problem(devices: Vec<DeviceCosts>, n_layer: usize) -> Problem {
-    Problem { devices, n_layer, layer_bytes: 100.0, head_s: 0.001 }
+    Problem { devices, n_layer, layer_bytes: 100.0, kv_layer_bytes: 0.0, head_s: 0.001 }
 }
 
 fn arb_device() -> impl Strategy<Value = DeviceCosts> {
-    // Budgets in quarter layers, so windows often overflow memory partly.
-    (1u32..50, 0u32..20, 2u32..48, 1u32..100, any::<bool>()).prop_map(|(t, hop, budget, disk, overlaps)| {
+    // Budgets in quarter layers, from short of memory to several layers, so
+    // windows often overflow memory partly or wholly.
+    (1u32..50, 0u32..20, -2i32..48, 1u32..100, any::<bool>()).prop_map(|(t, hop, budget, disk, overlaps)| {
         device(t as f64 * 1e-3, hop as f64 * 1e-3, budget as f64 / 4.0, disk as f64 * 1e3, overlaps)
     })
 }
@@ -60,8 +61,12 @@ proptest! {
     /// On random small instances the solver's plan is as fast as the best
     /// plan exhaustive search finds, and its predicted time is that plan's.
     #[test]
-    fn solver_equals_exhaustive_search(devices in proptest::collection::vec(arb_device(), 1..6), n_layer in 1usize..17) {
-        let p = problem(devices, n_layer);
+    fn solver_equals_exhaustive_search(
+        devices in proptest::collection::vec(arb_device(), 1..6),
+        n_layer in 1usize..17,
+        kv_layer_bytes in prop_oneof![Just(0.0), 1.0f64..30.0],
+    ) {
+        let p = Problem { kv_layer_bytes, ..problem(devices, n_layer) };
         let want = exhaustive(&p);
         match (solve(&p), want) {
             (Ok(got), Some(want)) => {
@@ -70,7 +75,7 @@ proptest! {
                 let again = p.evaluate(&got.devices, &got.windows, got.k).unwrap();
                 prop_assert_eq!(again.tpot_s, got.tpot_s);
             }
-            (Err(PlanError::Infeasible), None) => {}
+            (Err(PlanError::OutOfMemory { .. }), None) => {}
             (got, want) => prop_assert!(false, "solver {:?}, exhaustive {:?}", got, want),
         }
     }
@@ -150,8 +155,49 @@ fn bad_figures_are_named() {
         solve(&problem(vec![good; MAX_DEVICES + 1], 40)),
         Err(PlanError::TooManyDevices { devices: MAX_DEVICES + 1, max: MAX_DEVICES })
     );
-    let tiny = device(1e-3, 1e-4, 0.5, 1e6, true);
-    assert_eq!(solve(&problem(vec![tiny], 4)), Err(PlanError::Infeasible));
+}
+
+/// Devices whose budgets hold less than a layer, or nothing, still get a
+/// plan: they stream every layer they run, and the disk time says so.
+#[test]
+fn short_memory_streams_instead_of_refusing() {
+    for overlaps in [true, false] {
+        let tiny = device(1e-3, 1e-4, 0.5, 1e5, overlaps);
+        let plan = solve(&problem(vec![tiny, tiny], 4)).unwrap();
+        assert_eq!(plan.windows.iter().sum::<usize>() * plan.k, 4);
+        assert!(plan.times.iter().all(|t| t.disk_s > 0.0), "{plan:?}");
+        // 4 layers of 100 bytes at 1e5 B/s, less at most half a layer kept on each.
+        let disk: f64 = plan.times.iter().map(|t| t.disk_s).sum();
+        assert!(disk >= 3.0 * 100.0 / 1e5 - 1e-12, "{plan:?}");
+    }
+    // The anchor cluster of issue 19 in miniature: the head holds under one
+    // layer, the workers four each; together they hold the model.
+    let (head, worker) = (device(1e-3, 0.0, 0.5, 1e6, true), device(1e-3, 1e-4, 4.0, 1e6, true));
+    let plan = solve(&problem(vec![head, worker, worker], 8)).unwrap();
+    assert_eq!(plan.devices, [0, 1, 2], "{plan:?}");
+    // A worker short of its runtime buffers is dropped, not fatal.
+    let short = device(1e-3, 1e-4, -1.0, 1e6, true);
+    let plan = solve(&problem(vec![head, short], 4)).unwrap();
+    assert_eq!(plan.devices, [0]);
+}
+
+/// Only a head that cannot hold the KV cache alone, with no worker to take
+/// layers, gets no plan, and the error names the shortfall.
+#[test]
+fn no_plan_names_the_shortfall() {
+    let head = device(1e-3, 0.0, 2.0, 1e6, true);
+    let short = device(1e-3, 1e-4, -1.0, 1e6, true);
+    let p = Problem { kv_layer_bytes: 50.0, ..problem(vec![head, short], 8) };
+    // 8 layers' KV cache is 400 bytes; the head has 200.
+    let err = solve(&p).unwrap_err();
+    assert_eq!(err, PlanError::OutOfMemory { head_short_bytes: 200.0 });
+    assert!(alloc::format!("{err}").contains("MB short"), "{err}");
+    // KV caches count against memory: with room for the KV of 4 layers each,
+    // two devices split the model.
+    let both = Problem { kv_layer_bytes: 50.0, ..problem(vec![head, device(1e-3, 1e-4, 2.0, 1e6, true)], 8) };
+    let plan = solve(&both).unwrap();
+    assert_eq!((plan.devices.len(), plan.windows.iter().sum::<usize>() * plan.k), (2, 8), "{plan:?}");
+    assert!(plan.windows.iter().all(|&w| w * plan.k <= 4), "{plan:?}");
 }
 
 #[test]
@@ -190,7 +236,13 @@ fn paper_cluster_plan() {
         kv_bytes_per_token_layer: 2 * 1024 * 2,
         activation_bytes: 8192 * 2,
         attention_flops_per_position: 4 * 8192,
+        n_embd: 8192,
+        n_ff: 28672,
+        q_dim: 8192,
+        kv_dim: 1024,
+        n_vocab: 128256,
     };
+    let run = crate::cost::RunShape { n_ctx: 512, n_batch: 512, kv_elem_bytes: 2, threads: 8 };
     let device = |name: &str, gflops: f32, mem_gbs: f32, ram_gib: f64, disk_gbs: f32, page_cache| {
         let mut cpu = heapless::Vec::new();
         for ty in [GgmlType::F32, GgmlType::Q4_K, GgmlType::Q6_K] {
@@ -220,7 +272,7 @@ fn paper_cluster_plan() {
         device("D3 desktop i9", 150.0, 50.0, 9.7, 3.17, PageCacheClass::Evicting),
         device("D4 Mate40Pro", 30.0, 30.0, 1.9, 1.37, PageCacheClass::Evicting),
     ];
-    let problem = Problem::from_profiles(&profiles, &cost).unwrap();
+    let problem = Problem::from_profiles(&profiles, &cost, &run).unwrap();
     let plan = solve(&problem).unwrap();
     std::println!("problem: {problem:#?}");
     std::println!("plan: {plan:#?}");

@@ -14,5 +14,5 @@ pub use config::{Arch, Config, RopeKind};
 pub use error::ModelError;
 pub use forward::Workspace;
 pub use kv::{KvCache, KvType};
-pub use session::{Session, Want};
+pub use session::{LayerHook, Session, Want};
 pub use weights::{LayerWeights, Model, Parts};

@@ -14,6 +14,14 @@ pub enum Want {
     None,
 }
 
+/// Told before and after each layer runs, so a host can stream weights
+/// that do not stay resident: read the next layers ahead, drop the one just
+/// run. Core only says when; the host owns the I/O.
+pub trait LayerHook {
+    fn before(&mut self, layer: usize);
+    fn after(&mut self, layer: usize);
+}
+
 /// A single-sequence inference session on one device holding the whole model.
 #[derive(Debug)]
 pub struct Session<'m, 'a> {
@@ -49,6 +57,27 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Appends `tokens` to the sequence and returns logits as `want` says
     /// (`n_vocab` floats per requested position).
     pub fn eval(&mut self, tokens: &[u32], want: Want, par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(tokens, want, par, None)
+    }
+
+    /// [`Self::eval`], running one layer at a time between `hook`'s calls.
+    pub fn eval_streamed(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        par: &dyn Parallel,
+        hook: &mut dyn LayerHook,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(tokens, want, par, Some(hook))
+    }
+
+    fn eval_inner(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        par: &dyn Parallel,
+        mut hook: Option<&mut dyn LayerHook>,
+    ) -> Result<Vec<f32>, ModelError> {
         let c = &self.model.config;
         if self.kv.len + tokens.len() > self.kv.n_ctx {
             return Err(ModelError::ContextOverflow { needed: self.kv.len + tokens.len(), n_ctx: self.kv.n_ctx });
@@ -62,7 +91,15 @@ impl<'m, 'a> Session<'m, 'a> {
             self.model.embed(batch, &mut self.hidden)?;
             let pos0 = self.kv.len;
             for layers in self.model.parts.windows.clone() {
-                self.model.forward_layers_at(layers, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+                let Some(hook) = hook.as_deref_mut() else {
+                    self.model.forward_layers_at(layers, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+                    continue;
+                };
+                for l in layers {
+                    hook.before(l);
+                    self.model.forward_layers_at(l..l + 1, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
+                    hook.after(l);
+                }
             }
             let rows = match want {
                 Want::All => &self.hidden[..],

@@ -18,6 +18,9 @@ pub(super) struct PlanArgs {
     /// A device profile (JSON), once per device, in ring order; the first is the head.
     #[arg(long = "device", required = true)]
     devices: Vec<PathBuf>,
+    /// Context the run will hold (sizes each device's KV cache and buffers).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 2048)]
+    ctx: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -38,7 +41,12 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
     let g = file.gguf()?;
     let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let profiles = a.devices.iter().map(read_profile).collect::<anyhow::Result<Vec<_>>>()?;
-    let problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
+    if a.ctx == 0 {
+        anyhow::bail!("--ctx-size must be at least 1");
+    }
+    let threads = profiles.first().map_or(1, |p| p.threads as usize);
+    let run = crate::stream::run_shape(a.ctx, prima_core::KvType::F16, threads);
+    let problem = Problem::from_profiles(&profiles, &cost, &run).map_err(|e| anyhow!("{e}"))?;
     let plan = solve(&problem).map_err(|e| anyhow!("{e}"))?;
     let ms = |s: f64| s * 1e3;
     let kept: Vec<_> = plan

@@ -4,7 +4,7 @@
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
-use prima_core::{Gguf, KvType, Model, Session, Want};
+use prima_core::{Gguf, KvType, Model, Want};
 
 use crate::generate::{Evaluate, Local};
 use std::path::Path;
@@ -144,8 +144,8 @@ pub(super) fn evaluator<'m, 'a>(
         Some(hs) if hs.kept.len() > 1 => Box::new(hs.start(model, file, pool, g)?),
         Some(_) => {
             eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
-            Box::new(Local { session: Session::with_kv_type(model, n_ctx, kv), pool })
+            Box::new(Local::new(model, file, g, n_ctx, kv, pool)?)
         }
-        None => Box::new(Local { session: Session::with_kv_type(model, n_ctx, kv), pool }),
+        None => Box::new(Local::new(model, file, g, n_ctx, kv, pool)?),
     })
 }

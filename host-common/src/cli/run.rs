@@ -87,9 +87,12 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         presence_penalty: a.presence_penalty,
         seed: a.seed,
     });
-    let hs = a.ring.handshake(&g, &a.model.model, a.ctx, a.kv_type.into(), &l.pool)?;
+    // The KV cache holds what this run needs, not the whole -c: on a device
+    // short of memory every position of it is memory the layers lack.
+    let n_ctx = prompt.len() + a.n_predict;
+    let hs = a.ring.handshake(&g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
-    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, a.ctx, a.kv_type.into())?;
+    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, a.kv_type.into())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let json = a.json;
@@ -113,6 +116,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "generation_ms": gen_s * 1e3,
         "ms_per_token": gen_s * 1e3 / decode_steps as f64,
         "generation_tokens_per_s": decode_steps as f64 / gen_s,
+        "disk_stall_ms": session.disk_stall().map(|d| d.as_secs_f64() * 1e3),
         "threads": l.pool.threads(),
         "kernels": model.kernels.name(),
     });
@@ -174,7 +178,8 @@ fn ring_report(ring: &Ring<'_, '_>, print: bool) -> serde_json::Value {
             let predicted = d.predicted.map(|t| {
                 json!({"compute_ms": t.compute_s * 1e3, "hop_ms": t.network_s * 1e3, "disk_ms": t.disk_s * 1e3})
             });
-            json!({"name": d.name, "layers": layers, "compute_ms": ms(d.times.compute),
+            json!({"name": d.name, "layers": layers, "resident_layers": d.resident_layers, "layers_held": d.held_layers,
+                   "compute_ms": ms(d.times.compute),
                    "network_ms": ms(d.times.network), "disk_ms": ms(d.times.disk),
                    "per_token": step, "predicted_per_token": predicted})
         })

@@ -26,6 +26,10 @@ pub(super) struct WorkerArgs {
     /// Seconds of silence from a ring neighbour before it counts as dead.
     #[arg(long = "peer-timeout", default_value_t = 10.0)]
     peer_timeout: f64,
+    /// Memory this device may use, in MiB (default: what the OS says is
+    /// available). Halda plans with it; layers that do not fit stream from disk.
+    #[arg(long = "mem", value_name = "MIB")]
+    mem: Option<u64>,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -35,6 +39,10 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     }
     if !(a.peer_timeout.is_finite() && a.peer_timeout > 0.0) {
         anyhow::bail!("--peer-timeout must be a positive number of seconds");
+    }
+    if let Some(mib) = a.mem {
+        anyhow::ensure!(mib > 0, "--mem must be at least 1 MiB");
+        system::limit_memory(mib << 20);
     }
     let cache_dir = a.cache.unwrap_or_else(default_cache_dir);
     // Measured once, quickly, and sent to every head that asks.

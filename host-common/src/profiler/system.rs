@@ -4,9 +4,24 @@ use prima_core::profile::PageCacheClass;
 
 pub use crate::os::Memory;
 
-/// Memory by the installed OS shell's rules.
+static MEMORY_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Caps what [`memory`] reports as available at `bytes` for this process
+/// (`--mem`): a device told to use less than it has, or a test that forces
+/// small budgets. The first call wins.
+pub fn limit_memory(bytes: u64) {
+    let _ = MEMORY_LIMIT.set(bytes);
+}
+
+/// Memory by the installed OS shell's rules, within any [`limit_memory`].
 pub fn memory() -> anyhow::Result<Memory> {
-    crate::os::current().memory()
+    match (crate::os::current().memory(), MEMORY_LIMIT.get()) {
+        (Ok(m), Some(&cap)) => Ok(Memory { available: m.available.min(cap), ..m }),
+        (Err(_), Some(&cap)) => {
+            Ok(Memory { total: cap, available: cap, swap_free: 0, cgroup_limit: None, unified: false })
+        }
+        (m, None) => m,
+    }
 }
 
 /// How this OS treats mapped file pages under pressure.

@@ -3,19 +3,19 @@
 //! what the predecessor sent, with the clock the node itself lacks.
 
 use anyhow::{anyhow, bail};
+use prima_core::cost::{ModelCost, RunShape};
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control};
-use prima_core::{KvCache, Model, Workspace};
-use std::collections::{BTreeMap, BTreeSet};
+use prima_core::{KvCache, LayerHook, Model, Workspace};
 use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::conn::{Inbound, Writer};
-use crate::mapped::MappedFile;
 use crate::pool::Pool;
+use crate::stream::{LayerMemory, LayerStream};
 
 /// Where this device's time went.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,45 +27,17 @@ pub struct Times {
     pub disk: Duration,
 }
 
-/// This device's layers: the weights, their KV cache and the file they map.
+/// This device's layers: the weights, their KV cache and the stream that
+/// reads the ones that do not stay resident.
 pub struct LocalLayers<'m, 'a> {
     pub model: &'m Model<'a>,
     pub kv: KvCache,
     pub ws: Workspace,
     pub pool: &'m Pool,
-    pub file: &'m MappedFile,
-    /// Byte range of each held layer in `file`.
-    pub layer_bytes: BTreeMap<usize, Range<usize>>,
-    /// Layers that stay resident. The others do not fit the memory budget:
-    /// they are released after they run and prefetched before, and their
-    /// first touch is timed as disk stall.
-    pub resident: BTreeSet<usize>,
+    pub stream: LayerStream<'m>,
 }
 
 impl LocalLayers<'_, '_> {
-    /// Byte ranges of the layers of `layers` that are not kept resident.
-    fn streamed(&self, layers: &Range<usize>) -> Vec<Range<usize>> {
-        layers
-            .clone()
-            .filter(|l| !self.resident.contains(l))
-            .filter_map(|l| self.layer_bytes.get(&l).cloned())
-            .collect()
-    }
-
-    /// Touches one byte per page of the streamed layers, so that disk reads
-    /// happen here, timed, rather than inside the kernels.
-    fn fault_in(&self, layers: &Range<usize>) -> Duration {
-        let t = Instant::now();
-        let mut sum = 0u8;
-        for span in self.streamed(layers) {
-            for b in self.file.bytes()[span].iter().step_by(4096) {
-                sum = sum.wrapping_add(*b);
-            }
-        }
-        std::hint::black_box(sum);
-        t.elapsed()
-    }
-
     fn compute(
         &mut self,
         layers: Range<usize>,
@@ -73,72 +45,39 @@ impl LocalLayers<'_, '_> {
         hidden: &mut [f32],
         times: &mut Times,
     ) -> anyhow::Result<()> {
-        times.disk += self.fault_in(&layers);
+        let (model, kv, ws, pool, stream) = (self.model, &mut self.kv, &mut self.ws, self.pool, &mut self.stream);
+        let disk_before = stream.disk;
         let t = Instant::now();
-        let (model, kv, ws, pool) = (self.model, &mut self.kv, &mut self.ws, self.pool);
-        pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
-            .map_err(|e| anyhow!("{e}"))?;
-        times.compute += t.elapsed();
-        Ok(())
-    }
-
-    fn advise(&self, layers: &Range<usize>, release: bool) -> anyhow::Result<()> {
-        for span in self.streamed(layers) {
-            if release {
-                self.file.release(span)?;
-            } else {
-                self.file.prefetch(span)?;
+        if stream.streams() {
+            for l in layers {
+                stream.before(l);
+                pool.enter(|| model.forward_layers_at(l..l + 1, pos0 as usize, kv, hidden, ws, pool))
+                    .map_err(|e| anyhow!("{e}"))?;
+                stream.after(l);
+                stream.take_error()?;
             }
+        } else {
+            pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
+                .map_err(|e| anyhow!("{e}"))?;
         }
+        let disk = stream.disk - disk_before;
+        times.disk += disk;
+        times.compute += t.elapsed().saturating_sub(disk);
         Ok(())
     }
 }
 
-/// The layers of `windows` that stay resident: as many as fit
-/// `budget_bytes` of weights, in ring order. Streaming the rest, layer by
-/// layer, re-reads only what does not fit, as Halda's disk term assumes;
-/// the first window stays, since nothing runs between it and the last one.
-pub fn resident_layers(
-    windows: &[Range<usize>],
-    layer_bytes: &BTreeMap<usize, Range<usize>>,
-    mut budget_bytes: f64,
-) -> BTreeSet<usize> {
-    let mut kept = BTreeSet::new();
-    for l in windows.iter().flat_map(|w| w.clone()) {
-        let bytes = layer_bytes.get(&l).map_or(0, |r| r.len()) as f64;
-        if bytes > budget_bytes {
-            break;
-        }
-        budget_bytes -= bytes;
-        kept.insert(l);
-    }
-    kept
-}
-
-/// This device's weight budget, after `reserved` bytes of other weights: the
-/// one Halda planned with, from the memory the device profiled as available.
-/// Measuring again now would count this run's own mapped weights as used
-/// (seen on the emulated cluster: the head streamed a layer Halda had
-/// planned resident). Without a profile, what is available now.
-pub fn weight_budget(profile: Option<&DeviceProfile>, reserved: u64) -> f64 {
+/// This device's memory for a run, as Halda planned it: from the memory its
+/// profile found available. Measuring again now would count this run's own
+/// mapped weights as used (seen on the emulated cluster: the head streamed
+/// a layer Halda had planned resident). Without a profile, what is
+/// available now.
+pub fn layer_memory(profile: Option<&DeviceProfile>, cost: &ModelCost, run: &RunShape, head: bool) -> LayerMemory {
     let available = match profile {
         Some(p) if p.ram_available_bytes > 0 => p.ram_available_bytes,
         _ => crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX),
     };
-    prima_core::halda::weight_budget(available, reserved as f64)
-}
-
-/// Byte ranges of each `blk.N.` layer's tensors in `g`.
-pub fn layer_bytes(g: &prima_core::Gguf<'_>) -> BTreeMap<usize, Range<usize>> {
-    let mut out: BTreeMap<usize, Range<usize>> = BTreeMap::new();
-    for t in g.tensors() {
-        if let Some(l) = prima_core::gguf::write::layer_of(t.name) {
-            let r = t.file_offset as usize..(t.file_offset + t.n_bytes) as usize;
-            let e = out.entry(l).or_insert(r.clone());
-            *e = e.start.min(r.start)..e.end.max(r.end);
-        }
-    }
-    out
+    LayerMemory::new(cost, run, available, head)
 }
 
 /// How a run of the loop ended.
@@ -197,8 +136,8 @@ impl Driver {
                         let now = self.now();
                         self.node.handle_computed(now, hidden);
                     }
-                    Event::Prefetch { layers: range } => layers.advise(&range, false)?,
-                    Event::Release { layers: range } => layers.advise(&range, true)?,
+                    // The layer stream reads ahead and releases layer by layer.
+                    Event::Prefetch { .. } | Event::Release { .. } => {}
                     Event::Output { seq, hidden } => {
                         self.flush()?;
                         return Ok(Step::Output { seq, hidden });

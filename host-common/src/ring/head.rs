@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 use super::conn::{self, read_control, send_control, Writer, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, resident_layers, weight_budget, Driver, LocalLayers, Step, Times, POLL};
+use super::driver::{layer_memory, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use prima_core::gguf::write::layer_of;
+use crate::stream::{layer_spans, run_shape, LayerStream};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -39,6 +39,15 @@ pub struct RingOptions {
     /// The head's model layer against its profile: Halda scales every
     /// device's layer time by its correction.
     pub layer_check: Option<LayerCheck>,
+}
+
+impl RingOptions {
+    /// What the run asks of each device besides its layers (threads from
+    /// the head's profile: a worker's own differ little in stack).
+    pub fn run_shape(&self) -> prima_core::cost::RunShape {
+        let threads = self.head_profile.as_ref().map_or(1, |p| p.threads as usize);
+        run_shape(self.n_ctx, self.kv, threads)
+    }
 }
 
 struct Peer {
@@ -105,7 +114,8 @@ impl Handshake {
                     prof.link = Some(LinkProfile { rtt_s: rtt_s as f32, bytes_per_s: bytes_per_s as f32 });
                     profiles.push(prof);
                 }
-                let mut problem = Problem::from_profiles(&profiles, &cost).map_err(|e| anyhow!("{e}"))?;
+                let run = opts.run_shape();
+                let mut problem = Problem::from_profiles(&profiles, &cost, &run).map_err(|e| anyhow!("{e}"))?;
                 if let Some(check) = opts.layer_check {
                     let ratio = check.correction();
                     eprintln!(
@@ -134,7 +144,7 @@ impl Handshake {
                         _ => format!(", link to the head {:.2} ms", d.hop_s * 1e3),
                     };
                     eprintln!(
-                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights, {:.2} ms per layer, disk {:.0} MB/s{link}",
+                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights and KV, {:.2} ms per layer, disk {:.0} MB/s{link}",
                         p.name,
                         mib(p.ram_available_bytes as f64),
                         mib(d.budget_bytes),
@@ -194,6 +204,18 @@ impl Handshake {
             ring.push(by_pos[i - 1].take().ok_or_else(|| anyhow!("device {i} planned twice"))?);
         }
         let addrs: Vec<String> = ring.iter().map(|p| p.addr.clone()).collect();
+        // What each device keeps resident: the head's own choice below, and
+        // each worker's by the same rule from its profile (workers decide
+        // for themselves; this is for the report).
+        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let spans = layer_spans(g);
+        let held = |pos: usize| -> Vec<usize> { plan.windows[pos].iter().flat_map(|w| w.clone()).collect() };
+        let mut residency = vec![(0, held(0).len())];
+        for (pos, p) in ring.iter().enumerate().map(|(j, p)| (j + 1, p)) {
+            let run = run_shape(opts.n_ctx, opts.kv, p.profile.threads as usize);
+            let memory = layer_memory(Some(&p.profile), &cost, &run, false);
+            residency.push((memory.resident(&held(pos), &spans).len(), held(pos).len()));
+        }
         rt.block_on(async {
             // Last first: a worker's successor is waiting for it before it connects.
             let mut need = vec![false; ring.len()];
@@ -286,18 +308,24 @@ impl Handshake {
             stats_to: None,
             peer_times: vec![Times::default(); n],
         };
-        let layer_bytes = layer_bytes(g);
-        let other: u64 = g.tensors().iter().filter(|t| layer_of(t.name).is_none()).map(|t| t.n_bytes).sum();
-        let budget = weight_budget(opts.head_profile.as_ref(), other);
-        let resident = resident_layers(&plan.windows[0], &layer_bytes, budget);
+        let memory = layer_memory(opts.head_profile.as_ref(), &cost, &opts.run_shape(), true);
+        let order = held(0);
+        let resident = memory.resident(&order, &spans);
+        residency[0].0 = resident.len();
+        if resident.len() < order.len() {
+            eprintln!(
+                "memory: the head keeps {} of its {} layers resident, the rest stream from disk ({:.0} MiB for weights and KV)",
+                resident.len(),
+                order.len(),
+                memory.budget_bytes / (1u64 << 20) as f64
+            );
+        }
         let layers = LocalLayers {
             model,
             kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
             ws: Workspace::default(),
             pool,
-            file,
-            resident,
-            layer_bytes,
+            stream: LayerStream::new(file, order, spans, resident),
         };
         Ok(Ring {
             driver,
@@ -312,6 +340,7 @@ impl Handshake {
             pos: 0,
             n_batch: 512,
             hidden: Vec::new(),
+            residency,
         })
     }
 }
@@ -378,6 +407,8 @@ pub struct Ring<'m, 'a> {
     /// Largest number of tokens sent round the ring at once.
     pub n_batch: usize,
     hidden: Vec<f32>,
+    /// Per ring position: layers kept resident, and layers held.
+    residency: Vec<(usize, usize)>,
 }
 
 /// One device's share of the work so far.
@@ -391,6 +422,9 @@ pub struct DeviceReport {
     pub per_decode_step: Option<Times>,
     /// Halda's per-token prediction for this device, when Halda planned.
     pub predicted: Option<halda::DeviceTime>,
+    /// Layers it keeps resident (the rest stream from disk), and layers it holds.
+    pub resident_layers: usize,
+    pub held_layers: usize,
 }
 
 impl Ring<'_, '_> {
@@ -469,6 +503,8 @@ impl Ring<'_, '_> {
                     }
                 }),
                 predicted: self.prediction.as_ref().and_then(|p| p.times.get(i).copied()),
+                resident_layers: self.residency[i].0,
+                held_layers: self.residency[i].1,
             })
             .collect()
     }

@@ -16,11 +16,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::conn::{self, error_frame, read_control, send_control, Inbound, Writer, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_bytes, resident_layers, weight_budget, Driver, LocalLayers, Step, POLL};
+use super::driver::{layer_memory, Driver, LocalLayers, Step, POLL};
 use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
+use crate::stream::{layer_spans, run_shape, LayerStream};
+use prima_core::cost::ModelCost;
 
 /// Probe connections served at once.
 const MAX_PROBES: usize = 32;
@@ -296,10 +298,11 @@ impl Job {
         };
         let model = file.gguf().and_then(|g| {
             let parts = Parts::layers(self.windows.clone());
-            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"));
-            model.map(|m| (m, layer_bytes(&g)))
+            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
+            let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{e}"))?;
+            Ok((model, cost, layer_spans(&g)))
         });
-        let (model, layer_bytes) = match model {
+        let (model, cost, spans) = match model {
             Ok(m) => m,
             Err(e) => {
                 // A damaged cache file must not poison the next session.
@@ -311,16 +314,24 @@ impl Job {
         };
         let pool = Pool::new(self.cfg.threads)?;
         let c = &model.config;
-        let resident = resident_layers(&self.windows, &layer_bytes, weight_budget(Some(&self.cfg.profile), 0));
-
+        let run = run_shape(self.n_ctx, self.kv, self.cfg.threads);
+        let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
+        let order: Vec<usize> = self.windows.iter().flat_map(|w| w.clone()).collect();
+        let resident = memory.resident(&order, &spans);
+        if resident.len() < order.len() {
+            eprintln!(
+                "memory: {} of this device's {} layers stay resident, the rest stream from disk ({:.0} MiB for weights and KV)",
+                resident.len(),
+                order.len(),
+                memory.budget_bytes / (1u64 << 20) as f64
+            );
+        }
         let mut layers = LocalLayers {
             model: &model,
             kv: KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv),
             ws: Workspace::default(),
             pool: &pool,
-            file: &file,
-            layer_bytes,
-            resident,
+            stream: LayerStream::new(&file, order, spans, resident),
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
