@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
-# The emulated home cluster: a head and three workers, each a process in its
-# own network namespace and cgroup-v1 memory cap, on tbf-shaped links with a
-# delay proxy in front of every worker (netem is missing from these kernels).
-# The model is a synthetic Llama-shaped Q4_0 GGUF bigger than any one cap.
+# The emulated home cluster: a head and workers, each a process in its own
+# network namespace and cgroup-v1 memory cap (limit and memsw), on
+# tbf-shaped links, optionally with a delay proxy in front of every worker
+# (netem is missing from these kernels) and per-device disk throttles. The
+# model is a synthetic Llama-shaped Q4_0 GGUF bigger than any one cap.
 #
-# Reports TPOT, Halda's prediction, every device's peak RSS, major faults,
-# cgroup limit hits, OOM kills and swap, and the same model on the head's
-# cap alone. Disks are slowed per device with cgroup-v1 blkio throttling. Needs root (namespaces, tc, cgroups). Everything it creates is
-# removed on exit.
+# For the chosen preset it runs, with the page cache evicted before each:
+#   1. the ring capped, `--layer-window auto` (after a warm-up run that
+#      ships each worker its layers);
+#   2. the same ring (the same windows) with the caps lifted;
+#   3. one device alone, capped at the head's cap, and uncapped.
+# It prints each device's plan, measured and predicted time per token
+# (compute, network wait, disk), major faults, cgroup peak, limit hits, OOM
+# kills and swap, and the preset's checks. Needs root (namespaces, tc,
+# cgroups). Everything it creates is removed on exit; the last run's logs
+# and JSON stay in /tmp/prima-cluster-last.
 #
-# Usage: sudo scripts/cluster-bench.sh [tokens]
+# Usage: sudo scripts/cluster-bench.sh [anchor|over|roomy] [tokens]
+#   anchor  ../shared/guide/cluster-anchor.md: 24 layers (724 MB), 3 devices,
+#           each capped at 40% of the file, 300 Mbit/s, 1 thread, no delay
+#   over    the same with caps of 25% each: the cluster holds 75% of the model
+#   roomy   the earlier setup: 40 layers (1.5 GB), caps 900/520/520/520 MB,
+#           disks 400/250/250/250 MB/s, 4 ms each way, 2 threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tokens=${1:-32}
+preset=${1:-anchor}
+tokens=${2:-64}
 
-# --- the cluster (edit here) -------------------------------------------------
-layers=40 embd=2048 ff=8192               # ~1.5 GB of Q4_0 weights
-caps_mb=(900 520 520 520)                 # head, then workers
-rate=300mbit                              # each link, each direction
-disk_mbps=(400 250 250 250)               # each device's disk read speed (blkio throttle), MB/s
-delay_ms=4                                # added each way per link (RTT +8 ms)
-threads=2
-# -----------------------------------------------------------------------------
+shape=(--layers 24 --embd 2048 --ff 5632 --heads 16 --kv-heads 4)
+rate=300mbit delay_ms=0 threads=1 disk_mbps=()
+case $preset in
+    anchor) cap_share=40 n=3 ;;
+    over) cap_share=25 n=3 ;;
+    roomy)
+        shape=(--layers 40 --embd 2048 --ff 8192 --heads 16 --kv-heads 4)
+        caps_mb=(900 520 520 520) n=4 delay_ms=4 threads=2 disk_mbps=(400 250 250 250)
+        ;;
+    *) echo "unknown preset '$preset' (anchor, over or roomy)" >&2; exit 2 ;;
+esac
+prompt="Once upon a time"
 
 [ "$(id -u)" = 0 ] || { echo "cluster-bench needs root (namespaces, tc, cgroups)" >&2; exit 1; }
 ./scripts/setup.sh >/dev/null
@@ -30,13 +47,10 @@ work=$(mktemp -d /tmp/prima-cluster.XXXX)
 model=$work/synth.gguf
 cg=/sys/fs/cgroup/memory
 blk=/sys/fs/cgroup/blkio
-disk=$(stat -c '%t:%T' "$(df --output=source "$PWD" | tail -1)" | python3 -c 'import sys; a,b=sys.stdin.read().strip().split(":"); print(f"{int(a,16)}:{int(b,16)}")')
-n=${#caps_mb[@]}
+disk=$(stat -c '%t:%T' "$(df --output=source "$work" | tail -1)" | python3 -c 'import sys; a,b=sys.stdin.read().strip().split(":"); print(f"{int(a,16)}:{int(b,16)}")')
 
 # Kills every process in memory cgroup $1 and removes it (and its blkio
-# twin). By cgroup, not by `$!`: that names the subshell around on_device,
-# and workers that outlived a run kept their memory charged to the next
-# run's cgroup of the same name, so later runs planned with less and less.
+# twin). By cgroup, not by `$!`: that names the subshell around on_device.
 stop_cgroup() {
     [ -d "$cg/$1" ] || return 0
     for _ in $(seq 50); do
@@ -49,7 +63,7 @@ stop_cgroup() {
 }
 
 teardown() {
-    for i in $(seq 0 $((n - 1))); do
+    for i in $(seq 0 5); do
         stop_cgroup "prima-d$i"
         ip netns del "prima-d$i" 2>/dev/null || true
         ip link del "prv$i" 2>/dev/null || true
@@ -60,7 +74,6 @@ teardown() {
 
 cleanup() {
     teardown
-    # The last run's logs and JSON stay for a look.
     rm -rf /tmp/prima-cluster-last && mkdir -p /tmp/prima-cluster-last
     cp "$work"/*.log "$work"/*.json /tmp/prima-cluster-last/ 2>/dev/null || true
     rm -rf "$work"
@@ -68,17 +81,41 @@ cleanup() {
 teardown   # what an interrupted earlier run left behind
 trap cleanup EXIT
 
-"$prima" synth --like .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf -o "$model" \
-    --layers $layers --embd $embd --ff $ff --heads 16 --kv-heads 4
+"$prima" synth --like .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf -o "$model" "${shape[@]}" >&2
+size=$(stat -c %s "$model")
+if [ -z "${caps_mb+x}" ]; then
+    cap=$((size * cap_share / 100 >> 20))
+    caps_mb=()
+    for _ in $(seq $n); do caps_mb+=("$cap"); done
+fi
 # Page cache is charged to the cgroup that first reads a page: drop the
-# model's pages (written from here) so each capped device pays for its own.
-evict() { python3 -c 'import os,sys; fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$1"; }
-evict "$model"
-# Every emulated device shares this VM's cores and disk: let writes of the
-# step before (the model, the workers' layer caches) drain before the next
-# measures anything, profiles included.
-settle() { sync; sleep 5; }
+# model's and the workers' layer files before every measured run, so each
+# capped device reads its own.
+evict() {
+    for f in "$model" "$work"/cache*/layers/*.gguf; do
+        [ -f "$f" ] || continue
+        python3 -c 'import os,sys; fd=os.open(sys.argv[1],os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)' "$f"
+    done
+}
+# Every emulated device shares this VM's cores and disk: let writes drain
+# before the next step measures anything, profiles included.
+settle() { sync; sleep 3; }
+evict
 settle
+
+set_cap() { # device, MB (0: no cap)
+    local d=$cg/$1 bytes=$(($2 << 20))
+    [ "$2" = 0 ] && bytes=-1
+    # memsw must stay >= limit: raise memsw first when lifting, limit first when capping.
+    if [ "$bytes" = -1 ]; then
+        echo -1 >"$d/memory.memsw.limit_in_bytes" 2>/dev/null || true
+        echo -1 >"$d/memory.limit_in_bytes"
+    else
+        echo -1 >"$d/memory.memsw.limit_in_bytes" 2>/dev/null || true
+        echo "$bytes" >"$d/memory.limit_in_bytes"
+        echo "$bytes" >"$d/memory.memsw.limit_in_bytes" 2>/dev/null || true
+    fi
+}
 
 ip link add prima-br0 type bridge
 ip addr add 10.88.0.1/24 dev prima-br0
@@ -91,19 +128,18 @@ for i in $(seq 0 $((n - 1))); do
     ip -n $ns addr add 10.88.0.$((10 + i))/24 dev eth0
     ip -n $ns link set eth0 up
     ip -n $ns link set lo up
-    # Shape both directions of the device's link.
     tc qdisc add dev prv$i root tbf rate $rate burst 64kb latency 100ms
     ip netns exec $ns tc qdisc add dev eth0 root tbf rate $rate burst 64kb latency 100ms
-    mkdir -p $cg/prima-d$i
-    echo $((caps_mb[i] << 20)) >$cg/prima-d$i/memory.limit_in_bytes
+    mkdir -p $cg/prima-d$i $blk/prima-d$i
     echo 0 >$cg/prima-d$i/memory.swappiness
-    mkdir -p $blk/prima-d$i
-    echo "$disk $((disk_mbps[i] * 1000000))" >$blk/prima-d$i/blkio.throttle.read_bps_device
+    if [ ${#disk_mbps[@]} -gt 0 ]; then
+        echo "$disk $((disk_mbps[i] * 1000000))" >$blk/prima-d$i/blkio.throttle.read_bps_device
+    fi
 done
 
-# Runs "$@" in device $1's network namespace and memory cgroup. nsenter,
-# not `ip netns exec`: that remounts /sys, which hides the cgroup limits
-# the device must see.
+# Runs "$@" in device $1's network namespace and cgroups. nsenter, not
+# `ip netns exec`: that remounts /sys, which hides the cgroup limits the
+# device must see.
 on_device() {
     local i=$1; shift
     sh -c 'echo $$ >'"$cg/prima-d$i/cgroup.procs"'; echo $$ >'"$blk/prima-d$i/cgroup.procs"'; exec "$@"' sh \
@@ -111,81 +147,102 @@ on_device() {
 }
 
 ring=()
-declare -a worker_pid
 for i in $(seq 1 $((n - 1))); do
-    on_device $i env PRIMA_CACHE="$work/cache$i" "$prima" worker --listen 127.0.0.1:9000 -t $threads \
-        --name "dev$i" 2>"$work/worker$i.log" &
-    on_device $i "$prima" delay-proxy --listen 10.88.0.$((10 + i)):9001 --to 127.0.0.1:9000 --delay-ms $delay_ms \
-        2>"$work/proxy$i.log" &
-    ring+=("10.88.0.$((10 + i)):9001")
-    # One at a time: each worker profiles itself on start, and on this one
-    # VM concurrent profiles would measure each other, not the device.
-    for _ in $(seq 100); do grep -q "listening on" "$work/worker$i.log" && break; sleep 0.1; done
+    if [ "$delay_ms" = 0 ]; then ring+=("10.88.0.$((10 + i)):9000"); else ring+=("10.88.0.$((10 + i)):9001"); fi
 done
 ring_flag=$(IFS=,; echo "${ring[*]}")
 
-run_head() {
-    on_device 0 "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads \
-        --ring "$ring_flag" --json "$@"
+# Starts every worker under the caps in force (each profiles itself on
+# start, one at a time: concurrent profiles on one VM would measure each other).
+start_workers() {
+    for i in $(seq 1 $((n - 1))); do
+        local listen=10.88.0.$((10 + i)):9000
+        [ "$delay_ms" = 0 ] || listen=127.0.0.1:9000
+        on_device $i env PRIMA_CACHE="$work/cache$i" "$prima" worker --listen "$listen" -t $threads \
+            --name "dev$i" 2>"$work/worker$i-$1.log" &
+        if [ "$delay_ms" != 0 ]; then
+            on_device $i "$prima" delay-proxy --listen 10.88.0.$((10 + i)):9001 --to 127.0.0.1:9000 \
+                --delay-ms $delay_ms 2>"$work/proxy$i.log" &
+        fi
+        for _ in $(seq 100); do grep -q "listening on" "$work/worker$i-$1.log" && break; sleep 0.1; done
+    done
 }
-echo "warm-up run: Halda plans, the head ships each worker its layers over the shaped links" >&2
-run_head >/dev/null 2>"$work/head-warm.log" || { cat "$work/head-warm.log" >&2; exit 1; }
-evict "$model"
-settle
-for i in $(seq 0 $((n - 1))); do echo 0 >$cg/prima-d$i/memory.max_usage_in_bytes; done
-faults_before=()
-for i in $(seq 0 $((n - 1))); do faults_before+=("$(awk '/^total_pgmajfault /{print $2}' $cg/prima-d$i/memory.stat)"); done
-on_device 0 /usr/bin/env time -f "%M" -o "$work/head-rss" \
-    "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads \
-    --ring "$ring_flag" --json >"$work/ring.json" 2>"$work/head.log" || { cat "$work/head.log" >&2; exit 1; }
+stop_workers() {
+    for i in $(seq 1 $((n - 1))); do
+        [ -d $cg/prima-d$i ] || continue
+        xargs -r kill -9 <"$cg/prima-d$i/cgroup.procs" 2>/dev/null || true
+    done
+    sleep 0.5
+}
 
-grep -h "layer check\|Halda\|notice\|MiB available" "$work/head.log" >&2 || true
-report=()
-for i in $(seq 0 $((n - 1))); do
-    d=$cg/prima-d$i
-    [ "$i" = 0 ] || worker_pid[i]=$(pgrep -n -f -- "--name dev$i\$")
-    faults=$(( $(awk '/^total_pgmajfault /{print $2}' $d/memory.stat) - faults_before[i] ))
-    if [ "$i" = 0 ]; then rss_kb=$(cat "$work/head-rss"); else rss_kb=$(awk '/VmHWM/{print $2}' /proc/${worker_pid[i]}/status); fi
-    name=$([ "$i" = 0 ] && echo head || echo "dev$i")
-    report+=("$name ${caps_mb[i]} $rss_kb $(($(cat $d/memory.max_usage_in_bytes) >> 20)) $faults $(cat $d/memory.failcnt) $(awk '/oom_kill /{print $2}' $d/memory.oom_control) $(awk '/^total_swap /{print $2}' $d/memory.stat)")
-done
+# One measured head run: page cache evicted, peaks and faults reset.
+# Writes $work/$1.json and the device rows to $work/$1.rows.
+measure_ring() {
+    local name=$1; shift
+    evict
+    settle
+    local faults=()
+    for i in $(seq 0 $((n - 1))); do
+        echo 0 >$cg/prima-d$i/memory.max_usage_in_bytes
+        faults+=("$(awk '/^total_pgmajfault /{print $2}' $cg/prima-d$i/memory.stat)")
+    done
+    on_device 0 /usr/bin/env time -f "%M" -o "$work/$name-head-rss" \
+        "$prima" run -m "$model" -p "$prompt" -n "$tokens" --ignore-eos --temp 0 -t $threads \
+        --ring "$ring_flag" --json -v "$@" >"$work/$name.json" 2>"$work/$name.log" || { cat "$work/$name.log" >&2; exit 1; }
+    : >"$work/$name.rows"
+    for i in $(seq 0 $((n - 1))); do
+        local d=$cg/prima-d$i rss_kb
+        if [ "$i" = 0 ]; then rss_kb=$(cat "$work/$name-head-rss"); else
+            rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$(pgrep -n -f -- "--name dev$i\$")/status"); fi
+        echo "$([ "$i" = 0 ] && echo head || echo "dev$i") $(cat $d/memory.limit_in_bytes) $rss_kb" \
+            "$(($(cat $d/memory.max_usage_in_bytes) >> 20)) $(($(awk '/^total_pgmajfault /{print $2}' $d/memory.stat) - faults[i]))" \
+            "$(cat $d/memory.failcnt) $(awk '/oom_kill /{print $2}' $d/memory.oom_control) $(awk '/^total_swap /{print $2}' $d/memory.stat)" \
+            >>"$work/$name.rows"
+    done
+}
 
-# The same model on the head's cap alone.
-evict "$model"
-mkdir -p $cg/prima-alone
-echo $((caps_mb[0] << 20)) >$cg/prima-alone/memory.limit_in_bytes
-echo 0 >$cg/prima-alone/memory.swappiness
-alone_json=$(sh -c 'echo $$ >'"$cg/prima-alone/cgroup.procs"'; echo $$ >'"$blk/prima-d0/cgroup.procs"'; exec "$@"' sh \
-    "$prima" run -m "$model" -p "Once upon a time" -n "$tokens" --ignore-eos --temp 0 -t $threads --json 2>/dev/null)
-alone_oom=$(awk '/oom_kill /{print $2}' $cg/prima-alone/memory.oom_control)
+# 1. Capped, Halda's plan.
+for i in $(seq 0 $((n - 1))); do set_cap prima-d$i "${caps_mb[i]}"; done
+start_workers capped
+echo "warm-up run: Halda plans, the head ships each worker its layers" >&2
+on_device 0 "$prima" run -m "$model" -p "$prompt" -n 4 --temp 0 -t $threads --ring "$ring_flag" \
+    >/dev/null 2>"$work/warm.log" || { cat "$work/warm.log" >&2; exit 1; }
+measure_ring capped
+grep -h "layer check\|Halda\|notice\|MiB available\|memory:" "$work/capped.log" >&2 || true
+windows=$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["ring"]
+print(",".join(str(int(d["layers"][0].split("..")[1]) - int(d["layers"][0].split("..")[0])) for d in r["devices"]))
+' "$work/capped.json")
+kept=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["ring"]["devices"]))' "$work/capped.json")
 
-DISKS="${disk_mbps[*]}" python3 - "$work/ring.json" "$alone_json" "$alone_oom" "$(du -b "$model" | cut -f1)" "${report[@]}" <<'PY'
-import json, os, sys
-ring = json.load(open(sys.argv[1]))
-alone = json.loads(sys.argv[2])
-alone_oom, size = int(sys.argv[3]), int(sys.argv[4])
-rows = [r.split() for r in sys.argv[5:]]
-t = ring["timings"]["ms_per_token"]
-p = ring["ring"]["predicted_ms_per_token"]
-print(f"model: synthetic llama, {size / 1e9:.2f} GB; caps (MB): {', '.join(r[1] for r in rows)}; disks (MB/s): {os.environ['DISKS']}")
-print(f"plan: k={ring['ring']['k']}; " + "; ".join(f"{d['name']}: {','.join(d['layers'])}" for d in ring["ring"]["devices"]))
-print(f"ring TPOT {t:.1f} ms; Halda predicted {p:.1f} ms; error {abs(p - t) / t * 100:.1f}% (limit 15%)")
-print(f"one device on the head's cap alone: TPOT {alone['timings']['ms_per_token']:.1f} ms, OOM kills {alone_oom}"
-      f" -> ring is {alone['timings']['ms_per_token'] / t:.2f}x faster")
-print("| device | in ring | cap MB | peak RSS MB | cgroup peak MB | major faults | limit hits | OOM kills | swap |")
-print("|---|---|---|---|---|---|---|---|---|")
-names = [d["name"] for d in ring["ring"]["devices"]]
-for name, cap, rss, peak, faults, fails, oom, swap in rows:
-    used = name == "head" or any(f"({name}," in x for x in names)
-    print(f"| {name} | {'yes' if used else 'dropped'} | {cap} | {int(rss) / 1024:.0f} | {peak} | {faults} | {fails} | {oom} | {swap} |")
-print("per token, measured (Halda's prediction):")
-for d in ring["ring"]["devices"]:
-    m, h = d.get("per_token") or {}, d.get("predicted_per_token") or {}
-    print(f"  {d['name']}: compute {m.get('compute_ms', 0):.1f} ({h.get('compute_ms', 0):.1f}) ms,"
-          f" network wait {m.get('network_ms', 0):.1f} (hop {h.get('hop_ms', 0):.1f}) ms,"
-          f" disk {m.get('disk_ms', 0):.1f} ({h.get('disk_ms', 0):.1f}) ms")
-ok = abs(p - t) / t <= 0.15 and all(r[6] == "0" for r in rows) and all(r[7] in ("0", "") for r in rows)
-print("no OOM kills:", all(r[6] == "0" for r in rows), "| no swap:", all(r[7] in ("0", "") for r in rows))
-print("checks:", "PASS" if ok else "FAIL")
-sys.exit(0 if ok else 1)
-PY
+# 2. The same windows with the caps lifted (workers restart to profile uncapped).
+stop_workers
+for i in $(seq 0 $((n - 1))); do set_cap prima-d$i 0; done
+start_workers uncapped
+if [ "$kept" = "$n" ]; then
+    measure_ring uncapped --layer-window "$windows"
+else
+    # Halda left a device out; the uncapped ring runs the same kept devices' windows.
+    echo "notice: Halda kept $kept of $n devices; the uncapped run uses Halda's plan too" >&2
+    measure_ring uncapped
+fi
+stop_workers
+
+# 3. One device alone, capped at the head's cap and uncapped.
+alone() { # cap MB (0: none)
+    evict
+    settle
+    mkdir -p $cg/prima-alone
+    echo 0 >$cg/prima-alone/memory.swappiness
+    set_cap prima-alone "$1"
+    echo 0 >$cg/prima-alone/memory.max_usage_in_bytes
+    sh -c 'echo $$ >'"$cg/prima-alone/cgroup.procs"'; echo $$ >'"$blk/prima-d0/cgroup.procs"'; exec "$@"' sh \
+        "$prima" run -m "$model" -p "$prompt" -n "$tokens" --ignore-eos --temp 0 -t $threads --json 2>"$work/alone-$1.log"
+    echo "{\"peak_mb\": $(($(cat $cg/prima-alone/memory.max_usage_in_bytes) >> 20)), \"oom\": $(awk '/oom_kill /{print $2}' $cg/prima-alone/memory.oom_control)}" \
+        >"$work/alone-$1.cg.json"
+}
+alone "${caps_mb[0]}" >"$work/alone-capped.json"
+alone 0 >"$work/alone-uncapped.json"
+
+PRESET=$preset DISKS="${disk_mbps[*]:-unthrottled}" python3 scripts/cluster-report.py "$work" "$size" "${caps_mb[0]}"

@@ -36,6 +36,14 @@ impl Os for Android {
         prima_host_linux::drop_cached(file, range)
     }
 
+    fn advise_access(&self, map: &Mmap, range: Range<usize>, random: bool) -> anyhow::Result<()> {
+        prima_host_linux::advise_access(map, range, random)
+    }
+
+    fn io_read_bytes(&self) -> Option<u64> {
+        procfs::io_read_bytes()
+    }
+
     /// `MemAvailable` less the low-memory killer's threshold for this
     /// process (see [`lmk`]), capped by any cgroup.
     fn memory(&self) -> anyhow::Result<Memory> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use crate::stream::{layer_spans, run_shape, LayerMemory, LayerStream};
+use crate::stream::{layer_spans, model_ranges, run_shape, LayerMemory, LayerStream};
 
 /// Something that turns tokens into logits: one device, or a ring.
 pub trait Evaluate {
@@ -47,6 +47,7 @@ impl<'m, 'a> Local<'m, 'a> {
     ) -> anyhow::Result<Self> {
         let session = Session::with_kv_type(model, n_ctx, kv);
         let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
+            file.load_ahead(model_ranges(g, &model.parts, |_| true))?;
             return Ok(Self { session, pool, stream: None });
         };
         let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
@@ -54,6 +55,7 @@ impl<'m, 'a> Local<'m, 'a> {
         let order: Vec<usize> = model.parts.windows.iter().flat_map(|w| w.clone()).collect();
         let spans = layer_spans(g);
         let resident = memory.resident(&order, &spans);
+        file.load_ahead(model_ranges(g, &model.parts, |l| resident.contains(&l)))?;
         if resident.len() == order.len() {
             return Ok(Self { session, pool, stream: None });
         }

@@ -45,8 +45,36 @@ impl MappedFile {
         &self.map
     }
 
-    /// The file parsed as GGUF; errors name the file.
+    /// The file parsed as GGUF; errors name the file. Its tensor data is
+    /// marked as read at random: a fault reads only its page, so touching
+    /// a tensor here and there (the fingerprint, the norms copied at load,
+    /// an embedding row) does not read the megabytes around it. What a
+    /// device runs is read ahead explicitly ([`Self::load_ahead`], and the
+    /// layer stream).
     pub fn gguf(&self) -> anyhow::Result<prima_core::Gguf<'_>> {
-        prima_core::Gguf::parse(self.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))
+        let g = prima_core::Gguf::parse(self.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", self.path.display()))?;
+        let data = (g.data_offset as usize).min(self.map.len())..self.map.len();
+        if !data.is_empty() {
+            crate::os::current()
+                .advise_access(&self.map, data, true)
+                .with_context(|| self.path.display().to_string())?;
+        }
+        Ok(g)
+    }
+
+    /// Starts reading `ranges` in, merged where they are within 64 KiB of
+    /// each other, so that weights a device keeps resident load in large
+    /// reads before (or while) they first run.
+    pub fn load_ahead(&self, ranges: impl IntoIterator<Item = std::ops::Range<usize>>) -> anyhow::Result<()> {
+        let mut ranges: Vec<_> = ranges.into_iter().filter(|r| !r.is_empty() && r.end <= self.map.len()).collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+        for r in ranges {
+            match merged.last_mut() {
+                Some(m) if r.start <= m.end + (64 << 10) => m.end = m.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        merged.into_iter().try_for_each(|r| self.prefetch(r))
     }
 }

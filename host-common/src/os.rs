@@ -49,7 +49,23 @@ pub trait Os: Send + Sync {
     /// and private, so nothing is lost; the next access reads the file again.
     fn release(&self, map: &Mmap, file: &File, range: Range<usize>) -> anyhow::Result<()>;
 
+    /// Tells the OS how `range` of the map will be read: `random` (touched
+    /// here and there, such as embedding rows and the few bytes a file's
+    /// fingerprint reads), so a fault reads only its page, or sequentially
+    /// (layers that run), so faults read ahead. Without the first, a 4 KiB
+    /// touch can read megabytes around it (Linux reads `read_ahead_kb`
+    /// around a fault; 8 MiB on the build VM).
+    fn advise_access(&self, _map: &Mmap, _range: Range<usize>, _random: bool) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn memory(&self) -> anyhow::Result<Memory>;
+
+    /// Bytes this process has read from storage so far (not from the file
+    /// cache), where the OS counts them.
+    fn io_read_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// How the OS treats mapped file pages under pressure.
     fn page_cache(&self) -> PageCacheClass;

@@ -5,7 +5,7 @@
 use prima_core::cost::{ModelCost, RunShape};
 use prima_core::halda::{self, STAGING_LAYERS};
 use prima_core::profile::PageCacheClass;
-use prima_core::{Gguf, KvType, LayerHook};
+use prima_core::{Gguf, KvType, LayerHook, Parts};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -40,6 +40,22 @@ pub fn layer_spans(g: &Gguf<'_>) -> BTreeMap<usize, Range<usize>> {
         }
     }
     out
+}
+
+/// Byte ranges of what `parts` runs every token, for reading ahead: the
+/// layers it holds for which `resident` says so, and with the output head
+/// its tensors (the embedding when tied: it is then read whole each token).
+/// An untied embedding is left out: a token reads one row of it.
+pub fn model_ranges(g: &Gguf<'_>, parts: &Parts, resident: impl Fn(usize) -> bool) -> Vec<Range<usize>> {
+    let tied = g.tensor("output.weight").is_none();
+    g.tensors()
+        .iter()
+        .filter(|t| match prima_core::gguf::write::layer_of(t.name) {
+            Some(l) => parts.windows.iter().any(|w| w.contains(&l)) && resident(l),
+            None => parts.output && (t.name.starts_with("output") || (tied && t.name == "token_embd.weight")),
+        })
+        .map(|t| t.file_offset as usize..(t.file_offset + t.n_bytes) as usize)
+        .collect()
 }
 
 /// A device's memory for one run: what it may fill with its layers'

@@ -26,9 +26,12 @@ impl Os for Linux {
         "linux"
     }
 
-    /// `MADV_POPULATE_READ` reads and maps the pages as a first touch would,
-    /// but on a background thread; kernels before 5.14 lack it, and get
-    /// `MADV_WILLNEED` (read-ahead only) instead.
+    /// On a background thread, `MADV_WILLNEED` reads exactly the range into
+    /// the page cache in large requests (model data is mapped `MADV_RANDOM`,
+    /// so faults alone would read it a page at a time), in pieces: the
+    /// kernel reads at most its read-ahead window per call. Then
+    /// `MADV_POPULATE_READ` maps the pages as a first touch would; kernels
+    /// before 5.14 lack the second, and stop after the first.
     fn prefetch(&self, map: &Arc<Mmap>, _file: &File, range: Range<usize>) -> anyhow::Result<()> {
         #[cfg(target_os = "linux")]
         {
@@ -36,9 +39,11 @@ impl Os for Linux {
             std::thread::Builder::new()
                 .name("prima-prefetch".into())
                 .spawn(move || {
-                    if map.advise_range(Advice::PopulateRead, range.start, range.len()).is_err() {
-                        let _ = map.advise_range(Advice::WillNeed, range.start, range.len());
+                    const PIECE: usize = 2 << 20;
+                    for at in range.clone().step_by(PIECE) {
+                        let _ = map.advise_range(Advice::WillNeed, at, PIECE.min(range.end - at));
                     }
+                    let _ = map.advise_range(Advice::PopulateRead, range.start, range.len());
                 })
                 .context("cannot start a prefetch thread")?;
             Ok(())
@@ -52,8 +57,16 @@ impl Os for Linux {
         drop_cached(file, range)
     }
 
+    fn advise_access(&self, map: &Mmap, range: Range<usize>, random: bool) -> anyhow::Result<()> {
+        advise_access(map, range, random)
+    }
+
     fn memory(&self) -> anyhow::Result<Memory> {
         procfs::memory()
+    }
+
+    fn io_read_bytes(&self) -> Option<u64> {
+        procfs::io_read_bytes()
     }
 
     fn page_cache(&self) -> PageCacheClass {
@@ -72,6 +85,12 @@ impl Os for Linux {
 /// `MADV_WILLNEED`: start read-ahead of `range`, returning at once.
 pub fn will_need(map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
     map.advise_range(Advice::WillNeed, range.start, range.len()).context("madvise(MADV_WILLNEED) failed")
+}
+
+/// `MADV_RANDOM` (faults read only their page) or `MADV_NORMAL` (faults read around).
+pub fn advise_access(map: &Mmap, range: Range<usize>, random: bool) -> anyhow::Result<()> {
+    let (advice, name) = if random { (Advice::Random, "MADV_RANDOM") } else { (Advice::Normal, "MADV_NORMAL") };
+    map.advise_range(advice, range.start, range.len()).with_context(|| format!("madvise({name}) failed"))
 }
 
 /// `MADV_DONTNEED`: drop `range`'s pages from this process now.

@@ -29,6 +29,13 @@ impl MemInfo {
     }
 }
 
+/// Bytes this process has read from storage (`read_bytes` of
+/// `/proc/self/io`: page-cache hits do not count), if the kernel keeps it.
+pub fn io_read_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/io").ok()?;
+    text.lines().find_map(|l| l.strip_prefix("read_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Linux's rule: `MemAvailable`, capped by the headroom left under any
 /// cgroup limit this process runs in.
 pub fn memory() -> anyhow::Result<Memory> {

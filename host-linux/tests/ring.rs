@@ -200,6 +200,37 @@ fn streaming_plans_keep_the_tokens() {
     assert!(err.contains("stream from disk"), "{err}");
 }
 
+/// Drops `path` from the page cache, so the next reads come from storage.
+fn evict(path: &Path) {
+    let f = std::fs::File::open(path).unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// The head of a ring reads from disk only what it runs: its layers, the
+/// output head (here the tied embedding) and the header, not the whole file
+/// (touching each tensor's first bytes for the fingerprint, or copying the
+/// norms, used to read megabytes around each touch).
+#[test]
+fn the_head_reads_only_what_it_runs() {
+    let model = smollm2_path();
+    let workers = [Worker::start()];
+    let run = || {
+        json_of(
+            prima()
+                .args(["run", "-m"])
+                .arg(&model)
+                .args(["-p", "Hello", "-n", "4", "--temp", "0", "-t", "1", "--json"])
+                .args(["--ring", &ring_flag(&workers), "--layer-window", "3,27"]),
+        )
+    };
+    run(); // ships the worker its layers, reading them
+    evict(&model);
+    let Some(read) = run()["timings"]["disk_read_mb"].as_f64() else { return }; // no /proc/self/io
+    let size = std::fs::metadata(&model).unwrap().len() as f64 / 1e6;
+    // 3 of 30 layers (~7 MB), the embedding (~30 MB) and the header: well under half.
+    assert!(read < 0.5 * size, "the head read {read:.1} MB of a {size:.1} MB file");
+}
+
 #[test]
 fn a_killed_worker_is_reported_within_seconds() {
     let mut workers: Vec<Worker> = (0..2).map(|_| Worker::start()).collect();

@@ -38,6 +38,11 @@ impl Os for MacOs {
             .context("madvise(MADV_DONTNEED) failed")
     }
 
+    fn advise_access(&self, map: &Mmap, range: Range<usize>, random: bool) -> anyhow::Result<()> {
+        let (advice, name) = if random { (Advice::Random, "MADV_RANDOM") } else { (Advice::Normal, "MADV_NORMAL") };
+        map.advise_range(advice, range.start, range.len()).with_context(|| format!("madvise({name}) failed"))
+    }
+
     /// `kern.memorystatus_level` is the share of memory the kernel counts
     /// as available before it raises memory pressure (free, reclaimable and
     /// compressible pages together): what Activity Monitor shows.

@@ -69,6 +69,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let file = MappedFile::open(&a.model)?;
     let g = file.gguf()?;
     let model = model(&g)?;
+    file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
     let n_params: u64 = g.tensors().iter().map(|t| t.n_elements()).sum();
     let name = g.get_str("general.name").unwrap_or("?");
     let tests: Vec<Test> = a

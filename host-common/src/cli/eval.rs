@@ -43,7 +43,7 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
     let n_ctx = a.ids.len().max(1);
-    let hs = a.ring.handshake(&g, &a.model.model, n_ctx, KvType::F16, &l.pool)?;
+    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, KvType::F16, &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
     let n_vocab = model.config.n_vocab;
     let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, KvType::F16)?;

@@ -32,6 +32,8 @@ impl Loaded {
     }
 }
 
+/// The whole model. Nothing is read ahead here: the evaluator decides
+/// what stays resident (see `Local::new`).
 pub(super) fn model<'a>(g: &Gguf<'a>) -> anyhow::Result<Model<'a>> {
     let kernels = crate::detect_kernels();
     Model::load(g, kernels).map_err(|e| anyhow!("{e}")).context("cannot load model")

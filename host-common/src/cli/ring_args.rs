@@ -43,6 +43,7 @@ impl RingArgs {
     /// Connects to the ring's workers and plans it, or `None` without `--ring`.
     pub fn handshake(
         &self,
+        file: &MappedFile,
         g: &Gguf<'_>,
         model_path: &Path,
         n_ctx: usize,
@@ -72,6 +73,8 @@ impl RingArgs {
             Some(_) => (None, None),
             None => {
                 let profile = head_profile(g, model_path, pool)?;
+                // Layer 0 is the head's in every plan: read it ahead for the check.
+                file.load_ahead(crate::stream::layer_spans(g).get(&0).cloned())?;
                 let check = profiler::calibrate::check_layer(g, &profile, pool)?;
                 (Some(profile), Some(check))
             }

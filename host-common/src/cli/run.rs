@@ -90,7 +90,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     // The KV cache holds what this run needs, not the whole -c: on a device
     // short of memory every position of it is memory the layers lack.
     let n_ctx = prompt.len() + a.n_predict;
-    let hs = a.ring.handshake(&g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
+    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
     let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, a.kv_type.into())?;
     let stdout = std::io::stdout();
@@ -117,6 +117,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "ms_per_token": gen_s * 1e3 / decode_steps as f64,
         "generation_tokens_per_s": decode_steps as f64 / gen_s,
         "disk_stall_ms": session.disk_stall().map(|d| d.as_secs_f64() * 1e3),
+        "disk_read_mb": crate::os::current().io_read_bytes().map(|b| b as f64 / 1e6),
         "threads": l.pool.threads(),
         "kernels": model.kernels.name(),
     });

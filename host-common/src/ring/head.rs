@@ -21,7 +21,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, run_shape, LayerStream};
+use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -311,6 +311,7 @@ impl Handshake {
         let memory = layer_memory(opts.head_profile.as_ref(), &cost, &opts.run_shape(), true);
         let order = held(0);
         let resident = memory.resident(&order, &spans);
+        file.load_ahead(model_ranges(g, &model.parts, |l| resident.contains(&l)))?;
         residency[0].0 = resident.len();
         if resident.len() < order.len() {
             eprintln!(

@@ -21,7 +21,7 @@ use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, run_shape, LayerStream};
+use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream};
 use prima_core::cost::ModelCost;
 
 /// Probe connections served at once.
@@ -318,6 +318,9 @@ impl Job {
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
         let order: Vec<usize> = self.windows.iter().flat_map(|w| w.clone()).collect();
         let resident = memory.resident(&order, &spans);
+        let g = file.gguf()?;
+        file.load_ahead(model_ranges(&g, &model.parts, |l| resident.contains(&l)))?;
+        drop(g);
         if resident.len() < order.len() {
             eprintln!(
                 "memory: {} of this device's {} layers stay resident, the rest stream from disk ({:.0} MiB for weights and KV)",
