@@ -29,13 +29,14 @@ def rows(name):
     return out
 
 
-def table(name, run):
+def table(title, name):
+    run = load(name + ".json")
     ring = run["ring"]
     t = run["timings"]["ms_per_token"]
     p = ring.get("predicted_ms_per_token")
     plan = "; ".join(f"{d['name']}: {','.join(d['layers'])} ({d['resident_layers']} of {d['layers_held']} resident)"
                      for d in ring["devices"])
-    print(f"\n### {name}: TPOT {t:.1f} ms" + (f", Halda predicted {p:.1f} ms ({abs(p - t) / t * 100:.1f}% off)" if p else ""))
+    print(f"\n### {title}: TPOT {t:.1f} ms" + (f", Halda predicted {p:.1f} ms ({abs(p - t) / t * 100:.1f}% off)" if p else ""))
     print(f"plan (k={ring['k']}): {plan}")
     print("| device | cap MB | peak RSS MB | cgroup peak MB | major faults | limit hits | OOM kills | swap |"
           " compute ms | network wait ms | disk ms |")
@@ -51,8 +52,8 @@ def table(name, run):
 
 
 print(f"## preset {preset}: synthetic llama Q4_0, {size / 1e6:.0f} MB; disks (MB/s): {os.environ.get('DISKS')}")
-capped_t, predicted, capped_rows = table("capped", load("capped.json"))
-uncapped_t, _, _ = table("uncapped (same windows)", load("uncapped.json"))
+capped_t, predicted, capped_rows = table("capped", "capped")
+uncapped_t, _, _ = table("uncapped (same windows)", "uncapped")
 alone_c, alone_u = load("alone-capped.json"), load("alone-uncapped.json")
 cg_c = load(f"alone-{head_cap}.cg.json")
 a_c, a_u = alone_c["timings"]["ms_per_token"], alone_u["timings"]["ms_per_token"]

@@ -72,6 +72,9 @@ pub struct ModelCost {
     pub q_dim: u64,
     pub kv_dim: u64,
     pub n_vocab: u64,
+    /// Bytes before the tensor data: metadata, the tokenizer's vocabulary
+    /// (read at load, so resident on every device that parses the file).
+    pub header_bytes: u64,
 }
 
 /// What one run asks of a device beyond its layers' weights: the context
@@ -88,7 +91,7 @@ pub struct RunShape {
 /// The process itself: code, the allocator's arenas, the tokenizer, the
 /// GGUF header pages and the OS's own per-process cost. Measured as the
 /// peak RSS of a run less its buffers and weights (docs/RING.md).
-pub const PROCESS_BYTES: u64 = 24 << 20;
+pub const PROCESS_BYTES: u64 = 16 << 20;
 /// Stack a pool thread touches (its mapping is larger, but untouched pages cost nothing).
 pub const THREAD_STACK_BYTES: u64 = 256 << 10;
 
@@ -135,6 +138,7 @@ impl ModelCost {
             q_dim: c.q_dim() as u64,
             kv_dim: c.kv_dim() as u64,
             n_vocab: c.n_vocab as u64,
+            header_bytes: g.data_offset,
         })
     }
 
@@ -164,7 +168,14 @@ impl ModelCost {
         // One row of scores per head per token in a block, over the context.
         let scores = 4 * 16 * (q / 64).max(1) * run.n_ctx as u64;
         let logits = 4 * self.n_vocab;
-        PROCESS_BYTES + run.threads as u64 * THREAD_STACK_BYTES + workspace + acts + scores + logits
+        PROCESS_BYTES + self.header_bytes + run.threads as u64 * THREAD_STACK_BYTES + workspace + acts + scores + logits
+    }
+
+    /// The peak memory of one device running every layer with `run`, its
+    /// weights all resident: what `prima run` predicts of itself.
+    pub fn single_device_bytes(&self, run: &RunShape) -> u64 {
+        let layers = self.layers.len() as u64;
+        self.runtime_bytes(run) + self.output.bytes() + self.layer_bytes() + layers * self.kv_bytes_per_layer(run)
     }
 
     /// Bytes of all layers.

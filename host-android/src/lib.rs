@@ -44,6 +44,14 @@ impl Os for Android {
         procfs::io_read_bytes()
     }
 
+    fn peak_rss(&self) -> Option<u64> {
+        procfs::peak_rss()
+    }
+
+    fn drop_file_cache(&self, file: &File) -> anyhow::Result<()> {
+        prima_host_linux::drop_file_cache(file)
+    }
+
     /// `MemAvailable` less the low-memory killer's threshold for this
     /// process (see [`lmk`]), capped by any cgroup.
     fn memory(&self) -> anyhow::Result<Memory> {

@@ -13,7 +13,7 @@ use prima_core::sampler::{Sampler, SamplerConfig};
 use prima_core::tokenizer::Tokenizer;
 use prima_core::KvType;
 
-use crate::generate::{generate, Local};
+use crate::generate::{generate, Local, SessionShape};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 
@@ -196,7 +196,14 @@ pub unsafe extern "C" fn prima_generate(
         let g = m.file.gguf().map_err(|e| (PrimaStatus::BadModel, format!("{e:#}")))?;
         let model =
             prima_core::Model::load(&g, crate::detect_kernels()).map_err(|e| (PrimaStatus::BadModel, e.to_string()))?;
-        let mut eval = Local::new(&model, &m.file, &g, n_ctx as usize, KvType::F16, &m.pool).map_err(failed)?;
+        let mut eval = Local::new(
+            &model,
+            &m.file,
+            &g,
+            SessionShape { n_ctx: n_ctx as usize, n_batch: ids.len(), kv: KvType::F16 },
+            &m.pool,
+        )
+        .map_err(failed)?;
         let mut sampler = Sampler::new(SamplerConfig { temperature, seed, ..SamplerConfig::default() });
         generate(&mut eval, &m.tokenizer, &mut sampler, &ids, n_predict as usize, false, &mut |id, text| {
             Ok(match callback {

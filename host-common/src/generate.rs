@@ -22,6 +22,19 @@ pub trait Evaluate {
     fn disk_stall(&self) -> Option<Duration> {
         None
     }
+    /// The peak memory this evaluator's memory model predicts for itself.
+    fn predicted_peak(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// What a local session holds: `n_ctx` positions of `kv` elements, and
+/// forward passes of up to `n_batch` tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionShape {
+    pub n_ctx: usize,
+    pub n_batch: usize,
+    pub kv: KvType,
 }
 
 /// One device: a session, the pool it runs on, and the stream of the
@@ -30,10 +43,13 @@ pub struct Local<'m, 'a> {
     pub session: Session<'m, 'a>,
     pub pool: &'m Pool,
     pub stream: Option<LayerStream<'m>>,
+    /// The peak memory this session should take (its memory model's sum),
+    /// for comparison with what it took.
+    pub predicted_peak_bytes: u64,
 }
 
 impl<'m, 'a> Local<'m, 'a> {
-    /// A session holding `n_ctx` positions. When the model's layers and
+    /// A session of `shape`. When the model's layers and
     /// their KV cache do not fit the memory available (with the run's
     /// buffers and the output head), the layers that do not fit stream from
     /// `file`, read ahead while earlier ones run, and a line on stderr says so.
@@ -41,24 +57,32 @@ impl<'m, 'a> Local<'m, 'a> {
         model: &'m Model<'a>,
         file: &'m MappedFile,
         g: &Gguf<'_>,
-        n_ctx: usize,
-        kv: KvType,
+        shape: SessionShape,
         pool: &'m Pool,
     ) -> anyhow::Result<Self> {
+        let SessionShape { n_ctx, n_batch, kv } = shape;
         let session = Session::with_kv_type(model, n_ctx, kv);
+        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let run = run_shape(n_ctx, n_batch, kv, pool.threads());
+        let whole = cost.single_device_bytes(&run);
         let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
             file.load_ahead(model_ranges(g, &model.parts, |_| true))?;
-            return Ok(Self { session, pool, stream: None });
+            return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         };
-        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
-        let memory = LayerMemory::new(&cost, &run_shape(n_ctx, kv, pool.threads()), available, true);
+        let memory = LayerMemory::new(&cost, &run, available, true);
         let order: Vec<usize> = model.parts.windows.iter().flat_map(|w| w.clone()).collect();
         let spans = layer_spans(g);
         let resident = memory.resident(&order, &spans);
         file.load_ahead(model_ranges(g, &model.parts, |l| resident.contains(&l)))?;
         if resident.len() == order.len() {
-            return Ok(Self { session, pool, stream: None });
+            return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         }
+        // Streamed layers are in memory at most STAGING_LAYERS at a time.
+        let size = |l: &usize| spans.get(l).map_or(0, |r| r.len() as u64);
+        let mut streamed: Vec<u64> = order.iter().filter(|l| !resident.contains(l)).map(size).collect();
+        streamed.sort_unstable_by(|a, b| b.cmp(a));
+        let staged: u64 = streamed.iter().take(prima_core::halda::STAGING_LAYERS).sum();
+        let predicted_peak_bytes = whole - streamed.iter().sum::<u64>() + staged;
         let mib = |b: f64| b / (1u64 << 20) as f64;
         eprintln!(
             "memory: {:.0} MiB available leave {:.0} MiB for layers and KV cache; {} of {} layers stay resident, the rest stream from disk",
@@ -67,7 +91,7 @@ impl<'m, 'a> Local<'m, 'a> {
             resident.len(),
             order.len()
         );
-        Ok(Self { session, pool, stream: Some(LayerStream::new(file, order, spans, resident)) })
+        Ok(Self { session, pool, stream: Some(LayerStream::new(file, order, spans, resident)), predicted_peak_bytes })
     }
 }
 
@@ -86,6 +110,10 @@ impl Evaluate for Local<'_, '_> {
 
     fn disk_stall(&self) -> Option<Duration> {
         self.stream.as_ref().map(|s| s.disk)
+    }
+
+    fn predicted_peak(&self) -> Option<u64> {
+        Some(self.predicted_peak_bytes)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod mapped;
 pub mod os;
 pub mod pool;
+pub mod prefetcher;
 pub mod profiler;
 pub mod ring;
 pub mod stream;

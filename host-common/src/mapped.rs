@@ -5,6 +5,8 @@ use memmap2::Mmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::prefetcher::Prefetcher;
+
 /// A read-only memory map of a model file.
 #[derive(Debug)]
 pub struct MappedFile {
@@ -13,6 +15,8 @@ pub struct MappedFile {
     map: std::sync::Arc<Mmap>,
     /// Kept open for the OS calls that advise by descriptor (macOS `F_RDADVISE`).
     file: File,
+    /// Started on the first prefetch.
+    prefetcher: std::sync::OnceLock<Prefetcher>,
 }
 
 impl MappedFile {
@@ -26,18 +30,32 @@ impl MappedFile {
         // another process would fault; prima documents that model files must
         // not be modified while in use, as every mmap-based engine does.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot mmap {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), map: std::sync::Arc::new(map), file })
+        Ok(Self { path: path.to_path_buf(), map: std::sync::Arc::new(map), file, prefetcher: Default::default() })
     }
 
-    /// Starts reading `range` in on the OS's terms (see [`crate::os::Os::prefetch`]),
-    /// so the window that runs next finds its pages present.
+    /// Starts reading `range` in on the OS's terms (see [`crate::os::Os::prefetch`])
+    /// on this file's prefetch thread, so what runs next finds its pages present.
     pub fn prefetch(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
-        crate::os::current().prefetch(&self.map, &self.file, range).with_context(|| self.path.display().to_string())
+        let p = match self.prefetcher.get() {
+            Some(p) => p,
+            None => {
+                let file = self.file.try_clone().with_context(|| format!("cannot reopen {}", self.path.display()))?;
+                let p = Prefetcher::start(std::sync::Arc::clone(&self.map), file)
+                    .context("cannot start a prefetch thread")?;
+                self.prefetcher.get_or_init(|| p)
+            }
+        };
+        p.request(range);
+        Ok(())
     }
 
     /// Lets the OS drop `range`'s pages now: they are not needed until the
-    /// next token, and memory is short.
+    /// next token, and memory is short. A read of them still queued or
+    /// running finishes first, so it cannot map them again behind the release.
     pub fn release(&self, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+        if let Some(p) = self.prefetcher.get() {
+            p.settle(&range);
+        }
         crate::os::current().release(&self.map, &self.file, range).with_context(|| self.path.display().to_string())
     }
 

@@ -38,8 +38,9 @@ pub trait Os: Send + Sync {
     /// Short name for logs: "linux", "android", "macos", "windows".
     fn name(&self) -> &'static str;
 
-    /// Starts reading `range` of the mapped `file` in, without blocking the
-    /// caller, so the window that runs next finds its pages present.
+    /// Reads `range` of the mapped `file` in (or starts to), so what runs
+    /// next finds its pages present. It may block until the pages are read:
+    /// prima calls it from each file's own prefetch thread, in order.
     fn prefetch(&self, map: &Arc<Mmap>, file: &File, range: Range<usize>) -> anyhow::Result<()>;
 
     /// Lets the OS drop `range`'s pages now, from this process and, where the
@@ -60,6 +61,17 @@ pub trait Os: Send + Sync {
     }
 
     fn memory(&self) -> anyhow::Result<Memory>;
+
+    /// The most memory this process has held at once (resident set), where
+    /// the OS counts it.
+    fn peak_rss(&self) -> Option<u64> {
+        None
+    }
+
+    /// Drops `file`'s clean pages from the page cache (where the OS allows).
+    fn drop_file_cache(&self, _file: &File) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Bytes this process has read from storage so far (not from the file
     /// cache), where the OS counts them.

@@ -15,13 +15,15 @@ use crate::mapped::MappedFile;
 /// Most tokens one forward pass carries (prompt batches).
 pub const N_BATCH: usize = 512;
 
-/// What a run of `n_ctx` positions with `kv` cache elements on `threads` asks of a device.
-pub fn run_shape(n_ctx: usize, kv: KvType, threads: usize) -> RunShape {
+/// What a run of `n_ctx` positions, forward passes of up to `n_batch`
+/// tokens (capped at [`N_BATCH`]), `kv` cache elements and `threads` asks
+/// of a device.
+pub fn run_shape(n_ctx: usize, n_batch: usize, kv: KvType, threads: usize) -> RunShape {
     let kv_elem_bytes = match kv {
         KvType::F16 => 2,
         KvType::F32 => 4,
     };
-    RunShape { n_ctx, n_batch: N_BATCH.min(n_ctx), kv_elem_bytes, threads }
+    RunShape { n_ctx, n_batch: n_batch.min(N_BATCH).min(n_ctx), kv_elem_bytes, threads }
 }
 
 /// Whether this OS reads ahead while others compute (Halda's `overlaps_disk`).

@@ -26,7 +26,7 @@ impl Os for Linux {
         "linux"
     }
 
-    /// On a background thread, `MADV_WILLNEED` reads exactly the range into
+    /// `MADV_WILLNEED` reads exactly the range into
     /// the page cache in large requests (model data is mapped `MADV_RANDOM`,
     /// so faults alone would read it a page at a time), in pieces: the
     /// kernel reads at most its read-ahead window per call. Then
@@ -35,17 +35,13 @@ impl Os for Linux {
     fn prefetch(&self, map: &Arc<Mmap>, _file: &File, range: Range<usize>) -> anyhow::Result<()> {
         #[cfg(target_os = "linux")]
         {
-            let map = Arc::clone(map);
-            std::thread::Builder::new()
-                .name("prima-prefetch".into())
-                .spawn(move || {
-                    const PIECE: usize = 2 << 20;
-                    for at in range.clone().step_by(PIECE) {
-                        let _ = map.advise_range(Advice::WillNeed, at, PIECE.min(range.end - at));
-                    }
-                    let _ = map.advise_range(Advice::PopulateRead, range.start, range.len());
-                })
-                .context("cannot start a prefetch thread")?;
+            const PIECE: usize = 2 << 20;
+            for at in range.clone().step_by(PIECE) {
+                map.advise_range(Advice::WillNeed, at, PIECE.min(range.end - at))
+                    .context("madvise(MADV_WILLNEED) failed")?;
+            }
+            // Kernels before 5.14 lack it: the pages are read, and fault in cheaply.
+            let _ = map.advise_range(Advice::PopulateRead, range.start, range.len());
             Ok(())
         }
         #[cfg(not(target_os = "linux"))]
@@ -67,6 +63,14 @@ impl Os for Linux {
 
     fn io_read_bytes(&self) -> Option<u64> {
         procfs::io_read_bytes()
+    }
+
+    fn peak_rss(&self) -> Option<u64> {
+        procfs::peak_rss()
+    }
+
+    fn drop_file_cache(&self, file: &File) -> anyhow::Result<()> {
+        drop_file_cache(file)
     }
 
     fn page_cache(&self) -> PageCacheClass {
@@ -107,6 +111,12 @@ pub fn dont_need(map: &Mmap, range: Range<usize>) -> anyhow::Result<()> {
 pub fn drop_cached(file: &File, range: Range<usize>) -> anyhow::Result<()> {
     let len = std::num::NonZeroU64::new(range.len() as u64);
     rustix::fs::fadvise(file, range.start as u64, len, rustix::fs::Advice::DontNeed)
+        .context("posix_fadvise(POSIX_FADV_DONTNEED) failed")
+}
+
+/// `POSIX_FADV_DONTNEED` on the whole of `file`.
+pub fn drop_file_cache(file: &File) -> anyhow::Result<()> {
+    rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)
         .context("posix_fadvise(POSIX_FADV_DONTNEED) failed")
 }
 

@@ -36,6 +36,14 @@ pub fn io_read_bytes() -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("read_bytes:")).and_then(|v| v.trim().parse().ok())
 }
 
+/// `VmHWM` of `/proc/self/status`: this process's peak resident set.
+pub fn peak_rss() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Linux's rule: `MemAvailable`, capped by the headroom left under any
 /// cgroup limit this process runs in.
 pub fn memory() -> anyhow::Result<Memory> {

@@ -275,3 +275,39 @@ fn profile_names_an_unreachable_peer() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The memory a run reserves is what it needs: `prima run` predicts its own
+/// peak from the model's costs and the request (KV cache for the context and
+/// type, buffers for the batch, threads, the process), and the peak resident
+/// set it measures agrees within a few percent, whole or streaming.
+#[test]
+fn predicted_peak_memory_matches_the_measured_peak() {
+    if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
+        return; // an emulator's own memory is in the resident set
+    }
+    let long = "hello world ".repeat(200);
+    let cases: [&[&str]; 4] = [
+        &["-p", "The capital of France is", "-n", "32", "-t", "2"],
+        &["-p", "The capital of France is", "-n", "400", "-t", "1", "--kv-type", "f32"],
+        &["-p", &long, "-n", "8", "-t", "2"],
+        // Short of memory: a few layers resident, the rest streamed two at a time.
+        &["-p", "The capital of France is", "-n", "32", "-t", "2", "--mem", "60"],
+    ];
+    for args in cases {
+        let out = prima()
+            .args(["run", "-m"])
+            .arg(smollm2_path())
+            .args(["--temp", "0", "--ignore-eos", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = &json["timings"];
+        let (Some(measured), Some(predicted)) = (t["peak_rss_mb"].as_f64(), t["predicted_peak_mb"].as_f64()) else {
+            return; // this OS does not report a peak
+        };
+        let ratio = predicted / measured;
+        assert!((0.95..=1.10).contains(&ratio), "{args:?}: predicted {predicted:.1} MB, measured {measured:.1} MB");
+    }
+}

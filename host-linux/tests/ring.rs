@@ -167,7 +167,7 @@ fn auto_windows_profile_every_device_and_keep_the_tokens() {
 #[test]
 fn streaming_plans_keep_the_tokens() {
     let model = smollm2_path();
-    let workers: Vec<Worker> = (0..2).map(|_| Worker::start_with(&["--mem", "45"])).collect();
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start_with(&["--mem", "35"])).collect();
     let prompt = "The capital of France is";
     let alone = generate(&model, prompt, None);
     for windows in ["auto", "10,10,10"] {

@@ -267,7 +267,12 @@ impl Problem {
             return None;
         }
         let weights = held * self.layer_bytes;
-        let per_round = (weights - resident_weight_bytes(room, weights, self.layer_bytes, d.overlaps_disk)) / k as f64;
+        // As the host keeps (`resident_weight_bytes`), but not clamped at
+        // zero: a staging area squeezed by the KV cache costs as many reads
+        // as it lacks, which keeps each device's work convex in its window.
+        let staging = if d.overlaps_disk { STAGING_LAYERS as f64 * self.layer_bytes } else { 0.0 };
+        let resident = if weights <= room { weights } else { room - staging };
+        let per_round = (weights - resident) / k as f64;
         let ahead = if d.overlaps_disk { per_round.min(STAGING_LAYERS as f64 * self.layer_bytes) } else { 0.0 };
         let (disk, rest) = (per_round / d.disk_bytes_per_s, (per_round - ahead) / d.disk_bytes_per_s);
         let turn = w as f64 * d.layer_s + hop + rest;

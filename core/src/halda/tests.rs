@@ -241,6 +241,7 @@ fn paper_cluster_plan() {
         q_dim: 8192,
         kv_dim: 1024,
         n_vocab: 128256,
+        header_bytes: 8 << 20,
     };
     let run = crate::cost::RunShape { n_ctx: 512, n_batch: 512, kv_elem_bytes: 2, threads: 8 };
     let device = |name: &str, gflops: f32, mem_gbs: f32, ram_gib: f64, disk_gbs: f32, page_cache| {

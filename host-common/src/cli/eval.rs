@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::loaded::{model, tokenizer, Loaded};
 use super::ring_args::{evaluator, head_model, RingArgs};
 use super::ModelArgs;
+use crate::generate::SessionShape;
 
 #[derive(Debug, Args)]
 pub(super) struct LogitsArgs {
@@ -46,7 +47,8 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, KvType::F16, &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
     let n_vocab = model.config.n_vocab;
-    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, KvType::F16)?;
+    let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16 };
+    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, shape)?;
     let all = session.eval(&a.ids, Want::All)?;
     let mut positions = Vec::new();
     for (pos, row) in all.chunks_exact(n_vocab).enumerate() {

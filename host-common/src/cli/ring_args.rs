@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
 use prima_core::{Gguf, KvType, Model, Want};
 
-use crate::generate::{Evaluate, Local};
+use crate::generate::{Evaluate, Local, SessionShape};
 use std::path::Path;
 use std::time::Duration;
 
@@ -140,15 +140,14 @@ pub(super) fn evaluator<'m, 'a>(
     file: &'m MappedFile,
     pool: &'m Pool,
     g: &Gguf<'_>,
-    n_ctx: usize,
-    kv: KvType,
+    shape: SessionShape,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
     Ok(match hs {
         Some(hs) if hs.kept.len() > 1 => Box::new(hs.start(model, file, pool, g)?),
         Some(_) => {
             eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
-            Box::new(Local::new(model, file, g, n_ctx, kv, pool)?)
+            Box::new(Local::new(model, file, g, shape, pool)?)
         }
-        None => Box::new(Local::new(model, file, g, n_ctx, kv, pool)?),
+        None => Box::new(Local::new(model, file, g, shape, pool)?),
     })
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use super::loaded::{tokenizer, Loaded};
 use super::ring_args::{evaluator, head_model, RingArgs};
 use super::ModelArgs;
-use crate::generate::generate;
+use crate::generate::{generate, SessionShape};
 use crate::ring::head::Ring;
 
 #[derive(Debug, Args)]
@@ -92,7 +92,8 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let n_ctx = prompt.len() + a.n_predict;
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
     let model = head_model(&g, hs.as_ref())?;
-    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, n_ctx, a.kv_type.into())?;
+    let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into() };
+    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, shape)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let json = a.json;
@@ -118,6 +119,8 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "generation_tokens_per_s": decode_steps as f64 / gen_s,
         "disk_stall_ms": session.disk_stall().map(|d| d.as_secs_f64() * 1e3),
         "disk_read_mb": crate::os::current().io_read_bytes().map(|b| b as f64 / 1e6),
+        "peak_rss_mb": crate::os::current().peak_rss().map(|b| b as f64 / 1e6),
+        "predicted_peak_mb": session.predicted_peak().map(|b| b as f64 / 1e6),
         "threads": l.pool.threads(),
         "kernels": model.kernels.name(),
     });

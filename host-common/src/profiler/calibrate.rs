@@ -53,7 +53,7 @@ impl LayerCheck {
 pub fn check_layer(g: &Gguf<'_>, profile: &DeviceProfile, pool: &Pool) -> anyhow::Result<LayerCheck> {
     let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
     // Only the layer time is used: the run's shape does not matter here.
-    let run = crate::stream::run_shape(1, prima_core::KvType::F16, 1);
+    let run = crate::stream::run_shape(1, 1, prima_core::KvType::F16, 1);
     let problem = Problem::from_profiles(core::slice::from_ref(profile), &cost, &run).map_err(|e| anyhow!("{e}"))?;
     let predicted_s = problem.devices[0].layer_s;
     let main: GgmlType = cost

@@ -21,7 +21,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream};
+use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream, N_BATCH};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl RingOptions {
     /// the head's profile: a worker's own differ little in stack).
     pub fn run_shape(&self) -> prima_core::cost::RunShape {
         let threads = self.head_profile.as_ref().map_or(1, |p| p.threads as usize);
-        run_shape(self.n_ctx, self.kv, threads)
+        run_shape(self.n_ctx, N_BATCH, self.kv, threads)
     }
 }
 
@@ -212,7 +212,7 @@ impl Handshake {
         let held = |pos: usize| -> Vec<usize> { plan.windows[pos].iter().flat_map(|w| w.clone()).collect() };
         let mut residency = vec![(0, held(0).len())];
         for (pos, p) in ring.iter().enumerate().map(|(j, p)| (j + 1, p)) {
-            let run = run_shape(opts.n_ctx, opts.kv, p.profile.threads as usize);
+            let run = run_shape(opts.n_ctx, N_BATCH, opts.kv, p.profile.threads as usize);
             let memory = layer_memory(Some(&p.profile), &cost, &run, false);
             residency.push((memory.resident(&held(pos), &spans).len(), held(pos).len()));
         }

@@ -15,8 +15,11 @@ use tokio::net::TcpStream;
 use super::conn::{read_control, send_control};
 use prima_core::ring::wire::FrameDecoder;
 
-/// Bytes per `Weights` message.
-const CHUNK: usize = 8 << 20;
+/// Bytes per `Weights` message. Small enough that the buffers on both ends
+/// stay small: glibc keeps freed multi-megabyte buffers in its heap (its
+/// mmap threshold rises to the largest freed), and 8 MiB messages left a
+/// worker 50 MB of heap it no longer used, taken from its layers' memory.
+const CHUNK: usize = 1 << 20;
 /// Largest layer file a worker accepts (1 TiB): a hostile length is refused
 /// before any byte is written.
 const MAX_FILE: u64 = 1 << 40;
@@ -140,6 +143,11 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     f.sync_all().await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
     drop(f);
     tokio::fs::rename(&part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
+    // The file's written pages are charged to this device's memory; what it
+    // keeps resident it reads back ahead of use, the rest it streams.
+    if let Ok(f) = std::fs::File::open(path) {
+        crate::os::current().drop_file_cache(&f).with_context(|| path.display().to_string())?;
+    }
     // Other layer files of this model are stale (the plan changed): their
     // page cache would count against this device's memory.
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();

@@ -21,7 +21,7 @@ use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream};
+use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream, N_BATCH};
 use prima_core::cost::ModelCost;
 
 /// Probe connections served at once.
@@ -314,7 +314,7 @@ impl Job {
         };
         let pool = Pool::new(self.cfg.threads)?;
         let c = &model.config;
-        let run = run_shape(self.n_ctx, self.kv, self.cfg.threads);
+        let run = run_shape(self.n_ctx, N_BATCH, self.kv, self.cfg.threads);
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
         let order: Vec<usize> = self.windows.iter().flat_map(|w| w.clone()).collect();
         let resident = memory.resident(&order, &spans);
