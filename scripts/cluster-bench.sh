@@ -31,7 +31,7 @@ shape=(--layers 24 --embd 2048 --ff 5632 --heads 16 --kv-heads 4)
 rate=300mbit delay_ms=0 threads=1 disk_mbps=()
 case $preset in
     anchor) cap_share=40 n=3 ;;
-    over) cap_share=25 n=3 ;;
+    over) cap_share=25 n=3 disk_mbps=(400 400 400) ;;
     roomy)
         shape=(--layers 40 --embd 2048 --ff 8192 --heads 16 --kv-heads 4)
         caps_mb=(900 520 520 520) n=4 delay_ms=4 threads=2 disk_mbps=(400 250 250 250)
@@ -188,7 +188,7 @@ measure_ring() {
     done
     on_device 0 /usr/bin/env time -f "%M" -o "$work/$name-head-rss" \
         "$prima" run -m "$model" -p "$prompt" -n "$tokens" --ignore-eos --temp 0 -t $threads \
-        --ring "$ring_flag" --json -v "$@" >"$work/$name.json" 2>"$work/$name.log" || { cat "$work/$name.log" >&2; exit 1; }
+        --ring "${ring_used:-$ring_flag}" --json -v "$@" >"$work/$name.json" 2>"$work/$name.log" || { cat "$work/$name.log" >&2; exit 1; }
     : >"$work/$name.rows"
     for i in $(seq 0 $((n - 1))); do
         local d=$cg/prima-d$i rss_kb
@@ -215,24 +215,20 @@ for _ in 1 2 3; do
     echo "the plan changed since the warm-up and layers were shipped: measuring again" >&2
 done
 grep -h "layer check\|Halda\|notice\|MiB available\|memory:" "$work/capped.log" >&2 || true
-windows=$(python3 -c '
+# The capped plan's windows and kept workers ("device i (name, addr)"), for the uncapped run.
+read -r windows kept_ring < <(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))["ring"]
-print(",".join(str(int(d["layers"][0].split("..")[1]) - int(d["layers"][0].split("..")[0])) for d in r["devices"]))
+sizes = [int(d["layers"][0].split("..")[1]) - int(d["layers"][0].split("..")[0]) for d in r["devices"]]
+addrs = [d["name"].rstrip(")").split(", ")[-1] for d in r["devices"][1:]]
+print(",".join(map(str, sizes)), ",".join(addrs))
 ' "$work/capped.json")
-kept=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["ring"]["devices"]))' "$work/capped.json")
 
 # 2. The same windows with the caps lifted (workers restart to profile uncapped).
 stop_workers
 for i in $(seq 0 $((n - 1))); do set_cap prima-d$i 0; done
 start_workers uncapped
-if [ "$kept" = "$n" ]; then
-    measure_ring uncapped --layer-window "$windows"
-else
-    # Halda left a device out; the uncapped ring runs the same kept devices' windows.
-    echo "notice: Halda kept $kept of $n devices; the uncapped run uses Halda's plan too" >&2
-    measure_ring uncapped
-fi
+ring_used=$kept_ring measure_ring uncapped --layer-window "$windows"
 stop_workers
 
 # 3. One device alone, capped at the head's cap and uncapped.

@@ -41,9 +41,15 @@ def table(title, name):
     print("| device | cap MB | peak RSS MB | cgroup peak MB | major faults | limit hits | OOM kills | swap |"
           " compute ms | network wait ms | disk ms |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r, d in zip(rows(name), ring["devices"] + [None] * 8):
-        m = (d or {}).get("per_token") or {}
-        h = (d or {}).get("predicted_per_token") or {}
+    # Ring devices are "the head" and "device i (devN, addr)"; rows name "head" and "devN".
+    by_name = {("head" if d["name"] == "the head" else d["name"].split("(")[1].split(",")[0]): d for d in ring["devices"]}
+    for r in rows(name):
+        d = by_name.get(r["dev"])
+        if d is None:
+            print(f"| {r['dev']} | {r['cap']} | left out of the plan | | | | | | | | |")
+            continue
+        m = d.get("per_token") or {}
+        h = d.get("predicted_per_token") or {}
         pred = lambda k: f" ({h[k]:.1f})" if k in h else ""
         print(f"| {r['dev']} | {r['cap']} | {r['rss']:.0f} | {r['peak']} | {r['faults']} | {r['fails']} | {r['oom']} |"
               f" {r['swap']} | {m.get('compute_ms', 0):.1f}{pred('compute_ms')} | {m.get('network_ms', 0):.1f}"

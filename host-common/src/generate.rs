@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use crate::stream::{layer_spans, model_ranges, run_shape, LayerMemory, LayerStream};
+use crate::stream::{self, model_ranges, run_shape, LayerMemory, LayerStream};
 
 /// Something that turns tokens into logits: one device, or a ring.
 pub trait Evaluate {
@@ -70,28 +70,13 @@ impl<'m, 'a> Local<'m, 'a> {
             return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         };
         let memory = LayerMemory::new(&cost, &run, available, true);
-        let order: Vec<usize> = model.parts.windows.iter().flat_map(|w| w.clone()).collect();
-        let spans = layer_spans(g);
-        let resident = memory.resident(&order, &spans);
-        file.load_ahead(model_ranges(g, &model.parts, |l| resident.contains(&l)))?;
-        if resident.len() == order.len() {
+        let stream = stream::open(file, g, &model.parts, &memory, "this device")?;
+        if !stream.streams() {
             return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         }
         // Streamed layers are in memory at most STAGING_LAYERS at a time.
-        let size = |l: &usize| spans.get(l).map_or(0, |r| r.len() as u64);
-        let mut streamed: Vec<u64> = order.iter().filter(|l| !resident.contains(l)).map(size).collect();
-        streamed.sort_unstable_by(|a, b| b.cmp(a));
-        let staged: u64 = streamed.iter().take(prima_core::halda::STAGING_LAYERS).sum();
-        let predicted_peak_bytes = whole - streamed.iter().sum::<u64>() + staged;
-        let mib = |b: f64| b / (1u64 << 20) as f64;
-        eprintln!(
-            "memory: {:.0} MiB available leave {:.0} MiB for layers and KV cache; {} of {} layers stay resident, the rest stream from disk",
-            mib(available as f64),
-            mib(memory.budget_bytes),
-            resident.len(),
-            order.len()
-        );
-        Ok(Self { session, pool, stream: Some(LayerStream::new(file, order, spans, resident)), predicted_peak_bytes })
+        let (streamed, staged) = stream.streamed_bytes();
+        Ok(Self { session, pool, stream: Some(stream), predicted_peak_bytes: whole - streamed + staged })
     }
 }
 

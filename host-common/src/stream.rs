@@ -101,6 +101,31 @@ impl LayerMemory {
     }
 }
 
+/// The stream of `parts`'s layers in `file` for a device with `memory`:
+/// decides what stays resident, starts reading that in, and says on stderr
+/// when `who` ("the head", …) streams.
+pub fn open<'f>(
+    file: &'f MappedFile,
+    g: &Gguf<'_>,
+    parts: &Parts,
+    memory: &LayerMemory,
+    who: &str,
+) -> anyhow::Result<LayerStream<'f>> {
+    let order: Vec<usize> = parts.held().collect();
+    let spans = layer_spans(g);
+    let resident = memory.resident(&order, &spans);
+    file.load_ahead(model_ranges(g, parts, |l| resident.contains(&l)))?;
+    if resident.len() < order.len() {
+        eprintln!(
+            "memory: {who} keeps {} of its {} layers resident, the rest stream from disk ({:.0} MiB for weights and KV cache)",
+            resident.len(),
+            order.len(),
+            memory.budget_bytes / (1u64 << 20) as f64
+        );
+    }
+    Ok(LayerStream::new(file, order, spans, resident))
+}
+
 /// Streams the held layers that are not resident: before one runs, its
 /// pages are faulted in (timed as disk stall) and the next streamed layers
 /// are read ahead, [`STAGING_LAYERS`] in flight at most; after it runs, its
@@ -138,6 +163,15 @@ impl<'f> LayerStream<'f> {
 
     pub fn resident_count(&self) -> usize {
         self.resident.len()
+    }
+
+    /// Bytes of the held layers that stream, and of the largest
+    /// [`STAGING_LAYERS`] of them (what is in memory of them at once).
+    pub fn streamed_bytes(&self) -> (u64, u64) {
+        let mut sizes: Vec<u64> =
+            self.order.iter().filter(|l| self.streamed(**l)).map(|l| self.spans[l].len() as u64).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        (sizes.iter().sum(), sizes.iter().take(STAGING_LAYERS).sum())
     }
 
     fn streamed(&self, l: usize) -> bool {

@@ -172,8 +172,12 @@ impl fmt::Display for PlanError {
     }
 }
 
-/// Layers a prefetching device that streams keeps in flight: the one
-/// running and the one being read.
+/// Layers a prefetching device that streams keeps in flight: one, being
+/// read or run. A second would let a streamed layer's read overlap the
+/// previous streamed layer's compute, but reading a layer takes 10-20×
+/// longer than computing it (disk against memory bandwidth), so that
+/// overlap saves little, while keeping one more layer resident saves its
+/// whole read every token.
 pub const STAGING_LAYERS: usize = 2;
 
 /// Bytes of `weights` a device keeps resident with `room` bytes for them:

@@ -21,7 +21,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream, N_BATCH};
+use crate::stream::{self, layer_spans, run_shape, N_BATCH};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -247,19 +247,19 @@ impl Handshake {
                     other => bail!("{} answered the plan with {other:?}", names[pos]),
                 }
             }
-            for pos in 1..n {
-                if need[pos - 1] {
-                    let p = &mut ring[pos - 1];
+            // Every worker at once, each over its own link: one after another,
+            // the last waited for the others' transfers and could time out.
+            let sends = ring.iter_mut().enumerate().filter(|(j, _)| need[*j]).map(|(j, p)| {
+                let (windows, name) = (&plan.windows[j + 1], &names[j + 1]);
+                async move {
                     let t = Instant::now();
-                    let bytes = weights::send(&mut p.stream, g, &plan.windows[pos], &names[pos]).await?;
-                    eprintln!(
-                        "sent {:.1} MB of layers to {} in {:.1} s",
-                        bytes as f64 / 1e6,
-                        names[pos],
-                        t.elapsed().as_secs_f64()
-                    );
+                    let bytes = weights::send(&mut p.stream, g, windows, name).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    eprintln!("sent {:.1} MB of layers to {name} in {secs:.1} s", bytes as f64 / 1e6);
+                    anyhow::Ok(())
                 }
-            }
+            });
+            futures_util::future::try_join_all(sends).await?;
             for pos in 1..n {
                 let p = &mut ring[pos - 1];
                 match read_control(&mut p.stream, &mut p.dec, &names[pos]).await? {
@@ -309,24 +309,14 @@ impl Handshake {
             peer_times: vec![Times::default(); n],
         };
         let memory = layer_memory(opts.head_profile.as_ref(), &cost, &opts.run_shape(), true);
-        let order = held(0);
-        let resident = memory.resident(&order, &spans);
-        file.load_ahead(model_ranges(g, &model.parts, |l| resident.contains(&l)))?;
-        residency[0].0 = resident.len();
-        if resident.len() < order.len() {
-            eprintln!(
-                "memory: the head keeps {} of its {} layers resident, the rest stream from disk ({:.0} MiB for weights and KV)",
-                resident.len(),
-                order.len(),
-                memory.budget_bytes / (1u64 << 20) as f64
-            );
-        }
+        let stream = stream::open(file, g, &model.parts, &memory, "the head")?;
+        residency[0].0 = stream.resident_count();
         let layers = LocalLayers {
             model,
             kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
             ws: Workspace::default(),
             pool,
-            stream: LayerStream::new(file, order, spans, resident),
+            stream,
         };
         Ok(Ring {
             driver,

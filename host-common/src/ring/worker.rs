@@ -21,7 +21,7 @@ use super::weights;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
-use crate::stream::{layer_spans, model_ranges, run_shape, LayerStream, N_BATCH};
+use crate::stream::{self, run_shape, N_BATCH};
 use prima_core::cost::ModelCost;
 
 /// Probe connections served at once.
@@ -300,9 +300,9 @@ impl Job {
             let parts = Parts::layers(self.windows.clone());
             let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
             let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{e}"))?;
-            Ok((model, cost, layer_spans(&g)))
+            Ok((model, cost))
         });
-        let (model, cost, spans) = match model {
+        let (model, cost) = match model {
             Ok(m) => m,
             Err(e) => {
                 // A damaged cache file must not poison the next session.
@@ -316,25 +316,15 @@ impl Job {
         let c = &model.config;
         let run = run_shape(self.n_ctx, N_BATCH, self.kv, self.cfg.threads);
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
-        let order: Vec<usize> = self.windows.iter().flat_map(|w| w.clone()).collect();
-        let resident = memory.resident(&order, &spans);
         let g = file.gguf()?;
-        file.load_ahead(model_ranges(&g, &model.parts, |l| resident.contains(&l)))?;
+        let stream = stream::open(&file, &g, &model.parts, &memory, "this worker")?;
         drop(g);
-        if resident.len() < order.len() {
-            eprintln!(
-                "memory: {} of this device's {} layers stay resident, the rest stream from disk ({:.0} MiB for weights and KV)",
-                resident.len(),
-                order.len(),
-                memory.budget_bytes / (1u64 << 20) as f64
-            );
-        }
         let mut layers = LocalLayers {
             model: &model,
             kv: KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv),
             ws: Workspace::default(),
             pool: &pool,
-            stream: LayerStream::new(&file, order, spans, resident),
+            stream,
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
