@@ -90,6 +90,8 @@ pub(super) fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
     let model = model(&g)?;
+    // Every chunk reads the whole model: read it in ahead, in large reads.
+    l.file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
     let tok = tokenizer(&g)?;
     let tokens = tok.encode(&text, true, false);
     let n_chunks = tokens.len() / a.ctx;

@@ -15,10 +15,6 @@ pub(super) struct Loaded {
 
 impl Loaded {
     pub fn open(args: &ModelArgs) -> anyhow::Result<Self> {
-        if let Some(mib) = args.mem {
-            anyhow::ensure!(mib > 0, "--mem must be at least 1 MiB");
-            crate::profiler::system::limit_memory(mib << 20);
-        }
         let file = MappedFile::open(&args.model)?;
         let threads = args.threads.unwrap_or_else(Pool::default_threads);
         if threads == 0 {

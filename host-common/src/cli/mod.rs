@@ -57,10 +57,6 @@ struct ModelArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
-    /// Memory this device may use, in MiB (default: what the OS says is
-    /// available). Layers that do not fit stream from disk.
-    #[arg(long = "mem", value_name = "MIB")]
-    mem: Option<u64>,
 }
 
 /// Element type of the KV cache.

@@ -37,6 +37,10 @@ pub(super) struct RingArgs {
     /// Seconds of silence from a worker before it counts as dead.
     #[arg(long = "peer-timeout", default_value_t = 10.0)]
     peer_timeout: f64,
+    /// Memory this device may use, in MiB (default: what the OS says is
+    /// available). Layers that do not fit stream from disk.
+    #[arg(long = "mem", value_name = "MIB")]
+    mem: Option<u64>,
 }
 
 impl RingArgs {
@@ -50,6 +54,11 @@ impl RingArgs {
         kv: KvType,
         pool: &Pool,
     ) -> anyhow::Result<Option<Handshake>> {
+        // Before anything reads a memory figure: the profile, then the session.
+        if let Some(mib) = self.mem {
+            anyhow::ensure!(mib > 0, "--mem must be at least 1 MiB");
+            profiler::system::limit_memory(mib << 20);
+        }
         if self.ring.is_empty() {
             if self.layer_window != "auto" {
                 anyhow::bail!("--layer-window needs --ring");
