@@ -36,7 +36,10 @@ impl Worker {
     }
 
     fn start_with(extra: &[&str]) -> Self {
-        let cache = scratch_dir("worker-cache");
+        Self::start_in(scratch_dir("worker-cache"), extra)
+    }
+
+    fn start_in(cache: PathBuf, extra: &[&str]) -> Self {
         let mut child = prima()
             .args(["worker", "--listen", "127.0.0.1:0", "-t", "1", "--peer-timeout", "5", "--cache"])
             .arg(&cache)
@@ -198,6 +201,21 @@ fn streaming_plans_keep_the_tokens() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ids(&json["generated_ids"]), alone, "{err}");
     assert!(err.contains("stream from disk"), "{err}");
+}
+
+/// Two workers on one host sharing a cache directory receive their layers
+/// at once without touching each other's files (one's clean-up of stale
+/// files used to delete the other's transfer in progress).
+#[test]
+fn workers_sharing_a_cache_directory_both_receive_their_layers() {
+    let model = smollm2_path();
+    let shared = scratch_dir("shared-cache");
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start_in(shared.clone(), &[])).collect();
+    let alone = generate(&model, "The capital of France is", None);
+    for windows in ["10,10,10", "6,12,12"] {
+        let ring = Some((&workers[..], windows));
+        assert_eq!(generate(&model, "The capital of France is", ring), alone, "windows {windows}");
+    }
 }
 
 /// Drops `path` from the page cache, so the next reads come from storage.

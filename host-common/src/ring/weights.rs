@@ -119,7 +119,12 @@ async fn flush(s: &mut TcpStream, chunk: &mut Vec<u8>, offset: u64, total: u64, 
 pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow!("bad cache path {}", path.display()))?;
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    let part = path.with_extension("part");
+    // A name of this process and transfer alone: two workers sharing a cache
+    // directory (one per NUMA node, or a test) used to write the same
+    // `.part` file, and one's rename failed under the other.
+    static TRANSFERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TRANSFERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let part = path.with_extension(format!("{}-{n}.part", std::process::id()));
     let mut f = tokio::fs::File::create(&part).await.with_context(|| format!("cannot create {}", part.display()))?;
     let mut written = 0u64;
     let mut expected = None;
@@ -155,7 +160,8 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
         while let Ok(Some(e)) = entries.next_entry().await {
             let other = e.file_name().to_string_lossy().into_owned();
-            if other != name && other.starts_with(&format!("{model}-")) {
+            // Finished files only: a `.part` may be another worker's transfer.
+            if other != name && other.starts_with(&format!("{model}-")) && other.ends_with(".gguf") {
                 let _ = tokio::fs::remove_file(e.path()).await;
             }
         }
