@@ -6,11 +6,15 @@ use prima_core::cost::{ModelCost, RunShape};
 use prima_core::halda::{self, STAGING_LAYERS};
 use prima_core::profile::PageCacheClass;
 use prima_core::{Gguf, KvType, LayerHook, Parts};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::mapped::MappedFile;
+
+/// What a streamed layer's resident head is rounded down to, so that
+/// releasing the rest never drops a page of it.
+const PAGE: usize = 4096;
 
 /// Most tokens one forward pass carries (prompt batches).
 pub const N_BATCH: usize = 512;
@@ -80,24 +84,27 @@ impl LayerMemory {
         }
     }
 
-    /// The layers of `order` (held layers, in the order they run) that stay
-    /// resident: all when they fit, else whole layers in order up to what
-    /// Halda counts as resident, leaving room to stream the rest through.
-    pub fn resident(&self, order: &[usize], spans: &BTreeMap<usize, Range<usize>>) -> BTreeSet<usize> {
-        let size = |l: &usize| spans.get(l).map_or(0, |r| r.len()) as f64;
-        let weights: f64 = order.iter().map(size).sum();
+    /// What of `order`'s layers (held layers, in the order they run) is
+    /// streamed: nothing when they fit; else, after as many bytes as Halda
+    /// counts as resident (whole layers in order, then the head of the next
+    /// one, to a page), the rest of each layer's bytes.
+    pub fn streamed(&self, order: &[usize], spans: &BTreeMap<usize, Range<usize>>) -> BTreeMap<usize, Range<usize>> {
+        let size = |l: &usize| spans.get(l).map_or(0, |r| r.len());
+        let weights: usize = order.iter().map(size).sum();
         let room = self.budget_bytes - order.len() as f64 * self.kv_layer_bytes;
-        let largest = order.iter().map(size).fold(0.0, f64::max);
-        let mut left = halda::resident_weight_bytes(room.max(0.0), weights, largest.max(1.0), prefetches());
-        let mut kept = BTreeSet::new();
+        let largest = order.iter().map(size).max().unwrap_or(0).max(1);
+        let kept = halda::resident_weight_bytes(room.max(0.0), weights as f64, largest as f64, prefetches());
+        let mut left = kept as usize;
+        let mut streamed = BTreeMap::new();
         for &l in order {
-            if size(&l) > left {
-                break;
+            let Some(span) = spans.get(&l) else { continue };
+            let keep = left.min(span.len()) / PAGE * PAGE;
+            left -= left.min(span.len());
+            if keep < span.len() {
+                streamed.insert(l, span.start + keep..span.end);
             }
-            left -= size(&l);
-            kept.insert(l);
         }
-        kept
+        streamed
     }
 }
 
@@ -113,17 +120,23 @@ pub fn open<'f>(
 ) -> anyhow::Result<LayerStream<'f>> {
     let order: Vec<usize> = parts.held().collect();
     let spans = layer_spans(g);
-    let resident = memory.resident(&order, &spans);
-    file.load_ahead(model_ranges(g, parts, |l| resident.contains(&l)))?;
-    if resident.len() < order.len() {
+    let streamed = memory.streamed(&order, &spans);
+    // What stays resident: whole layers, the output head, and the head of a
+    // layer that streams only in part.
+    let partial = streamed.iter().filter_map(|(l, s)| spans.get(l).map(|span| span.start..s.start));
+    file.load_ahead(model_ranges(g, parts, |l| !streamed.contains_key(&l)).into_iter().chain(partial))?;
+    let stream = LayerStream::new(file, order, streamed);
+    if stream.streams() {
+        let (bytes, _) = stream.streamed_bytes();
         eprintln!(
-            "memory: {who} keeps {} of its {} layers resident, the rest stream from disk ({:.0} MiB for weights and KV cache)",
-            resident.len(),
-            order.len(),
+            "memory: {who} keeps {} of its {} layers resident and streams {:.0} MiB a pass from disk ({:.0} MiB for weights and KV cache)",
+            stream.resident_count(),
+            stream.order.len(),
+            bytes as f64 / (1u64 << 20) as f64,
             memory.budget_bytes / (1u64 << 20) as f64
         );
     }
-    Ok(LayerStream::new(file, order, spans, resident))
+    Ok(stream)
 }
 
 /// Streams the held layers that are not resident: before one runs, its
@@ -136,8 +149,9 @@ pub struct LayerStream<'f> {
     file: &'f MappedFile,
     /// Held layers in the order they run.
     order: Vec<usize>,
-    spans: BTreeMap<usize, Range<usize>>,
-    resident: BTreeSet<usize>,
+    /// The bytes of each layer that stream (all of it, or its tail); layers
+    /// not here stay resident.
+    streamed: BTreeMap<usize, Range<usize>>,
     /// Streamed layers read ahead and not yet released, oldest first.
     in_flight: VecDeque<usize>,
     /// Time spent waiting for streamed pages.
@@ -147,35 +161,30 @@ pub struct LayerStream<'f> {
 }
 
 impl<'f> LayerStream<'f> {
-    pub fn new(
-        file: &'f MappedFile,
-        order: Vec<usize>,
-        spans: BTreeMap<usize, Range<usize>>,
-        resident: BTreeSet<usize>,
-    ) -> Self {
-        Self { file, order, spans, resident, in_flight: VecDeque::new(), disk: Duration::ZERO, error: None }
+    pub fn new(file: &'f MappedFile, order: Vec<usize>, streamed: BTreeMap<usize, Range<usize>>) -> Self {
+        Self { file, order, streamed, in_flight: VecDeque::new(), disk: Duration::ZERO, error: None }
     }
 
     /// Whether any held layer is streamed.
     pub fn streams(&self) -> bool {
-        self.order.iter().any(|l| !self.resident.contains(l))
+        !self.streamed.is_empty()
     }
 
+    /// Held layers that stay wholly resident.
     pub fn resident_count(&self) -> usize {
-        self.resident.len()
+        self.order.iter().filter(|l| !self.streamed.contains_key(l)).count()
     }
 
     /// Bytes of the held layers that stream, and of the largest
     /// [`STAGING_LAYERS`] of them (what is in memory of them at once).
     pub fn streamed_bytes(&self) -> (u64, u64) {
-        let mut sizes: Vec<u64> =
-            self.order.iter().filter(|l| self.streamed(**l)).map(|l| self.spans[l].len() as u64).collect();
+        let mut sizes: Vec<u64> = self.streamed.values().map(|r| r.len() as u64).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         (sizes.iter().sum(), sizes.iter().take(STAGING_LAYERS).sum())
     }
 
     fn streamed(&self, l: usize) -> bool {
-        !self.resident.contains(&l) && self.spans.contains_key(&l)
+        self.streamed.contains_key(&l)
     }
 
     /// The streamed layer that runs next after `l`, wrapping round.
@@ -194,7 +203,7 @@ impl<'f> LayerStream<'f> {
                 return;
             }
             self.in_flight.push_back(next);
-            let span = self.spans[&next].clone();
+            let span = self.streamed[&next].clone();
             self.note(self.file.prefetch(span));
         }
     }
@@ -215,7 +224,7 @@ impl<'f> LayerStream<'f> {
     fn fault_in(&mut self, l: usize) {
         let t = Instant::now();
         let mut sum = 0u8;
-        for b in self.file.bytes()[self.spans[&l].clone()].iter().step_by(4096) {
+        for b in self.file.bytes()[self.streamed[&l].clone()].iter().step_by(PAGE) {
             sum = sum.wrapping_add(*b);
         }
         std::hint::black_box(sum);
@@ -240,7 +249,7 @@ impl LayerHook for LayerStream<'_> {
             return;
         }
         self.in_flight.retain(|&l| l != layer);
-        let span = self.spans[&layer].clone();
+        let span = self.streamed[&layer].clone();
         self.note(self.file.release(span));
         self.top_up(layer);
     }
@@ -257,15 +266,21 @@ mod tests {
     #[test]
     fn everything_stays_when_it_fits_and_staging_is_left_when_not() {
         let order: Vec<usize> = (0..8).collect();
-        let s = spans(8, 100);
-        let fits = LayerMemory { budget_bytes: 900.0, kv_layer_bytes: 10.0 };
-        assert_eq!(fits.resident(&order, &s).len(), 8);
-        // 780 bytes of room after the KV cache: 7 whole layers, less the staging.
-        let short = LayerMemory { budget_bytes: 860.0, kv_layer_bytes: 10.0 };
-        let kept = short.resident(&order, &s);
-        let expect = if prefetches() { 7 - STAGING_LAYERS } else { 7 };
-        assert_eq!(kept, (0..expect).collect());
+        let s = spans(8, 10 * PAGE);
+        let fits = LayerMemory { budget_bytes: 90.0 * PAGE as f64, kv_layer_bytes: PAGE as f64 };
+        assert!(fits.streamed(&order, &s).is_empty());
+        // 74.5 pages of room after the KV cache: 7 whole layers and 4 pages
+        // of the next, less the staging area.
+        let short = LayerMemory { budget_bytes: 82.5 * PAGE as f64, kv_layer_bytes: PAGE as f64 };
+        let streamed = short.streamed(&order, &s);
+        let whole = if prefetches() { 7 - STAGING_LAYERS } else { 7 };
+        assert_eq!(streamed.keys().copied().collect::<Vec<_>>(), (whole..8).collect::<Vec<_>>());
+        // The first streamed layer keeps its first 4 pages; the others stream whole.
+        assert_eq!(streamed[&whole], whole * 10 * PAGE + 4 * PAGE..(whole + 1) * 10 * PAGE);
+        for l in whole + 1..8 {
+            assert_eq!(streamed[&l], s[&l]);
+        }
         let none = LayerMemory { budget_bytes: -5.0, kv_layer_bytes: 10.0 };
-        assert!(none.resident(&order, &s).is_empty());
+        assert_eq!(none.streamed(&order, &s).len(), 8);
     }
 }

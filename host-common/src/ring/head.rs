@@ -214,7 +214,8 @@ impl Handshake {
         for (pos, p) in ring.iter().enumerate().map(|(j, p)| (j + 1, p)) {
             let run = run_shape(opts.n_ctx, N_BATCH, opts.kv, p.profile.threads as usize);
             let memory = layer_memory(Some(&p.profile), &cost, &run, false);
-            residency.push((memory.resident(&held(pos), &spans).len(), held(pos).len()));
+            let held = held(pos);
+            residency.push((held.len() - memory.streamed(&held, &spans).len(), held.len()));
         }
         rt.block_on(async {
             // Last first: a worker's successor is waiting for it before it connects.
