@@ -172,25 +172,39 @@ impl fmt::Display for PlanError {
     }
 }
 
-/// Layers a prefetching device that streams keeps in flight: one, being
-/// read or run. A second would let a streamed layer's read overlap the
-/// previous streamed layer's compute, but reading a layer takes 10-20×
-/// longer than computing it (disk against memory bandwidth), so that
-/// overlap saves little, while keeping one more layer resident saves its
-/// whole read every token.
+/// Layers a prefetching device that streams keeps in flight: the one
+/// running and the one being read, so that consecutive streamed layers
+/// overlap their reads with compute. (One was tried: it kept a layer more
+/// resident but lost that overlap, and one device at 40% ran slower.)
 pub const STAGING_LAYERS: usize = 2;
+
+/// Bytes of room a device that streams leaves for its staging area (none
+/// for one that cannot prefetch: the OS pages on demand).
+fn staging_bytes(layer_bytes: f64, prefetches: bool) -> f64 {
+    if prefetches {
+        STAGING_LAYERS as f64 * layer_bytes
+    } else {
+        0.0
+    }
+}
+
+/// Bytes of `weights` kept resident with `room` bytes for them, before
+/// clamping: all when they fit, else the room less the staging area (below
+/// zero when the staging area is squeezed).
+fn resident_unclamped(room: f64, weights: f64, layer_bytes: f64, prefetches: bool) -> f64 {
+    if weights <= room {
+        weights
+    } else {
+        room - staging_bytes(layer_bytes, prefetches)
+    }
+}
 
 /// Bytes of `weights` a device keeps resident with `room` bytes for them:
 /// all when they fit, else what is left after [`STAGING_LAYERS`] of room
-/// for the layers it streams through (none for a device that cannot
-/// prefetch: the OS pages on demand). The host keeps whole layers, up to
-/// one layer fewer than this.
+/// for the layers it streams through. The host keeps whole layers and the
+/// head of the next one, to a page.
 pub fn resident_weight_bytes(room: f64, weights: f64, layer_bytes: f64, prefetches: bool) -> f64 {
-    if weights <= room {
-        return weights;
-    }
-    let staging = if prefetches { STAGING_LAYERS as f64 * layer_bytes } else { 0.0 };
-    (room - staging).clamp(0.0, weights)
+    resident_unclamped(room, weights, layer_bytes, prefetches).clamp(0.0, weights)
 }
 
 impl Problem {
@@ -274,10 +288,9 @@ impl Problem {
         // As the host keeps (`resident_weight_bytes`), but not clamped at
         // zero: a staging area squeezed by the KV cache costs as many reads
         // as it lacks, which keeps each device's work convex in its window.
-        let staging = if d.overlaps_disk { STAGING_LAYERS as f64 * self.layer_bytes } else { 0.0 };
-        let resident = if weights <= room { weights } else { room - staging };
+        let resident = resident_unclamped(room, weights, self.layer_bytes, d.overlaps_disk);
         let per_round = (weights - resident) / k as f64;
-        let ahead = if d.overlaps_disk { per_round.min(STAGING_LAYERS as f64 * self.layer_bytes) } else { 0.0 };
+        let ahead = per_round.min(staging_bytes(self.layer_bytes, d.overlaps_disk));
         let (disk, rest) = (per_round / d.disk_bytes_per_s, (per_round - ahead) / d.disk_bytes_per_s);
         let turn = w as f64 * d.layer_s + hop + rest;
         Some((turn, turn + disk - rest, disk))
