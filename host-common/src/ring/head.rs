@@ -68,6 +68,8 @@ pub struct Handshake {
     /// Halda's plan, when Halda planned (not `--layer-window`).
     pub prediction: Option<halda::Plan>,
     opts: RingOptions,
+    /// The model's costs (also what each device's memory is sized from).
+    cost: ModelCost,
 }
 
 impl Handshake {
@@ -159,7 +161,7 @@ impl Handshake {
             bail!("{k} rounds per token; a plan message carries at most {MAX_ROUNDS} windows per device (use larger windows)");
         }
         let plan = RingPlan::from_windows(&sizes, k).map_err(|_| anyhow!("bad windows {sizes:?} × {k} rounds"))?;
-        Ok(Self { rt, peers, kept, plan, prediction, opts })
+        Ok(Self { rt, peers, kept, plan, prediction, opts, cost })
     }
 
     /// What the head holds: its windows, the embedding and the output head.
@@ -187,7 +189,7 @@ impl Handshake {
         g: &Gguf<'_>,
     ) -> anyhow::Result<Ring<'m, 'a>> {
         let names = self.names();
-        let Self { rt, mut peers, kept, plan, opts, prediction } = self;
+        let Self { rt, mut peers, kept, plan, opts, prediction, cost } = self;
         let n = kept.len();
         let session = session_id();
         let model_id = weights::fingerprint(g);
@@ -207,7 +209,6 @@ impl Handshake {
         // What each device keeps resident: the head's own choice below, and
         // each worker's by the same rule from its profile (workers decide
         // for themselves; this is for the report).
-        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
         let spans = layer_spans(g);
         let held = |pos: usize| -> Vec<usize> { plan.windows[pos].iter().flat_map(|w| w.clone()).collect() };
         let mut residency = vec![(0, held(0).len())];

@@ -300,9 +300,9 @@ impl Job {
             let parts = Parts::layers(self.windows.clone());
             let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
             let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{e}"))?;
-            Ok((model, cost))
+            Ok((g, model, cost))
         });
-        let (model, cost) = match model {
+        let (g, model, cost) = match model {
             Ok(m) => m,
             Err(e) => {
                 // A damaged cache file must not poison the next session.
@@ -316,9 +316,7 @@ impl Job {
         let c = &model.config;
         let run = run_shape(self.n_ctx, N_BATCH, self.kv, self.cfg.threads);
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
-        let g = file.gguf()?;
         let stream = stream::open(&file, &g, &model.parts, &memory, "this worker")?;
-        drop(g);
         let mut layers = LocalLayers {
             model: &model,
             kv: KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv),
