@@ -87,6 +87,18 @@ fn bad_inputs_give_one_clear_line_and_nonzero_exit() {
             "context overflow",
         ),
         (vec!["run".into(), "--bogus-flag".into()], "unexpected argument"),
+        // A memory cap of nothing, or one that overflows bytes.
+        (
+            vec!["run".into(), "-m".into(), smollm2_path().display().to_string(), "-p".into(), "x".into()]
+                .into_iter()
+                .chain(["--mem".into(), "0".into()])
+                .collect(),
+            "--mem 0: give between 1 and",
+        ),
+        (
+            vec!["worker".into(), "--listen".into(), "127.0.0.1:0".into(), "--mem".into(), u64::MAX.to_string()],
+            "give between 1 and",
+        ),
     ];
     for (args, needle) in cases {
         let out = prima().args(&args).output().unwrap();

@@ -56,8 +56,7 @@ impl RingArgs {
     ) -> anyhow::Result<Option<Handshake>> {
         // Before anything reads a memory figure: the profile, then the session.
         if let Some(mib) = self.mem {
-            anyhow::ensure!(mib > 0, "--mem must be at least 1 MiB");
-            profiler::system::limit_memory(mib << 20);
+            profiler::system::limit_memory_mib(mib)?;
         }
         if self.ring.is_empty() {
             if self.layer_window != "auto" {

@@ -41,8 +41,7 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         anyhow::bail!("--peer-timeout must be a positive number of seconds");
     }
     if let Some(mib) = a.mem {
-        anyhow::ensure!(mib > 0, "--mem must be at least 1 MiB");
-        system::limit_memory(mib << 20);
+        system::limit_memory_mib(mib)?;
     }
     let cache_dir = a.cache.unwrap_or_else(default_cache_dir);
     // Measured once, quickly, and sent to every head that asks.

@@ -6,11 +6,14 @@ pub use crate::os::Memory;
 
 static MEMORY_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
-/// Caps what [`memory`] reports as available at `bytes` for this process
+/// Caps what [`memory`] reports as available at `mib` MiB for this process
 /// (`--mem`): a device told to use less than it has, or a test that forces
 /// small budgets. The first call wins.
-pub fn limit_memory(bytes: u64) {
+pub fn limit_memory_mib(mib: u64) -> anyhow::Result<()> {
+    let bytes = mib.checked_mul(1 << 20).filter(|_| mib > 0);
+    let bytes = bytes.ok_or_else(|| anyhow::anyhow!("--mem {mib}: give between 1 and {} MiB", u64::MAX >> 20))?;
     let _ = MEMORY_LIMIT.set(bytes);
+    Ok(())
 }
 
 /// Memory by the installed OS shell's rules, within any [`limit_memory`].
