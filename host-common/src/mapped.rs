@@ -84,6 +84,17 @@ impl MappedFile {
     /// each other, so that weights a device keeps resident load in large
     /// reads before (or while) they first run.
     pub fn load_ahead(&self, ranges: impl IntoIterator<Item = std::ops::Range<usize>>) -> anyhow::Result<()> {
+        self.merged(ranges).into_iter().try_for_each(|r| self.prefetch(r))
+    }
+
+    /// Releases `ranges` merged as [`Self::load_ahead`] merges them, so that
+    /// page-cache folios straddling two of them leave too (releasing each
+    /// alone keeps a folio that lies partly outside it).
+    pub fn release_all(&self, ranges: impl IntoIterator<Item = std::ops::Range<usize>>) -> anyhow::Result<()> {
+        self.merged(ranges).into_iter().try_for_each(|r| self.release(r))
+    }
+
+    fn merged(&self, ranges: impl IntoIterator<Item = std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
         let mut ranges: Vec<_> = ranges.into_iter().filter(|r| !r.is_empty() && r.end <= self.map.len()).collect();
         ranges.sort_by_key(|r| r.start);
         let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
@@ -93,6 +104,6 @@ impl MappedFile {
                 _ => merged.push(r),
             }
         }
-        merged.into_iter().try_for_each(|r| self.prefetch(r))
+        merged
     }
 }

@@ -291,12 +291,15 @@ fn profile_names_an_unreachable_peer() {
 /// The memory a run reserves is what it needs: `prima run` predicts its own
 /// peak from the model's costs and the request (KV cache for the context and
 /// type, buffers for the batch, threads, the process), and the peak resident
-/// set it measures agrees within a few percent, whole or streaming.
+/// set it measures agrees, whole or streaming: at most 5% above the
+/// prediction (memory the plan did not have) and 15% below it (memory left
+/// unused; streaming fills its two staging layers only at moments).
 #[test]
 fn predicted_peak_memory_matches_the_measured_peak() {
     if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
         return; // an emulator's own memory is in the resident set
     }
+    let dir = scratch_dir("peak-memory");
     let long = "hello world ".repeat(200);
     let cases: [&[&str]; 4] = [
         &["-p", "The capital of France is", "-n", "32", "-t", "2"],
@@ -306,9 +309,15 @@ fn predicted_peak_memory_matches_the_measured_peak() {
         &["-p", "The capital of France is", "-n", "32", "-t", "2", "--mem", "60"],
     ];
     for args in cases {
+        // Short of memory the model is not in the page cache. Where it is,
+        // loading maps whole cached folios around what it reads (a
+        // just-written file's are megabytes), which the resident set counts
+        // though they add no memory: 66 MB against 60 seen. So the streaming
+        // case runs a private copy, out of the cache, that no other test maps.
+        let model = if args.contains(&"--mem") { uncached_copy(&smollm2_path(), &dir) } else { smollm2_path() };
         let out = prima()
             .args(["run", "-m"])
-            .arg(smollm2_path())
+            .arg(&model)
             .args(["--temp", "0", "--ignore-eos", "--json"])
             .args(args)
             .output()
@@ -320,6 +329,17 @@ fn predicted_peak_memory_matches_the_measured_peak() {
             return; // this OS does not report a peak
         };
         let ratio = predicted / measured;
-        assert!((0.95..=1.10).contains(&ratio), "{args:?}: predicted {predicted:.1} MB, measured {measured:.1} MB");
+        assert!((0.95..=1.15).contains(&ratio), "{args:?}: predicted {predicted:.1} MB, measured {measured:.1} MB");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A copy of `model` in `dir`, written to disk and dropped from the page cache.
+fn uncached_copy(model: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let copy = dir.join("model.gguf");
+    std::fs::copy(model, &copy).unwrap();
+    let file = std::fs::File::open(&copy).unwrap();
+    file.sync_all().unwrap();
+    prima_host_linux::drop_file_cache(&file).unwrap();
+    copy
 }

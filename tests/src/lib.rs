@@ -142,3 +142,13 @@ pub fn worker_address(child: &mut std::process::Child) -> String {
     std::thread::spawn(move || lines.for_each(drop));
     addr
 }
+
+/// A new empty directory for one test, unique within this process.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("prima-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
