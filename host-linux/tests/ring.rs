@@ -7,20 +7,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn prima() -> Command {
     target_command(env!("CARGO_BIN_EXE_prima"))
-}
-
-fn scratch_dir(what: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d =
-        std::env::temp_dir().join(format!("prima-{what}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A `prima worker` on a free loopback port, with its own layer cache.
@@ -205,7 +195,8 @@ fn streaming_plans_keep_the_tokens() {
 
 /// Two workers on one host sharing a cache directory receive their layers
 /// at once without touching each other's files (one's clean-up of stale
-/// files used to delete the other's transfer in progress).
+/// files used to delete the other's transfer in progress, and then its
+/// finished file while it ran), and stale files still leave.
 #[test]
 fn workers_sharing_a_cache_directory_both_receive_their_layers() {
     let model = smollm2_path();
@@ -216,6 +207,14 @@ fn workers_sharing_a_cache_directory_both_receive_their_layers() {
         let ring = Some((&workers[..], windows));
         assert_eq!(generate(&model, "The capital of France is", ring), alone, "windows {windows}");
     }
+    // The first plan's files are stale once its session ended; the second's stay.
+    let mut files: Vec<String> = std::fs::read_dir(shared.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let ends: Vec<&str> = files.iter().map(|f| f.split_once('-').map_or(f.as_str(), |(_, rest)| rest)).collect();
+    assert_eq!(ends, ["18-30.gguf", "6-18.gguf"], "{files:?}");
 }
 
 /// Drops `path` from the page cache, so the next reads come from storage.

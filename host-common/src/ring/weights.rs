@@ -114,9 +114,25 @@ async fn flush(s: &mut TcpStream, chunk: &mut Vec<u8>, offset: u64, total: u64, 
     Ok(offset + n)
 }
 
+/// A layer file a worker runs from, locked shared for as long as this is
+/// held: another worker's clean-up of stale files (in a shared cache
+/// directory) takes the lock exclusively, so it passes over files in use.
+#[derive(Debug)]
+pub struct InUse {
+    _locked: std::fs::File,
+}
+
+/// The cached layer file at `path`, locked as in use; `None` when there is
+/// none (or a clean-up removed it just now).
+pub fn use_cached(path: &Path) -> Option<InUse> {
+    let f = std::fs::File::open(path).ok()?;
+    f.lock_shared().ok()?;
+    path.exists().then_some(InUse { _locked: f })
+}
+
 /// Worker side: receives the layer file into `path` (via a `.part` file
 /// renamed when complete, so a broken transfer never looks cached).
-pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<()> {
+pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<InUse> {
     let dir = path.parent().ok_or_else(|| anyhow!("bad cache path {}", path.display()))?;
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create cache directory {}", dir.display()))?;
     // A name of this process and transfer alone: two workers sharing a cache
@@ -125,7 +141,33 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     static TRANSFERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = TRANSFERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let part = path.with_extension(format!("{}-{n}.part", std::process::id()));
-    let mut f = tokio::fs::File::create(&part).await.with_context(|| format!("cannot create {}", part.display()))?;
+    let got = receive_into(s, dec, &part, path).await;
+    if got.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    let in_use = got?;
+    // Other layer files of this model are stale (the plan changed): their
+    // page cache would count against this device's memory. Files another
+    // worker uses are locked and stay.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let model = name.split('-').next().unwrap_or_default();
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let other = e.file_name().to_string_lossy().into_owned();
+            // Finished files only: a `.part` is another worker's transfer.
+            if other != name && other.starts_with(&format!("{model}-")) && other.ends_with(".gguf") {
+                let unused = std::fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
+                if unused {
+                    let _ = tokio::fs::remove_file(e.path()).await;
+                }
+            }
+        }
+    }
+    Ok(in_use)
+}
+
+async fn receive_into(s: &mut TcpStream, dec: &mut FrameDecoder, part: &Path, path: &Path) -> anyhow::Result<InUse> {
+    let mut f = tokio::fs::File::create(part).await.with_context(|| format!("cannot create {}", part.display()))?;
     let mut written = 0u64;
     let mut expected = None;
     loop {
@@ -147,24 +189,13 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     }
     f.sync_all().await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
     drop(f);
-    tokio::fs::rename(&part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
+    // Locked before the rename, so the finished file is never unlocked (and
+    // after the writes: on Windows a lock also bars other handles' writes).
+    let locked = std::fs::File::open(part).with_context(|| format!("cannot open {}", part.display()))?;
+    locked.lock_shared().with_context(|| format!("cannot lock {}", part.display()))?;
+    tokio::fs::rename(part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
     // The file's written pages are charged to this device's memory; what it
     // keeps resident it reads back ahead of use, the rest it streams.
-    if let Ok(f) = std::fs::File::open(path) {
-        crate::os::current().drop_file_cache(&f).with_context(|| path.display().to_string())?;
-    }
-    // Other layer files of this model are stale (the plan changed): their
-    // page cache would count against this device's memory.
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let model = name.split('-').next().unwrap_or_default();
-    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
-        while let Ok(Some(e)) = entries.next_entry().await {
-            let other = e.file_name().to_string_lossy().into_owned();
-            // Finished files only: a `.part` may be another worker's transfer.
-            if other != name && other.starts_with(&format!("{model}-")) && other.ends_with(".gguf") {
-                let _ = tokio::fs::remove_file(e.path()).await;
-            }
-        }
-    }
-    Ok(())
+    crate::os::current().drop_file_cache(&locked).with_context(|| path.display().to_string())?;
+    Ok(InUse { _locked: locked })
 }

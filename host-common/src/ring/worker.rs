@@ -178,16 +178,21 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
     let (pred_tx, pred_rx) = oneshot::channel();
     *shared.pred.lock().map_err(|_| anyhow!("poisoned"))? = Some((a.session, pred_tx));
     let path = weights::cache_path(&cfg.cache_dir, &a.model, &a.windows);
-    let have = path.exists();
-    send_control(&mut s, &Control::Need { weights: !have }, "the head").await?;
-    if !have {
-        eprintln!("worker: receiving layers {:?} into {}", a.windows, path.display());
-        if let Err(e) = weights::receive(&mut s, &mut dec, &path).await {
-            let _ = tokio::fs::remove_file(path.with_extension("part")).await;
-            refuse(&mut s, &format!("{e:#}")).await;
-            return Err(e);
+    let cached = weights::use_cached(&path);
+    send_control(&mut s, &Control::Need { weights: cached.is_none() }, "the head").await?;
+    let in_use = match cached {
+        Some(held) => held,
+        None => {
+            eprintln!("worker: receiving layers {:?} into {}", a.windows, path.display());
+            match weights::receive(&mut s, &mut dec, &path).await {
+                Ok(held) => held,
+                Err(e) => {
+                    refuse(&mut s, &format!("{e:#}")).await;
+                    return Err(e);
+                }
+            }
         }
-    }
+    };
 
     let head = conn::to_std(s)?;
     let to_head = Writer::new(&head, cfg.peer_timeout)?;
@@ -197,6 +202,7 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
     // The compute thread loads the layers while the neighbours connect.
     let job = Job {
         path: path.clone(),
+        _in_use: in_use,
         windows: a.windows.clone(),
         index: a.index,
         devices: a.devices,
@@ -272,6 +278,8 @@ struct Links {
 /// The compute side of a session, on its own thread.
 struct Job {
     path: PathBuf,
+    /// Keeps the layer file from other workers' clean-up while it runs.
+    _in_use: weights::InUse,
     windows: Vec<Range<usize>>,
     index: usize,
     devices: usize,
