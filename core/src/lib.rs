@@ -26,9 +26,10 @@ pub mod profile;
 pub mod quant;
 pub mod ring;
 pub mod sampler;
+pub mod stop;
 pub mod tokenizer;
 
 pub use gguf::{Gguf, GgufError};
-pub use model::{KvCache, KvType, LayerHook, Model, ModelError, Parts, Session, Want, Workspace};
+pub use model::{Batch, KvCache, KvType, LayerHook, Model, ModelError, Parts, Session, Want, Workspace};
 
 pub use quant::GgmlType;

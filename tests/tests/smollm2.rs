@@ -117,3 +117,64 @@ fn model_cost_accounts_for_every_tensor() {
     assert_eq!(cost.input_row_bytes, 576 / 32 * 34);
     assert_eq!(cost.output.flops(), 2 * 49152 * 576 + 576);
 }
+
+/// Sequences stepped together in one forward pass (prompts of different
+/// lengths joining while others decode, as the server batches them) get
+/// bit for bit the logits each gets alone.
+#[test]
+fn batched_sequences_get_the_logits_they_get_alone() {
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let model = Model::load(&g, Kernels::detect()).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let pool = pool();
+    let prompts: Vec<Vec<u32>> = ["The capital of France is", "Once upon a time, in a land far away,", "1, 2, 3,"]
+        .iter()
+        .map(|p| tok.encode(p, true, true))
+        .collect();
+    // Alone: greedy, 12 tokens each.
+    let alone: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|p| {
+            let mut s = Session::new(&model, 64);
+            let mut logits = vec![s.eval(p, Want::Last, &pool).unwrap()];
+            for _ in 0..12 {
+                let next = argmax(logits.last().unwrap());
+                logits.push(s.eval(&[next], Want::Last, &pool).unwrap());
+            }
+            logits
+        })
+        .collect();
+    // Together: the second prompt joins one step late, the third two steps late.
+    let mut batch = prima_core::Batch::new(&model);
+    let mut caches: Vec<_> = prompts.iter().map(|_| batch.cache(64, KvType::F16)).collect();
+    let mut got: Vec<Vec<Vec<f32>>> = vec![Vec::new(); prompts.len()];
+    let n_vocab = model.config.n_vocab;
+    for step in 0..15 {
+        let inputs: Vec<(usize, Vec<u32>)> = (0..prompts.len())
+            .filter(|&i| step >= i && got[i].len() < 13)
+            .map(|i| (i, got[i].last().map_or_else(|| prompts[i].clone(), |l: &Vec<f32>| vec![argmax(l)])))
+            .collect();
+        let mut refs: Vec<&mut prima_core::KvCache> = caches.iter_mut().collect();
+        let mut steps: Vec<(&mut prima_core::KvCache, &[u32])> = Vec::new();
+        for (i, cache) in refs.iter_mut().enumerate() {
+            if let Some((_, t)) = inputs.iter().find(|(j, _)| *j == i) {
+                steps.push((&mut **cache, t.as_slice()));
+            }
+        }
+        let logits = batch.eval(&mut steps, &pool).unwrap();
+        for ((i, _), row) in inputs.iter().zip(logits.chunks_exact(n_vocab)) {
+            got[*i].push(row.to_vec());
+        }
+    }
+    for (i, (a, b)) in alone.iter().zip(&got).enumerate() {
+        assert_eq!(a.len(), b.len(), "sequence {i}");
+        for (step, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                x == y,
+                "sequence {i} step {step}: logits differ (max |d| {})",
+                x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+            );
+        }
+    }
+}

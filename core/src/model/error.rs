@@ -50,6 +50,11 @@ pub enum ModelError {
         pos0: usize,
         filled: usize,
     },
+    /// A batch's sequences claim other than its number of rows.
+    BatchRows {
+        rows: usize,
+        claimed: usize,
+    },
     /// A stage was asked of a model loaded without it (e.g. the output head on a worker).
     PartNotLoaded {
         part: &'static str,
@@ -90,6 +95,7 @@ impl fmt::Display for ModelError {
                 write!(f, "tokens start at position {pos0} but the cache holds only {filled}")
             }
             PartNotLoaded { part } => write!(f, "the {part} is not loaded on this device"),
+            BatchRows { rows, claimed } => write!(f, "a batch of {rows} rows was given sequences of {claimed} tokens"),
         }
     }
 }

@@ -9,6 +9,15 @@ use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
 use crate::parallel::{for_each_chunk_mut, Parallel};
 use crate::quant::dequant::dequantize_row;
 
+/// One sequence's share of a batched forward pass: `n_tok` consecutive
+/// rows of the hidden states, at positions `pos0 ..` of its cache `kv`.
+#[derive(Debug)]
+pub struct SeqRows<'k> {
+    pub kv: &'k mut KvCache,
+    pub pos0: usize,
+    pub n_tok: usize,
+}
+
 /// Buffers reused across forward passes, so steady-state decoding does not allocate.
 #[derive(Debug, Default)]
 pub struct Workspace {
@@ -81,16 +90,38 @@ impl Model<'_> {
         ws: &mut Workspace,
         par: &dyn Parallel,
     ) -> Result<(), ModelError> {
+        let n_tok = x.len() / self.config.n_embd;
+        self.forward_seqs(range, &mut [SeqRows { kv, pos0, n_tok }], x, ws, par)
+    }
+
+    /// Runs layers `range` on the hidden states `x` of several sequences at
+    /// once: `seqs` in order own consecutive rows of `x`, each at its own
+    /// positions in its own cache. The matrix products run over all rows
+    /// together (one read of the weights for every sequence); attention
+    /// runs per sequence.
+    pub fn forward_seqs(
+        &self,
+        range: Range<usize>,
+        seqs: &mut [SeqRows<'_>],
+        x: &mut [f32],
+        ws: &mut Workspace,
+        par: &dyn Parallel,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
-        let n_tok = x.len() / c.n_embd;
-        if pos0 > kv.len {
-            return Err(ModelError::PositionGap { pos0, filled: kv.len });
+        let n_rows = x.len() / c.n_embd;
+        if seqs.iter().map(|s| s.n_tok).sum::<usize>() != n_rows {
+            return Err(ModelError::BatchRows { rows: n_rows, claimed: seqs.iter().map(|s| s.n_tok).sum() });
         }
-        if pos0 + n_tok > kv.n_ctx {
-            return Err(ModelError::ContextOverflow { needed: pos0 + n_tok, n_ctx: kv.n_ctx });
-        }
-        if !(self.parts.holds(&range) && kv.holds(&range)) || range.start > range.end {
-            return Err(ModelError::LayerRange { start: range.start, end: range.end, n_layer: c.n_layer });
+        for s in seqs.iter() {
+            if s.pos0 > s.kv.len {
+                return Err(ModelError::PositionGap { pos0: s.pos0, filled: s.kv.len });
+            }
+            if s.pos0 + s.n_tok > s.kv.n_ctx {
+                return Err(ModelError::ContextOverflow { needed: s.pos0 + s.n_tok, n_ctx: s.kv.n_ctx });
+            }
+            if !(self.parts.holds(&range) && s.kv.holds(&range)) || range.start > range.end {
+                return Err(ModelError::LayerRange { start: range.start, end: range.end, n_layer: c.n_layer });
+            }
         }
         let rope = Rope {
             kind: c.rope_kind,
@@ -99,14 +130,18 @@ impl Model<'_> {
             freq_scale: c.rope_freq_scale,
             freq_factors: self.rope_freqs.as_deref(),
         };
-        let mut angles = vec![(0.0f32, 0.0f32); n_tok * c.rope_dim / 2];
-        for (t, cs) in angles.chunks_exact_mut((c.rope_dim / 2).max(1)).enumerate() {
-            rope.angles(pos0 + t, cs);
+        let half = (c.rope_dim / 2).max(1);
+        let mut angles = vec![(0.0f32, 0.0f32); n_rows * c.rope_dim / 2];
+        let positions = seqs.iter().flat_map(|s| s.pos0..s.pos0 + s.n_tok);
+        for (pos, cs) in positions.zip(angles.chunks_exact_mut(half)) {
+            rope.angles(pos, cs);
         }
         for il in range {
-            self.layer_forward(il, pos0, kv, x, &angles, &rope, ws, par);
+            self.layer_forward(il, seqs, x, &angles, &rope, ws, par);
         }
-        kv.len = kv.len.max(pos0 + n_tok);
+        for s in seqs.iter_mut() {
+            s.kv.len = s.kv.len.max(s.pos0 + s.n_tok);
+        }
         Ok(())
     }
 
@@ -114,8 +149,7 @@ impl Model<'_> {
     fn layer_forward(
         &self,
         il: usize,
-        pos0: usize,
-        kv: &mut KvCache,
+        seqs: &mut [SeqRows<'_>],
         x: &mut [f32],
         angles: &[(f32, f32)],
         rope: &Rope<'_>,
@@ -163,11 +197,19 @@ impl Model<'_> {
                 }
             });
         }
-        kv.write(il, pos0, &ws.k, &ws.v);
-        let (kc, vc) = kv.layer(il);
-        let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd, pos0 };
-        let attn = resize(&mut ws.attn, n_tok * c.q_dim());
-        attend(k_, heads, &ws.q, kc, vc, attn, &mut ws.attn_scratch, par);
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let attn = resize(&mut ws.attn, n_tok * qd);
+        let mut row = 0;
+        for s in seqs.iter_mut() {
+            let rows = row..row + s.n_tok;
+            row += s.n_tok;
+            let (k, v) = (&ws.k[rows.start * kvd..rows.end * kvd], &ws.v[rows.start * kvd..rows.end * kvd]);
+            s.kv.write(il, s.pos0, k, v);
+            let (kc, vc) = s.kv.layer(il);
+            let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd, pos0: s.pos0 };
+            let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+            attend(k_, heads, q, kc, vc, out, &mut ws.attn_scratch, par);
+        }
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.wo, &ws.acts, proj, &mut ws.scratch, par);

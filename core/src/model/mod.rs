@@ -12,7 +12,7 @@ mod weights;
 
 pub use config::{Arch, Config, RopeKind};
 pub use error::ModelError;
-pub use forward::Workspace;
+pub use forward::{SeqRows, Workspace};
 pub use kv::{KvCache, KvType};
-pub use session::{LayerHook, Session, Want};
+pub use session::{Batch, LayerHook, Session, Want};
 pub use weights::{LayerWeights, Model, Parts};

@@ -1,6 +1,6 @@
 use alloc::vec::Vec;
 
-use super::{KvCache, KvType, Model, ModelError, Workspace};
+use super::{KvCache, KvType, Model, ModelError, SeqRows, Workspace};
 use crate::parallel::Parallel;
 
 /// Which positions of an evaluated batch need logits.
@@ -110,6 +110,62 @@ impl<'m, 'a> Session<'m, 'a> {
             logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
             self.model.output(rows, &mut logits[start..], &mut self.ws, par)?;
         }
+        Ok(logits)
+    }
+}
+
+/// Several sequences, each with its own cache, evaluated together: one
+/// forward pass carries every sequence's new tokens, so the weights are
+/// read once for all of them (continuous batching's step).
+#[derive(Debug)]
+pub struct Batch<'m, 'a> {
+    pub model: &'m Model<'a>,
+    ws: Workspace,
+    hidden: Vec<f32>,
+    last: Vec<f32>,
+}
+
+impl<'m, 'a> Batch<'m, 'a> {
+    pub fn new(model: &'m Model<'a>) -> Self {
+        Self { model, ws: Workspace::default(), hidden: Vec::new(), last: Vec::new() }
+    }
+
+    /// A cache for one sequence of up to `n_ctx` positions.
+    pub fn cache(&self, n_ctx: usize, kv_type: KvType) -> KvCache {
+        let c = &self.model.config;
+        KvCache::with_type(self.model.parts.windows.clone(), n_ctx, c.kv_dim(), kv_type)
+    }
+
+    /// Appends each entry's tokens to its cache, all in one forward pass,
+    /// and returns the logits of each entry's last token (`n_vocab` floats
+    /// per entry, in order). Every entry needs at least one token.
+    pub fn eval(&mut self, steps: &mut [(&mut KvCache, &[u32])], par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
+        let c = &self.model.config;
+        let n_embd = c.n_embd;
+        let rows: usize = steps.iter().map(|(_, t)| t.len()).sum();
+        if steps.iter().any(|(_, t)| t.is_empty()) {
+            return Err(ModelError::BatchRows { rows, claimed: 0 });
+        }
+        self.hidden.clear();
+        self.hidden.resize(rows * n_embd, 0.0);
+        let mut at = 0;
+        for (_, tokens) in steps.iter() {
+            self.model.embed(tokens, &mut self.hidden[at * n_embd..(at + tokens.len()) * n_embd])?;
+            at += tokens.len();
+        }
+        let mut seqs: Vec<SeqRows<'_>> =
+            steps.iter_mut().map(|(kv, t)| SeqRows { pos0: kv.len, n_tok: t.len(), kv }).collect();
+        for layers in self.model.parts.windows.clone() {
+            self.model.forward_seqs(layers, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
+        }
+        self.last.clear();
+        let mut end = 0;
+        for s in &seqs {
+            end += s.n_tok;
+            self.last.extend_from_slice(&self.hidden[(end - 1) * n_embd..end * n_embd]);
+        }
+        let mut logits = alloc::vec![0.0; seqs.len() * c.n_vocab];
+        self.model.output(&self.last, &mut logits, &mut self.ws, par)?;
         Ok(logits)
     }
 }
