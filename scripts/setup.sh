@@ -22,5 +22,15 @@ PY
   echo "$SHA256  $MODEL" | sha256sum -c --quiet
   rm -rf .cache/dl
 fi
+# What the server's tests drive: the official OpenAI client, and the chat
+# page in headless Chromium (through Playwright's Python API).
+if ! python3 -c "import openai, playwright" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check openai playwright
+fi
+if ! command -v chromium >/dev/null; then
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
 cargo build --release --bin prima
 echo "model: $MODEL"

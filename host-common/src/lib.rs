@@ -12,6 +12,8 @@ pub mod pool;
 pub mod prefetcher;
 pub mod profiler;
 pub mod ring;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stream;
 
 /// The kernels for this CPU, with a one-line notice on stderr (once per

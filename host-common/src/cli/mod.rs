@@ -46,6 +46,9 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Forward TCP with added latency, to emulate a slow link in benchmarks.
     DelayProxy(proxy::ProxyArgs),
+    /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
+    #[cfg(feature = "server")]
+    Serve(crate::server::ServeArgs),
 }
 
 /// Flags shared by every command that loads a model.
@@ -98,6 +101,8 @@ pub fn main() -> i32 {
         Command::Worker(a) => worker::worker(a),
         Command::Synth(a) => synth::synth(a),
         Command::DelayProxy(a) => proxy::proxy(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => crate::server::serve(a),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,171 @@
+//! `prima serve`: an OpenAI-compatible HTTP server on one device.
+//!
+//! Requests are checked ([`api`]), rendered with the model's chat template
+//! ([`template`]), and queued for the [`engine`] thread, which decodes up to
+//! `--parallel` of them side by side; past the queue's bound a request gets
+//! HTTP 503 at once.
+
+pub mod api;
+pub mod engine;
+mod http;
+pub mod template;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use prima_core::tokenizer::Tokenizer;
+use prima_core::Model;
+use tokio::sync::mpsc;
+
+use crate::mapped::MappedFile;
+use crate::pool::Pool;
+use engine::Stats;
+use template::ChatTemplate;
+
+/// Flags named as llama-server names them.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Path to a GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed when ready).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Context size in tokens, shared evenly by the slots.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx: usize,
+    /// Requests decoded at once (slots); more wait in the queue.
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 4)]
+    pub parallel: usize,
+    /// Requests that may wait for a slot; past that they get HTTP 503.
+    #[arg(long = "queue", default_value_t = 64)]
+    pub queue: usize,
+    /// Worker threads (default: one per core).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on /v1 requests.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// The model's name in the API (default: the file's name).
+    #[arg(long = "alias")]
+    pub alias: Option<String>,
+}
+
+/// What the HTTP handlers share.
+pub struct AppState {
+    pub model_name: String,
+    pub template: ChatTemplate,
+    pub tokenizer: Arc<Tokenizer>,
+    pub jobs: mpsc::Sender<engine::Job>,
+    pub stats: Arc<Stats>,
+    pub api_key: Option<String>,
+    /// Each slot's context, the longest prompt plus completion served.
+    pub slot_ctx: usize,
+    pub slots: usize,
+    /// This device, and the layers it runs, for the page's cluster view.
+    pub device_name: String,
+    pub layers: String,
+    pub created: u64,
+}
+
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    if a.parallel == 0 || a.queue == 0 {
+        anyhow::bail!("--parallel and --queue must be at least 1");
+    }
+    let slot_ctx = a.ctx / a.parallel;
+    if slot_ctx < 16 {
+        anyhow::bail!(
+            "--ctx-size {} leaves {} tokens to each of {} slots; give at least 16 each",
+            a.ctx,
+            slot_ctx,
+            a.parallel
+        );
+    }
+    let threads = a.threads.unwrap_or_else(Pool::default_threads);
+    if threads == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let file = MappedFile::open(&a.model)?;
+    let (tokenizer, template, n_layer) = {
+        let g = file.gguf()?;
+        let n_layer = prima_core::cost::ModelCost::from_gguf(&g).map_or(0, |c| c.layers.len());
+        let tokenizer = Tokenizer::from_gguf(&g).map_err(|e| anyhow!("{e}")).context("cannot load tokenizer")?;
+        let special = |key: &str| {
+            g.get_u64(key).ok().and_then(|id| tokenizer.token_text(id as u32)).unwrap_or_default().to_owned()
+        };
+        let (bos, eos) = (special("tokenizer.ggml.bos_token_id"), special("tokenizer.ggml.eos_token_id"));
+        let template = ChatTemplate::new(g.get_str("tokenizer.chat_template").ok(), &bos, &eos)
+            .context("the model's chat template does not compile")?;
+        (Arc::new(tokenizer), template, n_layer)
+    };
+    let model_name = a
+        .alias
+        .clone()
+        .unwrap_or_else(|| a.model.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()));
+    let stats = Arc::new(Stats::default());
+    let (jobs_tx, jobs_rx) = mpsc::channel(a.queue);
+    let pool = Pool::new(threads)?;
+    let engine_stats = Arc::clone(&stats);
+    let engine_tok = Arc::clone(&tokenizer);
+    let (parallel, path) = (a.parallel, a.model.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let engine = std::thread::Builder::new().name("prima-engine".into()).spawn(move || {
+        let loaded = file.gguf().and_then(|g| {
+            let model = Model::load(&g, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
+            file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
+            Ok(model)
+        });
+        let model = match loaded {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.context(format!("cannot load {}", path.display()))));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        engine::run(&model, &engine_tok, &pool, parallel, slot_ctx, jobs_rx, engine_stats);
+    })?;
+    ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
+    let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let state = Arc::new(AppState {
+        model_name,
+        template,
+        tokenizer,
+        jobs: jobs_tx,
+        stats,
+        api_key: a.api_key.clone(),
+        slot_ctx,
+        slots: a.parallel,
+        device_name: crate::profiler::system::host_name(),
+        layers: format!("0-{}", n_layer.saturating_sub(1)),
+        created,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let addr = format!("{}:{}", a.host, a.port);
+        let listener =
+            tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!(
+            "serving {} on http://{local} ({} slots of {slot_ctx} tokens, chat template: {})",
+            state.model_name, a.parallel, state.template.source
+        );
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server failed")
+    })?;
+    drop(rt);
+    engine.join().map_err(|_| anyhow!("the engine thread panicked"))
+}

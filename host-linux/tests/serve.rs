@@ -1,0 +1,251 @@
+//! `prima serve` as clients use it: real HTTP on loopback against the real
+//! model, compared with `prima run`, alone and under concurrent load.
+
+use prima_tests::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn prima() -> Command {
+    target_command(env!("CARGO_BIN_EXE_prima"))
+}
+
+/// A `prima serve` on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = prima()
+            .args(["serve", "-m"])
+            .arg(smollm2_path())
+            .args(["--port", "0", "-t", "2"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("prima serve ended before it was ready").unwrap();
+            if let Some(rest) = line.split_once(" on http://").map(|(_, r)| r) {
+                break format!("http://{}", rest.split_whitespace().next().unwrap());
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, url }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, (u16, Value)> {
+        match ureq::post(&format!("{}{path}", self.url)).send_json(body) {
+            Ok(r) => Ok(r.into_json().unwrap()),
+            Err(ureq::Error::Status(code, r)) => Err((code, r.into_json().unwrap_or(Value::Null))),
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.url)).call().unwrap().into_string().unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chat(content: &str, max_tokens: usize) -> Value {
+    json!({ "messages": [{ "role": "user", "content": content }], "temperature": 0, "max_tokens": max_tokens })
+}
+
+fn content(v: &Value) -> String {
+    v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+}
+
+/// At temperature 0 a chat completion is `prima run` on the rendered prompt.
+#[test]
+fn a_chat_completion_is_prima_run_on_the_rendered_prompt() {
+    let server = Server::start(&[]);
+    let req = chat("What is the capital of France?", 24);
+    let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+    let got = server.post("/v1/chat/completions", &req).unwrap();
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", &prompt, "-n", "24", "--temp", "0", "-t", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(content(&got), run["text"].as_str().unwrap());
+    assert_eq!(got["usage"]["prompt_tokens"], run["prompt_ids"].as_array().unwrap().len());
+    assert_eq!(got["usage"]["completion_tokens"], run["generated_ids"].as_array().unwrap().len());
+    let finish = if run["generated_ids"].as_array().unwrap().len() == 24 { "length" } else { "stop" };
+    assert_eq!(got["choices"][0]["finish_reason"], finish);
+}
+
+/// Eight clients at once, on four slots and a queue, each get exactly the
+/// text they get alone.
+#[test]
+fn eight_clients_at_once_get_what_they_get_alone() {
+    let server = Server::start(&["--parallel", "4"]);
+    let questions: Vec<String> = (0..8).map(|i| format!("Name {} animals that live in the sea.", i + 2)).collect();
+    let alone: Vec<String> =
+        questions.iter().map(|q| content(&server.post("/v1/chat/completions", &chat(q, 20)).unwrap())).collect();
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| s.spawn(|| content(&server.post("/v1/chat/completions", &chat(q, 20)).unwrap())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    assert_eq!(server.metric("prima_requests_total"), 16.0);
+}
+
+/// A streaming client that hangs up frees its slot: the only slot serves
+/// the next request instead of finishing the abandoned one.
+#[test]
+fn a_client_that_leaves_frees_its_slot() {
+    let server = Server::start(&["--parallel", "1", "-c", "4096"]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body =
+        json!({ "prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": true }).to_string();
+    write!(s, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    drop(s);
+    let t = Instant::now();
+    let next = server.post("/v1/chat/completions", &chat("Hi", 4)).unwrap();
+    assert_eq!(next["usage"]["completion_tokens"], 4);
+    // 4000 tokens take minutes here; the next request waits for one step.
+    assert!(t.elapsed() < Duration::from_secs(30), "waited {:?}", t.elapsed());
+    assert_eq!(server.metric("prima_requests_cancelled_total"), 1.0);
+}
+
+/// Bad requests get OpenAI-style errors with the right status, and the
+/// server goes on serving.
+#[test]
+fn bad_requests_get_their_status_and_a_named_cause() {
+    let server = Server::start(&["--parallel", "1", "--queue", "1", "--api-key", "sekrit", "--alias", "smol"]);
+    let url = |p: &str| format!("{}{p}", server.url);
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let auth = |r: ureq::Request| r.set("Authorization", "Bearer sekrit");
+    let (code, body) = status(ureq::post(&url("/v1/chat/completions")).send_json(chat("hi", 2)));
+    assert_eq!((code, body.contains("API key")), (401, true), "{body}");
+    let cases: [(&str, String, u16, &str); 4] = [
+        ("/v1/chat/completions", "{not json".into(), 400, "bad request body"),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            404,
+            "gpt-4",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi ".repeat(5000), "max_tokens": 8}).to_string(),
+            400,
+            "context overflow",
+        ),
+        ("/v2/nothing", "{}".into(), 404, "no such route"),
+    ];
+    for (path, body, want, says) in cases {
+        let (code, text) =
+            status(auth(ureq::post(&url(path))).set("Content-Type", "application/json").send_string(&body));
+        assert_eq!(code, want, "{path}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains(says), "{path}: {text}");
+    }
+    // A body over the limit is refused from its length, before it is read
+    // (a client still sending would see a broken pipe, so none is sent).
+    let mut s = TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit";
+    write!(s, "{head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", 2 << 20).unwrap();
+    let mut reply = [0u8; 512];
+    let n = s.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 413") && reply.contains("bytes"), "{reply}");
+    // One decoding, one waiting: a third is turned away at once.
+    let long = json!({ "prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "ignore_eos": true });
+    let (a, b) = std::thread::scope(|s| {
+        let send = || status(auth(ureq::post(&url("/v1/completions"))).send_json(long.clone())).0;
+        let a = s.spawn(send);
+        std::thread::sleep(Duration::from_millis(300));
+        let b = s.spawn(send);
+        std::thread::sleep(Duration::from_millis(300));
+        let (code, text) = status(auth(ureq::post(&url("/v1/completions"))).send_json(long.clone()));
+        assert_eq!(code, 503, "{text}");
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!((a, b), (200, 200));
+    let models = auth(ureq::get(&url("/v1/models"))).call().unwrap().into_json::<Value>().unwrap();
+    assert_eq!(models["data"][0]["id"], "smol");
+}
+
+/// The official `openai` Python client drives the server: chat, streamed
+/// chat (its deltas are the whole text), stop strings, completions, the
+/// model list and errors.
+#[test]
+fn the_openai_python_client_is_served() {
+    if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
+        return; // the Python client runs on the build machine only
+    }
+    let server = Server::start(&[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/openai_client.py");
+    let out = Command::new("python3").arg(script).arg(&server.url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{} (scripts/setup.sh installs the openai package)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The chat page in headless Chromium: a question typed and sent, the
+/// streamed reply shown, the cluster view filled; the screenshot is kept
+/// at target/serve-page.png.
+#[test]
+fn the_chat_page_streams_a_reply_in_chromium() {
+    if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
+        return; // the browser runs on the build machine only
+    }
+    let server = Server::start(&[]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shot = root.join("target/serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("python3")
+        .arg(root.join("tests/python/web_page.py"))
+        .arg(&server.url)
+        .arg(&shot)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{} (scripts/setup.sh installs chromium and playwright)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "no screenshot at {}", shot.display());
+}
