@@ -98,7 +98,9 @@ impl LayerMemory {
         let mut streamed = BTreeMap::new();
         for &l in order {
             let Some(span) = spans.get(&l) else { continue };
-            let keep = left.min(span.len()) / PAGE * PAGE;
+            // A layer kept whole stays whole; one kept in part keeps its
+            // head to a page.
+            let keep = if left >= span.len() { span.len() } else { left / PAGE * PAGE };
             left -= left.min(span.len());
             if keep < span.len() {
                 streamed.insert(l, span.start + keep..span.end);
