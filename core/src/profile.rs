@@ -151,6 +151,8 @@ impl fmt::Display for ProfileError {
     }
 }
 
+impl core::error::Error for ProfileError {}
+
 impl DeviceProfile {
     /// Measured throughput for `ty`, if the profile has it.
     pub fn flops(&self, ty: GgmlType) -> Option<f32> {

@@ -1,7 +1,6 @@
 //! Token generation over any evaluator (one device or a ring), shared by the
 //! CLI and the C ABI.
 
-use anyhow::anyhow;
 use prima_core::cost::ModelCost;
 use prima_core::sampler::Sampler;
 use prima_core::tokenizer::{StreamDecoder, Tokenizer};
@@ -62,7 +61,7 @@ impl<'m, 'a> Local<'m, 'a> {
     ) -> anyhow::Result<Self> {
         let SessionShape { n_ctx, n_batch, kv } = shape;
         let session = Session::with_kv_type(model, n_ctx, kv);
-        let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         let run = run_shape(n_ctx, n_batch, kv, pool.threads());
         let whole = cost.single_device_bytes(&run);
         let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
@@ -84,9 +83,9 @@ impl Evaluate for Local<'_, '_> {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
         let (s, pool) = (&mut self.session, self.pool);
         match &mut self.stream {
-            None => pool.enter(|| s.eval(tokens, want, pool)).map_err(|e| anyhow!("{e}")),
+            None => pool.enter(|| s.eval(tokens, want, pool)).map_err(anyhow::Error::from),
             Some(stream) => {
-                let logits = pool.enter(|| s.eval_streamed(tokens, want, pool, stream)).map_err(|e| anyhow!("{e}"))?;
+                let logits = pool.enter(|| s.eval_streamed(tokens, want, pool, stream)).map_err(anyhow::Error::from)?;
                 stream.take_error()?;
                 Ok(logits)
             }

@@ -90,5 +90,4 @@ impl fmt::Display for GgufError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for GgufError {}
+impl core::error::Error for GgufError {}

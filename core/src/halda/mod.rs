@@ -172,6 +172,8 @@ impl fmt::Display for PlanError {
     }
 }
 
+impl core::error::Error for PlanError {}
+
 /// Layers a prefetching device that streams keeps in flight: the one
 /// running and the one being read, so that consecutive streamed layers
 /// overlap their reads with compute. (One was tried: it kept a layer more

@@ -100,5 +100,4 @@ impl fmt::Display for ModelError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for ModelError {}
+impl core::error::Error for ModelError {}

@@ -26,6 +26,8 @@ impl core::fmt::Display for DequantError {
     }
 }
 
+impl core::error::Error for DequantError {}
+
 /// Dequantizes `bytes` (a whole number of blocks) into `out`.
 pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), DequantError> {
     if !ty.is_supported() {

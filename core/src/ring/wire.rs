@@ -208,6 +208,8 @@ impl fmt::Display for WireError {
     }
 }
 
+impl core::error::Error for WireError {}
+
 fn frame(kind: u8, payload: &[u8]) -> Result<Vec<u8>, WireError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(WireError::TooLong { len: payload.len(), max: MAX_PAYLOAD });

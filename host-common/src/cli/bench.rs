@@ -1,7 +1,6 @@
 //! `prima bench`: llama-bench-style prompt (pp) and generation (tg)
 //! throughput, so figures compare directly with llama.cpp's.
 
-use anyhow::anyhow;
 use clap::Args;
 use prima_core::sampler::Rng;
 use prima_core::{Session, Want};
@@ -99,11 +98,11 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 let start = Instant::now();
                 match test {
                     Test::Prompt(_) => {
-                        pool.enter(|| session.eval(&tokens, Want::Last, &pool)).map_err(|e| anyhow!("{e}"))?;
+                        pool.enter(|| session.eval(&tokens, Want::Last, &pool)).map_err(anyhow::Error::from)?;
                     }
                     Test::Gen(_) => {
                         for &tok in &tokens {
-                            pool.enter(|| session.eval(&[tok], Want::Last, &pool)).map_err(|e| anyhow!("{e}"))?;
+                            pool.enter(|| session.eval(&[tok], Want::Last, &pool)).map_err(anyhow::Error::from)?;
                         }
                     }
                 }

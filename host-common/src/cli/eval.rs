@@ -1,4 +1,4 @@
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clap::Args;
 use prima_core::{KvType, Session, Want};
 use serde_json::json;
@@ -111,8 +111,8 @@ pub(super) fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
             }
         }
         session.clear();
-        l.pool.enter(|| session.eval(&toks[..first], Want::None, &l.pool)).map_err(|e| anyhow!("{e}"))?;
-        let logits = l.pool.enter(|| session.eval(&toks[first..], Want::All, &l.pool)).map_err(|e| anyhow!("{e}"))?;
+        l.pool.enter(|| session.eval(&toks[..first], Want::None, &l.pool)).map_err(anyhow::Error::from)?;
+        let logits = l.pool.enter(|| session.eval(&toks[first..], Want::All, &l.pool)).map_err(anyhow::Error::from)?;
         for (j, row) in logits.chunks_exact(n_vocab).enumerate().take(a.ctx - first - 1) {
             let target = toks[first + j + 1] as usize;
             let (_, lse) = summarize(row, 0);

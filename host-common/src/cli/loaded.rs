@@ -1,6 +1,6 @@
 //! A model file mapped, parsed and ready to run.
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, Model};
 
@@ -32,9 +32,9 @@ impl Loaded {
 /// what stays resident (see `Local::new`).
 pub(super) fn model<'a>(g: &Gguf<'a>) -> anyhow::Result<Model<'a>> {
     let kernels = crate::detect_kernels();
-    Model::load(g, kernels).map_err(|e| anyhow!("{e}")).context("cannot load model")
+    Model::load(g, kernels).map_err(anyhow::Error::from).context("cannot load model")
 }
 
 pub(super) fn tokenizer(g: &Gguf<'_>) -> anyhow::Result<Tokenizer> {
-    Tokenizer::from_gguf(g).map_err(|e| anyhow!("{e}")).context("cannot load tokenizer")
+    Tokenizer::from_gguf(g).map_err(anyhow::Error::from).context("cannot load tokenizer")
 }

@@ -46,8 +46,8 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
     }
     let threads = profiles.first().map_or(1, |p| p.threads as usize);
     let run = crate::stream::run_shape(a.ctx, crate::stream::N_BATCH, prima_core::KvType::F16, threads);
-    let problem = Problem::from_profiles(&profiles, &cost, &run).map_err(|e| anyhow!("{e}"))?;
-    let plan = solve(&problem).map_err(|e| anyhow!("{e}"))?;
+    let problem = Problem::from_profiles(&profiles, &cost, &run).map_err(anyhow::Error::from)?;
+    let plan = solve(&problem).map_err(anyhow::Error::from)?;
     let ms = |s: f64| s * 1e3;
     let kept: Vec<_> = plan
         .devices

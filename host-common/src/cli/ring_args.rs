@@ -109,7 +109,7 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
     let mut types: Vec<_> = g.tensors().iter().map(|t| t.ty).collect();
     types.sort_by_key(|t| t.id());
     types.dedup();
-    let cost = prima_core::cost::ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+    let cost = prima_core::cost::ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
     let opts = Options {
         name: system::host_name(),
         types,
@@ -135,7 +135,7 @@ impl Evaluate for Ring<'_, '_> {
 pub(super) fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
     match hs {
         Some(hs) => Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(anyhow::Error::from)
             .map_err(|e| e.context("cannot load the head's layers")),
         None => super::loaded::model(g),
     }

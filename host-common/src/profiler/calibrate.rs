@@ -51,10 +51,10 @@ impl LayerCheck {
 /// Times decode steps of `g`'s layer 0 against the probe for the layer's
 /// main tensor type, on `pool`, and compares them with `profile`'s prediction.
 pub fn check_layer(g: &Gguf<'_>, profile: &DeviceProfile, pool: &Pool) -> anyhow::Result<LayerCheck> {
-    let cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+    let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
     // Only the layer time is used: the run's shape does not matter here.
     let run = crate::stream::run_shape(1, 1, prima_core::KvType::F16, 1);
-    let problem = Problem::from_profiles(core::slice::from_ref(profile), &cost, &run).map_err(|e| anyhow!("{e}"))?;
+    let problem = Problem::from_profiles(core::slice::from_ref(profile), &cost, &run).map_err(anyhow::Error::from)?;
     let predicted_s = problem.devices[0].layer_s;
     let main: GgmlType = cost
         .layers
@@ -67,7 +67,7 @@ pub fn check_layer(g: &Gguf<'_>, profile: &DeviceProfile, pool: &Pool) -> anyhow
 
     let kernels = crate::detect_kernels();
     let model =
-        Model::load_parts(g, Parts::layers(core::iter::once(0..1).collect()), kernels).map_err(|e| anyhow!("{e}"))?;
+        Model::load_parts(g, Parts::layers(core::iter::once(0..1).collect()), kernels).map_err(anyhow::Error::from)?;
     let c = &model.config;
     let mut kv = KvCache::with_type(core::iter::once(0..1).collect(), PAIRS + 1, c.kv_dim(), KvType::F16);
     let mut ws = Workspace::default();
@@ -77,7 +77,7 @@ pub fn check_layer(g: &Gguf<'_>, profile: &DeviceProfile, pool: &Pool) -> anyhow
     pool.enter(|| {
         // Warm-up: faults the layer's weights in, and the probe's pages.
         probe.call(&kernels, pool);
-        model.forward_layers_at(0..1, 0, &mut kv, &mut hidden, &mut ws, pool).map_err(|e| anyhow!("{e}"))?;
+        model.forward_layers_at(0..1, 0, &mut kv, &mut hidden, &mut ws, pool).map_err(anyhow::Error::from)?;
         let mut ratios = Vec::with_capacity(PAIRS);
         for pos in 1..=PAIRS {
             let t = Instant::now();
@@ -85,7 +85,7 @@ pub fn check_layer(g: &Gguf<'_>, profile: &DeviceProfile, pool: &Pool) -> anyhow
             let probe_flops = probe.flops_per_call() / t.elapsed().as_secs_f64();
             hidden.copy_from_slice(&input);
             let t = Instant::now();
-            model.forward_layers_at(0..1, pos, &mut kv, &mut hidden, &mut ws, pool).map_err(|e| anyhow!("{e}"))?;
+            model.forward_layers_at(0..1, pos, &mut kv, &mut hidden, &mut ws, pool).map_err(anyhow::Error::from)?;
             let layer_s = t.elapsed().as_secs_f64();
             // This layer step as it would have run at the profiled speed.
             ratios.push(layer_s * probe_flops / profiled_flops);

@@ -52,13 +52,13 @@ impl LocalLayers<'_, '_> {
             for l in layers {
                 stream.before(l);
                 pool.enter(|| model.forward_layers_at(l..l + 1, pos0 as usize, kv, hidden, ws, pool))
-                    .map_err(|e| anyhow!("{e}"))?;
+                    .map_err(anyhow::Error::from)?;
                 stream.after(l);
                 stream.take_error()?;
             }
         } else {
             pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
-                .map_err(|e| anyhow!("{e}"))?;
+                .map_err(anyhow::Error::from)?;
         }
         let disk = stream.disk - disk_before;
         times.disk += disk;

@@ -83,7 +83,7 @@ impl Handshake {
         for addr in &opts.addrs {
             peers.push(rt.block_on(hello(addr, opts.head_profile.clone()))?);
         }
-        let mut cost = ModelCost::from_gguf(g).map_err(|e| anyhow!("{e}"))?;
+        let mut cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         if opts.act == ActType::F32 {
             cost = cost.with_f32_activations();
         }
@@ -117,7 +117,7 @@ impl Handshake {
                     profiles.push(prof);
                 }
                 let run = opts.run_shape();
-                let mut problem = Problem::from_profiles(&profiles, &cost, &run).map_err(|e| anyhow!("{e}"))?;
+                let mut problem = Problem::from_profiles(&profiles, &cost, &run).map_err(anyhow::Error::from)?;
                 if let Some(check) = opts.layer_check {
                     let ratio = check.correction();
                     eprintln!(
@@ -448,7 +448,7 @@ impl Ring<'_, '_> {
         for (i, batch) in tokens.chunks(self.n_batch.max(1)).enumerate() {
             self.hidden.clear();
             self.hidden.resize(batch.len() * c.n_embd, 0.0);
-            model.embed(batch, &mut self.hidden).map_err(|e| anyhow!("{e}"))?;
+            model.embed(batch, &mut self.hidden).map_err(anyhow::Error::from)?;
             self.seq = self.seq.wrapping_add(1);
             let now = self.driver.epoch.elapsed().as_micros() as u64;
             self.driver.node.submit(now, self.seq, self.pos as u32, std::mem::take(&mut self.hidden));
@@ -471,7 +471,7 @@ impl Ring<'_, '_> {
             let (ws, pool) = (&mut self.layers.ws, self.layers.pool);
             // The output head is the head's compute too (Halda's prediction counts it).
             let t = Instant::now();
-            pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(|e| anyhow!("{e}"))?;
+            pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(anyhow::Error::from)?;
             self.driver.times.compute += t.elapsed();
             self.hidden = hidden;
         }

@@ -242,7 +242,7 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
             conn::spawn_control_reader(&head, 0, std::mem::take(&mut dec), tx.clone())?;
             (conn::to_std(p)?, Vec::new())
         };
-        to_head.send(encode_control(&Control::Ready).map_err(|e| anyhow!("{e}"))?)?;
+        to_head.send(encode_control(&Control::Ready).map_err(anyhow::Error::from)?)?;
         conn::spawn_heartbeat(to_head.clone(), Arc::clone(&stop_heartbeat));
         links_tx.send(Links { pred, succ, pending }).map_err(|_| anyhow!("the compute thread ended"))?;
         Ok(())
@@ -306,8 +306,8 @@ impl Job {
         };
         let model = file.gguf().and_then(|g| {
             let parts = Parts::layers(self.windows.clone());
-            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
-            let cost = ModelCost::from_gguf(&g).map_err(|e| anyhow!("{e}"))?;
+            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(anyhow::Error::from)?;
+            let cost = ModelCost::from_gguf(&g).map_err(anyhow::Error::from)?;
             Ok((g, model, cost))
         });
         let (g, model, cost) = match model {
