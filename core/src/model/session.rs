@@ -140,6 +140,25 @@ impl<'m, 'a> Batch<'m, 'a> {
     /// and returns the logits of each entry's last token (`n_vocab` floats
     /// per entry, in order). Every entry needs at least one token.
     pub fn eval(&mut self, steps: &mut [(&mut KvCache, &[u32])], par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(steps, par, None)
+    }
+
+    /// [`Self::eval`], running one layer at a time between `hook`'s calls.
+    pub fn eval_streamed(
+        &mut self,
+        steps: &mut [(&mut KvCache, &[u32])],
+        par: &dyn Parallel,
+        hook: &mut dyn LayerHook,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(steps, par, Some(hook))
+    }
+
+    fn eval_inner(
+        &mut self,
+        steps: &mut [(&mut KvCache, &[u32])],
+        par: &dyn Parallel,
+        mut hook: Option<&mut dyn LayerHook>,
+    ) -> Result<Vec<f32>, ModelError> {
         let c = &self.model.config;
         let n_embd = c.n_embd;
         let rows: usize = steps.iter().map(|(_, t)| t.len()).sum();
@@ -156,7 +175,15 @@ impl<'m, 'a> Batch<'m, 'a> {
         let mut seqs: Vec<SeqRows<'_>> =
             steps.iter_mut().map(|(kv, t)| SeqRows { pos0: kv.len, n_tok: t.len(), kv }).collect();
         for layers in self.model.parts.windows.clone() {
-            self.model.forward_seqs(layers, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
+            let Some(hook) = hook.as_deref_mut() else {
+                self.model.forward_seqs(layers, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
+                continue;
+            };
+            for l in layers {
+                hook.before(l);
+                self.model.forward_seqs(l..l + 1, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
+                hook.after(l);
+            }
         }
         self.last.clear();
         let mut end = 0;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::api::{Finish, Params, Usage};
 use crate::pool::Pool;
+use crate::stream::LayerStream;
 
 /// What a request asks of the engine: prompt tokens and how to sample.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ pub struct Stats {
 
 /// Prompt tokens a slot feeds one step at most, so a long prompt does not
 /// stall the others' decoding for long.
-const PREFILL_CHUNK: usize = 256;
+pub const PREFILL_CHUNK: usize = 256;
 
 struct Slot {
     kv: KvCache,
@@ -73,13 +74,16 @@ struct Running {
     max_tokens: usize,
 }
 
-/// Runs the engine until `jobs` closes. `n_ctx` is each slot's context.
+/// Runs the engine until `jobs` closes. `n_ctx` is each slot's context;
+/// layers that do not stay resident come through `stream`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     model: &Model<'_>,
     tok: &Tokenizer,
     pool: &Pool,
     parallel: usize,
     n_ctx: usize,
+    mut stream: Option<&mut LayerStream<'_>>,
     mut jobs: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
 ) {
@@ -127,7 +131,13 @@ pub fn run(
                 steps.push((&mut slot.kv, tokens.as_slice()));
             }
         }
-        let result = pool.enter(|| batch.eval(&mut steps, pool));
+        let result = match stream.as_deref_mut() {
+            None => pool.enter(|| batch.eval(&mut steps, pool)).map_err(anyhow::Error::from),
+            Some(s) => pool
+                .enter(|| batch.eval_streamed(&mut steps, pool, s))
+                .map_err(anyhow::Error::from)
+                .and_then(|l| s.take_error().map(|()| l)),
+        };
         drop(steps);
         let n_vocab = model.config.n_vocab;
         let logits = match result {
@@ -136,7 +146,7 @@ pub fn run(
                 // A failed pass leaves every cache in it unusable: end them all.
                 for (i, _) in &inputs {
                     if let Some(r) = slots[*i].job.take() {
-                        let _ = r.job.events.send(Event::Failed(format!("{e}")));
+                        let _ = r.job.events.send(Event::Failed(format!("{e:#}")));
                         stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
                     }
                 }

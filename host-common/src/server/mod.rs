@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
+use crate::stream::LayerStream;
 use engine::Stats;
 use template::ChatTemplate;
 
@@ -48,6 +49,10 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Use at most this much memory (MiB); layers that do not fit stream
+    /// from disk, as `prima run --mem` does.
+    #[arg(long = "mem", value_name = "MIB")]
+    pub mem: Option<u64>,
     /// Require `Authorization: Bearer KEY` on /v1 requests.
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
@@ -90,11 +95,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if threads == 0 {
         anyhow::bail!("--threads must be at least 1");
     }
+    if let Some(mib) = a.mem {
+        crate::profiler::system::limit_memory_mib(mib)?;
+    }
     let file = MappedFile::open(&a.model)?;
     let (tokenizer, template, n_layer) = {
         let g = file.gguf()?;
         let n_layer = prima_core::cost::ModelCost::from_gguf(&g).map_or(0, |c| c.layers.len());
-        let tokenizer = Tokenizer::from_gguf(&g).map_err(|e| anyhow!("{e}")).context("cannot load tokenizer")?;
+        let tokenizer = Tokenizer::from_gguf(&g).context("cannot load tokenizer")?;
         let special = |key: &str| {
             g.get_u64(key).ok().and_then(|id| tokenizer.token_text(id as u32)).unwrap_or_default().to_owned()
         };
@@ -116,11 +124,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let engine = std::thread::Builder::new().name("prima-engine".into()).spawn(move || {
         let loaded = file.gguf().and_then(|g| {
-            let model = Model::load(&g, crate::detect_kernels()).map_err(|e| anyhow!("{e}"))?;
-            file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
-            Ok(model)
+            let model = Model::load(&g, crate::detect_kernels()).context("cannot load the model")?;
+            let stream = memory_plan(&file, &g, &model, slot_ctx * parallel, threads)?;
+            Ok((model, stream))
         });
-        let model = match loaded {
+        let (model, mut stream) = match loaded {
             Ok(m) => m,
             Err(e) => {
                 let _ = ready_tx.send(Err(e.context(format!("cannot load {}", path.display()))));
@@ -128,7 +136,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             }
         };
         let _ = ready_tx.send(Ok(()));
-        engine::run(&model, &engine_tok, &pool, parallel, slot_ctx, jobs_rx, engine_stats);
+        engine::run(&model, &engine_tok, &pool, parallel, slot_ctx, stream.as_mut(), jobs_rx, engine_stats);
     })?;
     ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -168,4 +176,25 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     })?;
     drop(rt);
     engine.join().map_err(|_| anyhow!("the engine thread panicked"))
+}
+
+/// What of the model stays resident for `n_ctx` positions of KV cache in
+/// all: everything when it fits (read in now), else the layers that fit,
+/// the others streaming from disk each step.
+fn memory_plan<'f>(
+    file: &'f MappedFile,
+    g: &prima_core::Gguf<'_>,
+    model: &Model<'_>,
+    n_ctx: usize,
+    threads: usize,
+) -> anyhow::Result<Option<LayerStream<'f>>> {
+    let cost = prima_core::cost::ModelCost::from_gguf(g).context("cannot read the model's costs")?;
+    let run = crate::stream::run_shape(n_ctx, engine::PREFILL_CHUNK, prima_core::KvType::F16, threads);
+    let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
+        file.load_ahead(crate::stream::model_ranges(g, &model.parts, |_| true))?;
+        return Ok(None);
+    };
+    let memory = crate::stream::LayerMemory::new(&cost, &run, available, true);
+    let stream = crate::stream::open(file, g, &model.parts, &memory, "the server")?;
+    Ok(stream.streams().then_some(stream))
 }
