@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use crate::stream::{self, model_ranges, run_shape, LayerMemory, LayerStream};
+use crate::stream::{self, run_shape, LayerStream};
 
 /// Something that turns tokens into logits: one device, or a ring.
 pub trait Evaluate {
@@ -64,15 +64,9 @@ impl<'m, 'a> Local<'m, 'a> {
         let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         let run = run_shape(n_ctx, n_batch, kv, pool.threads());
         let whole = cost.single_device_bytes(&run);
-        let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
-            file.load_ahead(model_ranges(g, &model.parts, |_| true))?;
+        let Some(stream) = stream::plan(file, g, &model.parts, &cost, &run, "this device")? else {
             return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         };
-        let memory = LayerMemory::new(&cost, &run, available, true);
-        let stream = stream::open(file, g, &model.parts, &memory, "this device")?;
-        if !stream.streams() {
-            return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
-        }
         // Streamed layers are in memory at most STAGING_LAYERS at a time.
         let (streamed, staged) = stream.streamed_bytes();
         Ok(Self { session, pool, stream: Some(stream), predicted_peak_bytes: whole - streamed + staged })

@@ -146,6 +146,27 @@ pub fn open<'f>(
     Ok(stream)
 }
 
+/// The stream of the layers `parts` holds for one device running `run`
+/// with the head's parts (it also holds the output head), or `None` when
+/// they all stay resident (then read in now). Without a memory figure
+/// everything is taken as resident.
+pub fn plan<'f>(
+    file: &'f MappedFile,
+    g: &Gguf<'_>,
+    parts: &Parts,
+    cost: &ModelCost,
+    run: &RunShape,
+    who: &str,
+) -> anyhow::Result<Option<LayerStream<'f>>> {
+    let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
+        file.load_ahead(model_ranges(g, parts, |_| true))?;
+        return Ok(None);
+    };
+    let memory = LayerMemory::new(cost, run, available, true);
+    let stream = open(file, g, parts, &memory, who)?;
+    Ok(stream.streams().then_some(stream))
+}
+
 /// Streams the held layers that are not resident: before one runs, its
 /// pages are faulted in (timed as disk stall) and the next streamed layers
 /// are read ahead, [`STAGING_LAYERS`] in flight at most; after it runs, its

@@ -1,4 +1,5 @@
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use super::{KvCache, KvType, Model, ModelError, SeqRows, Workspace};
 use crate::parallel::Parallel;
@@ -20,6 +21,27 @@ pub enum Want {
 pub trait LayerHook {
     fn before(&mut self, layer: usize);
     fn after(&mut self, layer: usize);
+}
+
+/// Runs `forward` over each held window whole, or, with a `hook`, one
+/// layer at a time between the hook's calls.
+fn by_window(
+    windows: &[Range<usize>],
+    mut hook: Option<&mut (dyn LayerHook + '_)>,
+    mut forward: impl FnMut(Range<usize>) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    for layers in windows.iter().cloned() {
+        let Some(hook) = hook.as_deref_mut() else {
+            forward(layers)?;
+            continue;
+        };
+        for l in layers {
+            hook.before(l);
+            forward(l..l + 1)?;
+            hook.after(l);
+        }
+    }
+    Ok(())
 }
 
 /// A single-sequence inference session on one device holding the whole model.
@@ -90,17 +112,10 @@ impl<'m, 'a> Session<'m, 'a> {
             self.hidden.resize(batch.len() * c.n_embd, 0.0);
             self.model.embed(batch, &mut self.hidden)?;
             let pos0 = self.kv.len;
-            for layers in self.model.parts.windows.clone() {
-                let Some(hook) = hook.as_deref_mut() else {
-                    self.model.forward_layers_at(layers, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
-                    continue;
-                };
-                for l in layers {
-                    hook.before(l);
-                    self.model.forward_layers_at(l..l + 1, pos0, &mut self.kv, &mut self.hidden, &mut self.ws, par)?;
-                    hook.after(l);
-                }
-            }
+            let (kv, hidden, ws) = (&mut self.kv, &mut self.hidden, &mut self.ws);
+            by_window(&self.model.parts.windows, hook.as_deref_mut(), |layers| {
+                self.model.forward_layers_at(layers, pos0, kv, hidden, ws, par)
+            })?;
             let rows = match want {
                 Want::All => &self.hidden[..],
                 Want::Last if i + 1 == n_chunks => &self.hidden[(batch.len() - 1) * c.n_embd..],
@@ -157,7 +172,7 @@ impl<'m, 'a> Batch<'m, 'a> {
         &mut self,
         steps: &mut [(&mut KvCache, &[u32])],
         par: &dyn Parallel,
-        mut hook: Option<&mut dyn LayerHook>,
+        hook: Option<&mut dyn LayerHook>,
     ) -> Result<Vec<f32>, ModelError> {
         let c = &self.model.config;
         let n_embd = c.n_embd;
@@ -174,17 +189,10 @@ impl<'m, 'a> Batch<'m, 'a> {
         }
         let mut seqs: Vec<SeqRows<'_>> =
             steps.iter_mut().map(|(kv, t)| SeqRows { pos0: kv.len, n_tok: t.len(), kv }).collect();
-        for layers in self.model.parts.windows.clone() {
-            let Some(hook) = hook.as_deref_mut() else {
-                self.model.forward_seqs(layers, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
-                continue;
-            };
-            for l in layers {
-                hook.before(l);
-                self.model.forward_seqs(l..l + 1, &mut seqs, &mut self.hidden, &mut self.ws, par)?;
-                hook.after(l);
-            }
-        }
+        let (hidden, ws) = (&mut self.hidden, &mut self.ws);
+        by_window(&self.model.parts.windows, hook, |layers| {
+            self.model.forward_seqs(layers, &mut seqs, hidden, ws, par)
+        })?;
         self.last.clear();
         let mut end = 0;
         for s in &seqs {

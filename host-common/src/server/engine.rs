@@ -122,12 +122,11 @@ pub fn run(
             continue;
         }
         let t0 = Instant::now();
+        // `inputs` is in slot order: pair each busy slot's cache with its tokens.
+        let mut listed = inputs.iter().peekable();
         let mut steps: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(inputs.len());
-        let mut wanted = inputs.iter().map(|(i, _)| *i).peekable();
         for (i, slot) in slots.iter_mut().enumerate() {
-            if wanted.peek() == Some(&i) {
-                wanted.next();
-                let tokens = &inputs.iter().find(|(j, _)| *j == i).expect("listed above").1;
+            if let Some((_, tokens)) = listed.next_if(|(j, _)| *j == i) {
                 steps.push((&mut slot.kv, tokens.as_slice()));
             }
         }

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
+use prima_core::cost::ModelCost;
 use prima_core::tokenizer::Tokenizer;
-use prima_core::Model;
+use prima_core::{KvType, Model};
 use tokio::sync::mpsc;
 
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use crate::stream::LayerStream;
 use engine::Stats;
 use template::ChatTemplate;
 
@@ -99,9 +99,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         crate::profiler::system::limit_memory_mib(mib)?;
     }
     let file = MappedFile::open(&a.model)?;
-    let (tokenizer, template, n_layer) = {
+    let (tokenizer, template) = {
         let g = file.gguf()?;
-        let n_layer = prima_core::cost::ModelCost::from_gguf(&g).map_or(0, |c| c.layers.len());
         let tokenizer = Tokenizer::from_gguf(&g).context("cannot load tokenizer")?;
         let special = |key: &str| {
             g.get_u64(key).ok().and_then(|id| tokenizer.token_text(id as u32)).unwrap_or_default().to_owned()
@@ -109,7 +108,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let (bos, eos) = (special("tokenizer.ggml.bos_token_id"), special("tokenizer.ggml.eos_token_id"));
         let template = ChatTemplate::new(g.get_str("tokenizer.chat_template").ok(), &bos, &eos)
             .context("the model's chat template does not compile")?;
-        (Arc::new(tokenizer), template, n_layer)
+        (Arc::new(tokenizer), template)
     };
     let model_name = a
         .alias
@@ -121,11 +120,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let engine_stats = Arc::clone(&stats);
     let engine_tok = Arc::clone(&tokenizer);
     let (parallel, path) = (a.parallel, a.model.clone());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
     let engine = std::thread::Builder::new().name("prima-engine".into()).spawn(move || {
         let loaded = file.gguf().and_then(|g| {
             let model = Model::load(&g, crate::detect_kernels()).context("cannot load the model")?;
-            let stream = memory_plan(&file, &g, &model, slot_ctx * parallel, threads)?;
+            let cost = ModelCost::from_gguf(&g).context("cannot read the model's costs")?;
+            // Every slot's KV cache, and a prompt chunk per slot at most.
+            let run = crate::stream::run_shape(slot_ctx * parallel, engine::PREFILL_CHUNK, KvType::F16, threads);
+            let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server")?;
             Ok((model, stream))
         });
         let (model, mut stream) = match loaded {
@@ -135,10 +137,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 return;
             }
         };
-        let _ = ready_tx.send(Ok(()));
+        let _ = ready_tx.send(Ok(model.config.n_layer));
         engine::run(&model, &engine_tok, &pool, parallel, slot_ctx, stream.as_mut(), jobs_rx, engine_stats);
     })?;
-    ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
+    let n_layer = ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let state = Arc::new(AppState {
         model_name,
@@ -176,25 +178,4 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     })?;
     drop(rt);
     engine.join().map_err(|_| anyhow!("the engine thread panicked"))
-}
-
-/// What of the model stays resident for `n_ctx` positions of KV cache in
-/// all: everything when it fits (read in now), else the layers that fit,
-/// the others streaming from disk each step.
-fn memory_plan<'f>(
-    file: &'f MappedFile,
-    g: &prima_core::Gguf<'_>,
-    model: &Model<'_>,
-    n_ctx: usize,
-    threads: usize,
-) -> anyhow::Result<Option<LayerStream<'f>>> {
-    let cost = prima_core::cost::ModelCost::from_gguf(g).context("cannot read the model's costs")?;
-    let run = crate::stream::run_shape(n_ctx, engine::PREFILL_CHUNK, prima_core::KvType::F16, threads);
-    let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
-        file.load_ahead(crate::stream::model_ranges(g, &model.parts, |_| true))?;
-        return Ok(None);
-    };
-    let memory = crate::stream::LayerMemory::new(&cost, &run, available, true);
-    let stream = crate::stream::open(file, g, &model.parts, &memory, "the server")?;
-    Ok(stream.streams().then_some(stream))
 }
