@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod ffi;
 pub mod generate;
+pub mod link;
 pub mod mapped;
 pub mod os;
 pub mod pool;

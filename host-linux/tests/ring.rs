@@ -2,57 +2,15 @@
 //! exactly the tokens and logits of one device, and a dead or hostile peer
 //! must end the run with an error that names it.
 
+mod common;
+
+use common::{prima, ring_flag, Worker};
 use prima_tests::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn prima() -> Command {
-    target_command(env!("CARGO_BIN_EXE_prima"))
-}
-
-/// A `prima worker` on a free loopback port, with its own layer cache.
-struct Worker {
-    child: Child,
-    addr: String,
-    cache: PathBuf,
-}
-
-impl Worker {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Self {
-        Self::start_in(scratch_dir("worker-cache"), extra)
-    }
-
-    fn start_in(cache: PathBuf, extra: &[&str]) -> Self {
-        let mut child = prima()
-            .args(["worker", "--listen", "127.0.0.1:0", "-t", "1", "--peer-timeout", "5", "--cache"])
-            .arg(&cache)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let addr = worker_address(&mut child);
-        Self { child, addr, cache }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.cache);
-    }
-}
-
-fn ring_flag(workers: &[Worker]) -> String {
-    workers.iter().map(|w| w.addr.as_str()).collect::<Vec<_>>().join(",")
-}
 
 fn json_of(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().unwrap();

@@ -130,17 +130,27 @@ pub fn target_cc() -> std::process::Command {
 /// on, read from its log; the rest of the log is drained on a thread so the
 /// worker never blocks on a full pipe.
 pub fn worker_address(child: &mut std::process::Child) -> String {
+    worker_address_and_log(child).0
+}
+
+/// [`worker_address`], and the worker's log lines as they come.
+pub fn worker_address_and_log(
+    child: &mut std::process::Child,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("the worker's stderr is piped");
     let mut lines = std::io::BufReader::new(stderr).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let addr = loop {
         let line = lines.next().expect("worker exited before listening").unwrap();
+        log.lock().unwrap().push(line.clone());
         if let Some(a) = line.strip_prefix("prima worker listening on ") {
             break a.to_string();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
-    addr
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+    (addr, log)
 }
 
 /// A new empty directory for one test, unique within this process.

@@ -123,11 +123,18 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        let elem = match self.ty {
+        Self::bytes_for(&self.windows, self.n_ctx, self.kv_dim, self.ty) as usize
+    }
+
+    /// Bytes a cache of this shape would hold, computed without overflow
+    /// (a peer's request is checked with it before anything is allocated).
+    pub fn bytes_for(windows: &[Range<usize>], n_ctx: usize, kv_dim: usize, ty: KvType) -> u64 {
+        let elem: u64 = match ty {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        self.k.len() * self.n_ctx * self.kv_dim * 2 * elem
+        let layers: u64 = windows.iter().map(|w| w.len() as u64).sum();
+        layers.saturating_mul(n_ctx as u64).saturating_mul(kv_dim as u64).saturating_mul(2 * elem)
     }
 }
 

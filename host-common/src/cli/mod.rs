@@ -3,6 +3,7 @@
 mod bench;
 mod eval;
 mod inspect;
+mod key;
 mod loaded;
 mod plan;
 mod profile;
@@ -42,6 +43,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Run as a ring device for `prima run --ring`; also answers `prima profile --peer`.
     Worker(worker::WorkerArgs),
+    /// Make a ring key, which authenticates and encrypts the links between devices.
+    Keygen(key::KeygenArgs),
     /// Write a Llama-shaped model of any size with random weights (for benchmarks).
     Synth(synth::SynthArgs),
     /// Forward TCP with added latency, to emulate a slow link in benchmarks.
@@ -99,6 +102,7 @@ pub fn main() -> i32 {
         Command::Plan(a) => plan::plan(a),
         Command::Profile(a) => profile::profile(a),
         Command::Worker(a) => worker::worker(a),
+        Command::Keygen(a) => key::keygen(a),
         Command::Synth(a) => synth::synth(a),
         Command::DelayProxy(a) => proxy::proxy(a),
         #[cfg(feature = "server")]

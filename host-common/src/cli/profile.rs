@@ -22,6 +22,8 @@ pub(super) struct ProfileArgs {
     /// Measure the link to a `prima worker` at HOST:PORT.
     #[arg(long)]
     peer: Option<String>,
+    #[command(flatten)]
+    key: super::key::KeyArg,
     /// Directory for the disk test's scratch file (default: the model's, else the current one).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -66,6 +68,7 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         kv_dim,
         dir,
         peer: a.peer.clone(),
+        peer_key: a.key.load()?,
         quick: a.quick,
         quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
     };

@@ -41,6 +41,8 @@ pub(super) struct RingArgs {
     /// available). Layers that do not fit stream from disk.
     #[arg(long = "mem", value_name = "MIB")]
     mem: Option<u64>,
+    #[command(flatten)]
+    key: super::key::KeyArg,
 }
 
 impl RingArgs {
@@ -67,6 +69,7 @@ impl RingArgs {
         if !(self.peer_timeout.is_finite() && self.peer_timeout > 0.0) {
             anyhow::bail!("--peer-timeout must be a positive number of seconds");
         }
+        let key = self.key.load()?;
         let windows = match self.layer_window.as_str() {
             "auto" => None,
             list => Some(
@@ -99,6 +102,7 @@ impl RingArgs {
             peer_timeout: Duration::from_secs_f64(self.peer_timeout),
             head_profile,
             layer_check,
+            key,
         };
         Handshake::connect(opts, g).map(Some)
     }
@@ -116,6 +120,7 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
         kv_dim: (cost.kv_bytes_per_token_layer / 4) as usize,
         dir: model_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf(),
         peer: None,
+        peer_key: None,
         quick: true,
         quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
     };

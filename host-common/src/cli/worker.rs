@@ -30,6 +30,8 @@ pub(super) struct WorkerArgs {
     /// available). Halda plans with it; layers that do not fit stream from disk.
     #[arg(long = "mem", value_name = "MIB")]
     mem: Option<u64>,
+    #[command(flatten)]
+    key: super::key::KeyArg,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     if !(a.peer_timeout.is_finite() && a.peer_timeout > 0.0) {
         anyhow::bail!("--peer-timeout must be a positive number of seconds");
     }
+    let key = a.key.load()?;
     if let Some(mib) = a.mem {
         system::limit_memory_mib(mib)?;
     }
@@ -52,6 +55,7 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         kv_dim: 1024,
         dir: cache_dir.clone(),
         peer: None,
+        peer_key: None,
         quick: true,
         // A worker profiles once, at start, for every head it will serve:
         // twice the head's time, so its seven types get 285 ms each.
@@ -69,5 +73,11 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         profile.disk_seq_read_bytes_per_s / 1e6
     );
     let peer_timeout = std::time::Duration::from_secs_f64(a.peer_timeout);
-    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout })
+    match &key {
+        Some(k) => eprintln!("ring key {}: links are authenticated and encrypted", k.id()),
+        None => eprintln!(
+            "warning: no ring key: links are plaintext and anyone who reaches this port can use this worker (pair devices with `prima keygen` and --key)"
+        ),
+    }
+    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key })
 }

@@ -25,6 +25,8 @@ pub struct Options {
     /// Directory for the disk scratch file (the model's, so the same disk).
     pub dir: PathBuf,
     pub peer: Option<String>,
+    /// The ring key for the link to `peer`.
+    pub peer_key: Option<crate::link::RingKey>,
     /// About 1.5 s (more with over 6 tensor types) instead of about 5 s.
     pub quick: bool,
     /// With `quick`: the CPU probes' time in all (at least 150 ms a type).
@@ -67,7 +69,7 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
     let link = match &opts.peer {
         Some(peer) => {
             step("network");
-            let (rtt, bw) = probe::measure(peer, mem_s)?;
+            let (rtt, bw) = probe::measure(peer, mem_s, opts.peer_key.as_ref())?;
             Some(LinkProfile { rtt_s: rtt as f32, bytes_per_s: bw as f32 })
         }
         None => None,

@@ -5,12 +5,15 @@
 //! most [`MAX_PAYLOAD`] bytes. `ECHO` frames come back unchanged; a `SINK`
 //! frame is answered by an empty `SINK` once its payload has arrived. Any
 //! other kind, or a longer payload, is answered by an `ERROR` frame naming
-//! the problem, and the connection is closed.
+//! the problem, and the connection is closed. With a ring key, the frames
+//! travel over the secure link, like all ring traffic.
 
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
+
+use crate::link::{RingKey, SyncLink};
 
 pub const ECHO: u8 = 1;
 pub const SINK: u8 = 2;
@@ -49,15 +52,12 @@ pub fn read_frame(s: &mut impl Read, buf: &mut Vec<u8>) -> anyhow::Result<Option
 }
 
 /// Round-trip time (median of small echoes) and bandwidth (large sinks) to `peer`.
-pub fn measure(peer: &str, budget: Duration) -> anyhow::Result<(f64, f64)> {
+pub fn measure(peer: &str, budget: Duration, key: Option<&RingKey>) -> anyhow::Result<(f64, f64)> {
     let addr = peer.to_socket_addrs().with_context(|| format!("cannot resolve {peer}"))?.next();
     let addr = addr.with_context(|| format!("{peer} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("cannot connect to {peer}"))?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    s.set_nodelay(true)?;
+    let mut s = SyncLink::connect(&addr, key, TIMEOUT).with_context(|| format!("cannot connect to {peer}"))?;
     let mut buf = Vec::new();
-    let expect = |s: &mut TcpStream, want: u8, buf: &mut Vec<u8>| -> anyhow::Result<()> {
+    let expect = |s: &mut SyncLink, want: u8, buf: &mut Vec<u8>| -> anyhow::Result<()> {
         match read_frame(s, buf).with_context(|| format!("peer {peer}"))? {
             Some(k) if k == want => Ok(()),
             Some(ERROR) => bail!("peer {peer} refused the probe: {}", String::from_utf8_lossy(buf)),
@@ -89,10 +89,11 @@ pub fn measure(peer: &str, budget: Duration) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Answers probe frames on `s` until the peer closes, misbehaves or goes quiet.
-pub fn serve(mut s: std::net::TcpStream) -> anyhow::Result<()> {
-    s.set_read_timeout(Some(TIMEOUT * 6))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    s.set_nodelay(true)?;
+pub fn serve(mut s: SyncLink) -> anyhow::Result<()> {
+    let socket = s.socket();
+    socket.set_read_timeout(Some(TIMEOUT * 6))?;
+    socket.set_write_timeout(Some(TIMEOUT))?;
+    socket.set_nodelay(true)?;
     let mut buf = Vec::new();
     loop {
         let kind = match read_frame(&mut s, &mut buf) {

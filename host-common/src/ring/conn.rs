@@ -1,17 +1,17 @@
-//! Ring connections. The handshake runs on tokio; afterwards each socket is
-//! a blocking std one: the compute thread reads its predecessor and writes
-//! its successor directly, and small threads watch the other control
-//! streams and send heartbeats, reporting over a std channel.
+//! Ring connections. The handshake runs on tokio; afterwards each link is
+//! on a blocking std socket: the compute thread reads its predecessor and
+//! writes its successor directly, and small threads watch the other control
+//! streams and send heartbeats, reporting over a std channel. Links are
+//! plaintext or secure ([`crate::link`]) alike.
 
 use anyhow::{anyhow, bail, Context};
 use prima_core::ring::wire::{encode_control, Control, Frame, FrameDecoder};
-use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::link::{Link, LinkWriter, Reader};
 
 /// How long a handshake step may take before the peer counts as dead.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,9 +33,9 @@ pub enum Inbound {
 }
 
 /// Reads one whole control message, within `HANDSHAKE_TIMEOUT`.
-pub async fn read_control(s: &mut TcpStream, dec: &mut FrameDecoder, peer: &str) -> anyhow::Result<Control> {
+pub async fn read_control(s: &mut Link, dec: &mut FrameDecoder, peer: &str) -> anyhow::Result<Control> {
     let read = async {
-        let mut buf = vec![0u8; 64 << 10];
+        let mut buf = Vec::new();
         loop {
             match dec.next_frame() {
                 Ok(Some(Frame::Control(c))) => return Ok(*c),
@@ -43,11 +43,12 @@ pub async fn read_control(s: &mut TcpStream, dec: &mut FrameDecoder, peer: &str)
                 Ok(None) => {}
                 Err(e) => bail!("{peer}: {e}"),
             }
-            let n = s.read(&mut buf).await.with_context(|| format!("cannot read from {peer}"))?;
+            buf.clear();
+            let n = s.read_plain(&mut buf).await.with_context(|| format!("cannot read from {peer}"))?;
             if n == 0 {
                 bail!("{peer} closed the connection");
             }
-            dec.push(&buf[..n]);
+            dec.push(&buf);
         }
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
@@ -55,7 +56,7 @@ pub async fn read_control(s: &mut TcpStream, dec: &mut FrameDecoder, peer: &str)
         .map_err(|_| anyhow!("{peer} did not answer within {HANDSHAKE_TIMEOUT:?}"))?
 }
 
-pub async fn send_control(s: &mut TcpStream, msg: &Control, peer: &str) -> anyhow::Result<()> {
+pub async fn send_control(s: &mut Link, msg: &Control, peer: &str) -> anyhow::Result<()> {
     let bytes = encode_control(msg).map_err(|e| anyhow!("cannot encode a message for {peer}: {e}"))?;
     s.write_all(&bytes).await.with_context(|| format!("cannot send to {peer}"))
 }
@@ -76,52 +77,10 @@ pub fn error_frame(text: &str) -> Vec<u8> {
     encode_control(&Control::Error { reason: reason(text) }).unwrap_or_default()
 }
 
-/// A tokio stream turned into a blocking std one for the hot path: after
-/// the handshake, the compute thread reads and writes ring sockets itself,
-/// since every hop through an executor thread costs a wake-up per frame.
-pub fn to_std(s: TcpStream) -> anyhow::Result<std::net::TcpStream> {
-    let s = s.into_std()?;
-    s.set_nonblocking(false)?;
-    Ok(s)
-}
-
-/// The sending side of a ring connection, shared by the compute thread and
-/// the heartbeat thread; each frame is written whole under the lock.
-#[derive(Clone, Debug)]
-pub struct Writer(Arc<Mutex<std::net::TcpStream>>);
-
-impl Writer {
-    /// `timeout` bounds a write to a peer that stopped reading.
-    pub fn new(s: &std::net::TcpStream, timeout: Duration) -> anyhow::Result<Self> {
-        let s = s.try_clone()?;
-        s.set_write_timeout(Some(timeout))?;
-        Ok(Self(Arc::new(Mutex::new(s))))
-    }
-
-    pub fn send(&self, frame: Vec<u8>) -> std::io::Result<()> {
-        let mut s = self.0.lock().map_err(|_| std::io::Error::other("writer lock poisoned"))?;
-        s.write_all(&frame)
-    }
-
-    /// Ends the sending direction, so the peer reads end-of-stream.
-    pub fn close(&self) {
-        if let Ok(s) = self.0.lock() {
-            let _ = s.shutdown(std::net::Shutdown::Write);
-        }
-    }
-}
-
 /// Decodes a control stream that carries no activations, on its own thread,
 /// reporting heartbeats, stats, the peer's own error or stop, and the end.
-pub fn spawn_control_reader(
-    s: &std::net::TcpStream,
-    from: usize,
-    mut dec: FrameDecoder,
-    tx: Sender<Inbound>,
-) -> anyhow::Result<()> {
-    let mut rd = s.try_clone()?;
+pub fn spawn_control_reader(mut rd: Reader, from: usize, mut dec: FrameDecoder, tx: Sender<Inbound>) {
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 << 10];
         let (why, said) = 'read: loop {
             loop {
                 match dec.next_frame() {
@@ -146,27 +105,26 @@ pub fn spawn_control_reader(
                     Err(e) => break 'read (e.to_string(), false),
                 }
             }
-            match rd.read(&mut buf) {
-                Ok(0) => break ("closed the connection".to_string(), false),
-                Ok(n) => dec.push(&buf[..n]),
+            match rd.read() {
+                Ok(None) => break ("closed the connection".to_string(), false),
+                Ok(Some(bytes)) => dec.push(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break (format!("connection failed: {e}"), false),
             }
         };
         let _ = tx.send(Inbound::Closed { from, why, said });
     });
-    Ok(())
 }
 
 /// Sends a heartbeat every [`HEARTBEAT`] until a write fails or `stop` is set.
-pub fn spawn_heartbeat(out: Writer, stop: Arc<AtomicBool>) {
+pub fn spawn_heartbeat(out: LinkWriter, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut nonce = 0u64;
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(HEARTBEAT);
             nonce += 1;
             let Ok(f) = encode_control(&Control::Heartbeat { nonce }) else { return };
-            if stop.load(Ordering::Relaxed) || out.send(f).is_err() {
+            if stop.load(Ordering::Relaxed) || out.send(&f).is_err() {
                 return;
             }
         }

@@ -8,12 +8,12 @@ use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control};
 use prima_core::{KvCache, LayerHook, Model, Workspace};
-use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use super::conn::{Inbound, Writer};
+use super::conn::Inbound;
+use crate::link::{LinkWriter, Reader};
 use crate::pool::Pool;
 use crate::stream::{LayerMemory, LayerStream};
 
@@ -73,11 +73,16 @@ impl LocalLayers<'_, '_> {
 /// a layer Halda had planned resident). Without a profile, what is
 /// available now.
 pub fn layer_memory(profile: Option<&DeviceProfile>, cost: &ModelCost, run: &RunShape, head: bool) -> LayerMemory {
-    let available = match profile {
+    LayerMemory::new(cost, run, available_memory(profile), head)
+}
+
+/// The memory a device has for a run: its profile's figure, else what is
+/// available now.
+pub fn available_memory(profile: Option<&DeviceProfile>) -> u64 {
+    match profile {
         Some(p) if p.ram_available_bytes > 0 => p.ram_available_bytes,
         _ => crate::profiler::system::memory().map(|m| m.available).unwrap_or(u64::MAX),
-    };
-    LayerMemory::new(cost, run, available, head)
+    }
 }
 
 /// How a run of the loop ended.
@@ -95,12 +100,11 @@ pub struct Driver {
     pub node: Node,
     /// Ring position of the device whose bytes feed the node.
     pub pred: usize,
-    /// The predecessor's stream, read here directly (with a `POLL` read timeout).
-    pub pred_stream: std::net::TcpStream,
-    pub buf: Vec<u8>,
+    /// The predecessor's link, read here directly (with a `POLL` read timeout).
+    pub pred_link: Reader,
     /// Reports from the threads watching the other control streams.
     pub inbound: Receiver<Inbound>,
-    pub succ: Writer,
+    pub succ: LinkWriter,
     pub epoch: Instant,
     /// Head only: when each device was last heard from (index = ring position).
     pub heard: Vec<Option<Instant>>,
@@ -110,7 +114,7 @@ pub struct Driver {
     pub names: Vec<String>,
     pub is_head: bool,
     /// Worker only: where to send this device's `Stats` after each window.
-    pub stats_to: Option<Writer>,
+    pub stats_to: Option<LinkWriter>,
     /// Head only: each worker's latest totals (index = ring position).
     pub peer_times: Vec<Times>,
 }
@@ -194,18 +198,19 @@ impl Driver {
         }
         let start = Instant::now();
         let busy = self.node.poll_timeout().is_some();
-        let got = self.pred_stream.read(&mut self.buf);
+        let got = self.pred_link.read();
         if busy {
             self.times.network += start.elapsed();
         }
         let now = Instant::now();
-        let closed = |why: String| Inbound::Closed { from: self.pred, why, said: false };
+        let t = self.epoch.elapsed().as_micros() as u64;
+        let pred = self.pred;
+        let closed = |why: String| Inbound::Closed { from: pred, why, said: false };
         match got {
-            Ok(0) => return self.on_inbound(closed("closed the connection".into())),
-            Ok(n) => {
-                self.mark_heard(self.pred, now);
-                let t = self.now();
-                self.node.handle_bytes(t, &self.buf[..n]);
+            Ok(None) => return self.on_inbound(closed("closed the connection".into())),
+            Ok(Some(bytes)) => {
+                self.node.handle_bytes(t, bytes);
+                self.mark_heard(pred, now);
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -250,7 +255,7 @@ impl Driver {
             disk_us: t.disk.as_micros() as u64,
         };
         if let Ok(f) = encode_control(&msg) {
-            let _ = to.send(f);
+            let _ = to.send(&f);
         }
     }
 
@@ -290,7 +295,7 @@ impl Driver {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.succ.send(t.bytes) {
+            if let Err(e) = self.succ.send(&t.bytes) {
                 let next = (self.pred + 2) % self.names.len().max(1);
                 bail!("cannot send to {}: {e}", self.name(next));
             }

@@ -12,11 +12,11 @@ use prima_core::{Gguf, KvCache, KvType, Model, Parts, Want, Workspace};
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
-use super::conn::{self, read_control, send_control, Writer, BUSY, HANDSHAKE_TIMEOUT};
+use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
 use super::driver::{layer_memory, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
+use crate::link::{Link, LinkWriter, RingKey};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
@@ -39,6 +39,8 @@ pub struct RingOptions {
     /// The head's model layer against its profile: Halda scales every
     /// device's layer time by its correction.
     pub layer_check: Option<LayerCheck>,
+    /// The ring's key: every link is authenticated and encrypted with it.
+    pub key: Option<RingKey>,
 }
 
 impl RingOptions {
@@ -52,7 +54,7 @@ impl RingOptions {
 
 struct Peer {
     addr: String,
-    stream: TcpStream,
+    link: Link,
     dec: FrameDecoder,
     profile: DeviceProfile,
 }
@@ -81,7 +83,7 @@ impl Handshake {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let mut peers = Vec::new();
         for addr in &opts.addrs {
-            peers.push(rt.block_on(hello(addr, opts.head_profile.clone()))?);
+            peers.push(rt.block_on(hello(addr, opts.head_profile.clone(), opts.key.as_ref()))?);
         }
         let mut cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         if opts.act == ActType::F32 {
@@ -111,7 +113,7 @@ impl Handshake {
                 for p in &peers {
                     let mut prof = p.profile.clone();
                     // The link as the head sees it, measured now.
-                    let (rtt_s, bytes_per_s) = probe::measure(&p.addr, Duration::from_millis(300))
+                    let (rtt_s, bytes_per_s) = probe::measure(&p.addr, Duration::from_millis(300), opts.key.as_ref())
                         .with_context(|| format!("cannot measure the link to {}", p.addr))?;
                     prof.link = Some(LinkProfile { rtt_s: rtt_s as f32, bytes_per_s: bytes_per_s as f32 });
                     profiles.push(prof);
@@ -191,13 +193,13 @@ impl Handshake {
         let names = self.names();
         let Self { rt, mut peers, kept, plan, opts, prediction, cost } = self;
         let n = kept.len();
-        let session = session_id();
+        let session = session_id()?;
         let model_id = weights::fingerprint(g);
         // Workers that are not in the plan are let go.
         for (i, p) in peers.iter_mut().enumerate() {
             if !kept.contains(&(i + 1)) {
                 let stop = Control::Stop { reason: conn::reason("left out of the plan") };
-                let _ = rt.block_on(send_control(&mut p.stream, &stop, &p.addr));
+                let _ = rt.block_on(send_control(&mut p.link, &stop, &p.addr));
             }
         }
         let mut ring: Vec<Peer> = Vec::new();
@@ -242,8 +244,8 @@ impl Handshake {
                     kv_f32: opts.kv == KvType::F32,
                     model: model_id,
                 };
-                send_control(&mut p.stream, &msg, &names[pos]).await?;
-                match read_control(&mut p.stream, &mut p.dec, &names[pos]).await? {
+                send_control(&mut p.link, &msg, &names[pos]).await?;
+                match read_control(&mut p.link, &mut p.dec, &names[pos]).await? {
                     Control::Need { weights } => need[pos - 1] = weights,
                     Control::Error { reason } => bail!("{} refused the plan: {reason}", names[pos]),
                     other => bail!("{} answered the plan with {other:?}", names[pos]),
@@ -255,7 +257,7 @@ impl Handshake {
                 let (windows, name) = (&plan.windows[j + 1], &names[j + 1]);
                 async move {
                     let t = Instant::now();
-                    let bytes = weights::send(&mut p.stream, g, windows, name).await?;
+                    let bytes = weights::send(&mut p.link, g, windows, name).await?;
                     let secs = t.elapsed().as_secs_f64();
                     eprintln!("sent {:.1} MB of layers to {name} in {secs:.1} s", bytes as f64 / 1e6);
                     anyhow::Ok(())
@@ -264,7 +266,7 @@ impl Handshake {
             futures_util::future::try_join_all(sends).await?;
             for pos in 1..n {
                 let p = &mut ring[pos - 1];
-                match read_control(&mut p.stream, &mut p.dec, &names[pos]).await? {
+                match read_control(&mut p.link, &mut p.dec, &names[pos]).await? {
                     Control::Ready => {}
                     Control::Error { reason } => bail!("{}: {reason}", names[pos]),
                     other => bail!("{} sent {other:?} instead of Ready", names[pos]),
@@ -275,21 +277,19 @@ impl Handshake {
 
         let (tx, rx) = mpsc::channel();
         let mut outs = Vec::new();
-        let mut sockets = Vec::new();
         let mut pred = None;
         for (j, mut p) in ring.into_iter().enumerate() {
             let pos = j + 1;
-            let s = conn::to_std(p.stream)?;
-            outs.push(Writer::new(&s, opts.peer_timeout)?);
+            let (out, reader) = p.link.into_std(opts.peer_timeout)?;
+            outs.push(out);
             if pos == n - 1 {
-                s.set_read_timeout(Some(POLL))?;
-                pred = Some((s.try_clone()?, p.dec.take_buffered()));
+                reader.socket().set_read_timeout(Some(POLL))?;
+                pred = Some((reader, p.dec.take_buffered()));
             } else {
-                conn::spawn_control_reader(&s, pos, p.dec, tx.clone())?;
+                conn::spawn_control_reader(reader, pos, p.dec, tx.clone());
             }
-            sockets.push(s);
         }
-        let (pred_stream, pending) = pred.ok_or_else(|| anyhow!("a ring needs a worker"))?;
+        let (pred_link, pending) = pred.ok_or_else(|| anyhow!("a ring needs a worker"))?;
         let c = &model.config;
         let mut node = Node::new(0, plan.clone(), c.n_embd, opts.act, opts.peer_timeout.as_micros() as u64);
         node.handle_bytes(0, &pending);
@@ -297,8 +297,7 @@ impl Handshake {
         let driver = Driver {
             node,
             pred: n - 1,
-            pred_stream,
-            buf: vec![0; 256 << 10],
+            pred_link,
             inbound: rx,
             succ: outs[0].clone(),
             epoch: now,
@@ -324,7 +323,6 @@ impl Handshake {
             driver,
             layers,
             outs,
-            sockets,
             plan,
             prediction,
             decode_from: None,
@@ -344,10 +342,10 @@ const MAX_ROUNDS: usize = 64;
 /// How long a head waits for a worker that is still closing its last ring.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 
-async fn hello(addr: &str, profile: Option<DeviceProfile>) -> anyhow::Result<Peer> {
+async fn hello(addr: &str, profile: Option<DeviceProfile>, key: Option<&RingKey>) -> anyhow::Result<Peer> {
     let start = Instant::now();
     loop {
-        match try_hello(addr, profile.clone()).await {
+        match try_hello(addr, profile.clone(), key).await {
             Err(e) if e.to_string().contains(BUSY) && start.elapsed() < BUSY_WAIT => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -356,19 +354,28 @@ async fn hello(addr: &str, profile: Option<DeviceProfile>) -> anyhow::Result<Pee
     }
 }
 
-async fn try_hello(addr: &str, profile: Option<DeviceProfile>) -> anyhow::Result<Peer> {
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| anyhow!("cannot reach worker {addr}: timed out"))?
-        .with_context(|| format!("cannot reach worker {addr}"))?;
-    stream.set_nodelay(true)?;
+async fn try_hello(addr: &str, profile: Option<DeviceProfile>, key: Option<&RingKey>) -> anyhow::Result<Peer> {
+    let mut link = Link::connect(addr, key, HANDSHAKE_TIMEOUT).await.map_err(|e| reach_error(addr, e))?;
     let profile = profile.unwrap_or_else(placeholder_profile);
-    send_control(&mut stream, &Control::Hello { profile }, addr).await?;
+    send_control(&mut link, &Control::Hello { profile }, addr).await?;
     let mut dec = FrameDecoder::default();
-    match read_control(&mut stream, &mut dec, addr).await? {
-        Control::Hello { profile } => Ok(Peer { addr: addr.to_string(), stream, dec, profile }),
+    match read_control(&mut link, &mut dec, addr).await? {
+        Control::Hello { profile } => Ok(Peer { addr: addr.to_string(), link, dec, profile }),
         Control::Error { reason } => bail!("worker {addr} refused: {reason}"),
         other => bail!("worker {addr} answered with {other:?} instead of Hello"),
+    }
+}
+
+/// Why a worker could not be reached: the network, or the secure handshake
+/// (a refusal, or a worker that does not hold the ring's key).
+fn reach_error(addr: &str, e: std::io::Error) -> anyhow::Error {
+    let link = e.get_ref().and_then(|inner| inner.downcast_ref::<crate::link::LinkError>());
+    match link {
+        Some(crate::link::LinkError::Refused(why)) => anyhow!("worker {addr} refused: {why}"),
+        Some(crate::link::LinkError::WrongKey) => {
+            anyhow!("worker {addr}: authentication failed: it does not hold this ring's key")
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot reach worker {addr}")),
     }
 }
 
@@ -377,17 +384,19 @@ fn placeholder_profile() -> DeviceProfile {
     DeviceProfile { version: PROFILE_VERSION, name: "head".try_into().unwrap_or_default(), ..Default::default() }
 }
 
-fn session_id() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+/// A ring session's id: random, so no peer can guess it and join a ring
+/// as a predecessor.
+fn session_id() -> anyhow::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| anyhow!("no randomness for a session id: {e}"))?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// A running ring, evaluated from the head like a single-device session.
 pub struct Ring<'m, 'a> {
     driver: Driver,
     layers: LocalLayers<'m, 'a>,
-    outs: Vec<Writer>,
-    sockets: Vec<std::net::TcpStream>,
+    outs: Vec<LinkWriter>,
     pub plan: RingPlan,
     /// Halda's plan and its prediction, when Halda planned.
     pub prediction: Option<halda::Plan>,
@@ -517,12 +526,12 @@ impl Drop for Ring<'_, '_> {
     fn drop(&mut self) {
         if let Ok(stop) = encode_control(&Control::Stop { reason: conn::reason("the head finished") }) {
             for o in &self.outs {
-                let _ = o.send(stop.clone());
+                let _ = o.send(&stop);
             }
         }
         // Ends the threads watching the workers' control streams.
-        for s in &self.sockets {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+        for o in &self.outs {
+            o.shutdown();
         }
     }
 }

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::conn::{read_control, send_control};
+use crate::link::Link;
 use prima_core::ring::wire::FrameDecoder;
 
 /// Bytes per `Weights` message. Small enough that the buffers on both ends
@@ -48,7 +48,9 @@ fn held(windows: &[Range<usize>], name: &str) -> bool {
 
 /// Where a worker keeps the layers `windows` of model `model`.
 pub fn cache_path(dir: &Path, model: &[u8; 32], windows: &[Range<usize>]) -> PathBuf {
-    let id: String = model[..8].iter().map(|b| format!("{b:02x}")).collect();
+    // The whole fingerprint: a shorter key could let a file of another
+    // model pass for this one's.
+    let id: String = model.iter().map(|b| format!("{b:02x}")).collect();
     let w: Vec<String> = windows.iter().map(|w| format!("{}-{}", w.start, w.end)).collect();
     dir.join("layers").join(format!("{id}-{}.gguf", w.join("_")))
 }
@@ -67,7 +69,7 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Head side: sends the GGUF subset holding `windows` to a worker.
-pub async fn send(s: &mut TcpStream, g: &Gguf<'_>, windows: &[Range<usize>], peer: &str) -> anyhow::Result<u64> {
+pub async fn send(s: &mut Link, g: &Gguf<'_>, windows: &[Range<usize>], peer: &str) -> anyhow::Result<u64> {
     let sub = subset(g, |t| held(windows, t.name));
     let total = sub.file_len;
     let src = g.bytes();
@@ -107,7 +109,7 @@ pub async fn send(s: &mut TcpStream, g: &Gguf<'_>, windows: &[Range<usize>], pee
     Ok(total)
 }
 
-async fn flush(s: &mut TcpStream, chunk: &mut Vec<u8>, offset: u64, total: u64, peer: &str) -> anyhow::Result<u64> {
+async fn flush(s: &mut Link, chunk: &mut Vec<u8>, offset: u64, total: u64, peer: &str) -> anyhow::Result<u64> {
     let n = chunk.len() as u64;
     let msg = Control::Weights { offset, total, bytes: std::mem::take(chunk) };
     send_control(s, &msg, peer).await?;
@@ -132,7 +134,7 @@ pub fn use_cached(path: &Path) -> Option<InUse> {
 
 /// Worker side: receives the layer file into `path` (via a `.part` file
 /// renamed when complete, so a broken transfer never looks cached).
-pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<InUse> {
+pub async fn receive(s: &mut Link, dec: &mut FrameDecoder, path: &Path) -> anyhow::Result<InUse> {
     let dir = path.parent().ok_or_else(|| anyhow!("bad cache path {}", path.display()))?;
     tokio::fs::create_dir_all(dir).await.with_context(|| format!("cannot create cache directory {}", dir.display()))?;
     // A name of this process and transfer alone: two workers sharing a cache
@@ -166,7 +168,7 @@ pub async fn receive(s: &mut TcpStream, dec: &mut FrameDecoder, path: &Path) -> 
     Ok(in_use)
 }
 
-async fn receive_into(s: &mut TcpStream, dec: &mut FrameDecoder, part: &Path, path: &Path) -> anyhow::Result<InUse> {
+async fn receive_into(s: &mut Link, dec: &mut FrameDecoder, part: &Path, path: &Path) -> anyhow::Result<InUse> {
     let mut f = tokio::fs::File::create(part).await.with_context(|| format!("cannot create {}", part.display()))?;
     let mut written = 0u64;
     let mut expected = None;

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::conn::{self, error_frame, read_control, send_control, Inbound, Writer, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_memory, Driver, LocalLayers, Step, POLL};
+use super::conn::{self, error_frame, read_control, send_control, Inbound, HANDSHAKE_TIMEOUT};
+use super::driver::{available_memory, layer_memory, Driver, LocalLayers, Step, POLL};
 use super::weights;
+use crate::link::{turn_away, Link, LinkWriter, Reader, RingKey, SECURE_MAGIC};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::probe;
@@ -35,14 +36,19 @@ pub struct WorkerConfig {
     pub cache_dir: PathBuf,
     pub profile: DeviceProfile,
     pub peer_timeout: Duration,
+    /// With a key, only peers that hold it are served, over secure links.
+    pub key: Option<RingKey>,
 }
+
+/// A predecessor's link, and what was read of it past its `Pred`.
+type Joined = (Link, FrameDecoder);
 
 #[derive(Default)]
 struct Shared {
     busy: AtomicBool,
     probes: AtomicUsize,
     /// The running session's id and where its predecessor's stream goes.
-    pred: Mutex<Option<(u64, oneshot::Sender<TcpStream>)>>,
+    pred: Mutex<Option<(u64, oneshot::Sender<Joined>)>>,
 }
 
 /// Serves on `listen` until the process is stopped.
@@ -71,21 +77,43 @@ pub fn serve(listen: &str, cfg: WorkerConfig) -> anyhow::Result<()> {
     })
 }
 
-async fn handle(mut s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Result<()> {
+async fn handle(s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     let mut first = [0u8; 1];
     tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await.map_err(|_| anyhow!("sent nothing"))??;
-    if first[0] != b'P' {
-        return serve_probe(s, shared).await;
+    let mut link = if first[0] == SECURE_MAGIC {
+        Link::respond(s, cfg.key.as_ref(), HANDSHAKE_TIMEOUT).await?
+    } else if cfg.key.is_some() {
+        let why = "authentication required: this worker serves only peers with its ring key (--key)";
+        let mut refusal = Vec::new();
+        if first[0] == b'P' {
+            refusal = error_frame(why);
+        } else {
+            probe::write_frame(&mut refusal, probe::ERROR, why.as_bytes())?;
+        }
+        turn_away(s, &refusal).await;
+        bail!("authentication required: a peer connected without the ring key");
+    } else {
+        Link::plain(s)
+    };
+    // Ring frames start with `P`; anything else is a link probe.
+    let mut read = Vec::new();
+    let got = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.read_plain(&mut read)).await;
+    if got.map_err(|_| anyhow!("sent nothing"))?? == 0 {
+        return Ok(());
+    }
+    if read[0] != b'P' {
+        return serve_probe(link.into_sync(read)?, shared).await;
     }
     let mut dec = FrameDecoder::default();
-    match read_control(&mut s, &mut dec, "peer").await? {
+    dec.push(&read);
+    match read_control(&mut link, &mut dec, "peer").await? {
         Control::Hello { .. } => {
             if shared.busy.swap(true, Ordering::SeqCst) {
-                refuse(&mut s, conn::BUSY).await;
+                refuse(&mut link, conn::BUSY).await;
                 return Ok(());
             }
-            let r = session(s, dec, shared, cfg).await;
+            let r = session(link, dec, shared, cfg).await;
             shared.pred.lock().map_err(|_| anyhow!("poisoned"))?.take();
             shared.busy.store(false, Ordering::SeqCst);
             r
@@ -93,29 +121,29 @@ async fn handle(mut s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow
         Control::Pred { session } => {
             let slot = shared.pred.lock().map_err(|_| anyhow!("poisoned"))?.take_if(|p| p.0 == session);
             match slot {
-                Some((_, tx)) => tx.send(s).map_err(|_| anyhow!("the session ended before its predecessor joined")),
+                Some((_, tx)) => {
+                    tx.send((link, dec)).map_err(|_| anyhow!("the session ended before its predecessor joined"))
+                }
                 None => {
-                    refuse(&mut s, "no such ring session").await;
-                    bail!("a predecessor joined unknown session {session}")
+                    refuse(&mut link, "no such ring session").await;
+                    bail!("a predecessor joined an unknown session")
                 }
             }
         }
         other => {
-            refuse(&mut s, "expected Hello").await;
+            refuse(&mut link, "expected Hello").await;
             bail!("first message was {other:?}, not Hello")
         }
     }
 }
 
 /// Tells the peer why it is turned away (best effort: the stream is closing).
-async fn refuse(s: &mut TcpStream, why: &str) {
+async fn refuse(s: &mut Link, why: &str) {
     let _ = send_control(s, &Control::Error { reason: conn::reason(why) }, "peer").await;
 }
 
 /// Link probes, served on a blocking thread with the probe module's limits.
-async fn serve_probe(s: TcpStream, shared: &Shared) -> anyhow::Result<()> {
-    let mut s = s.into_std()?;
-    s.set_nonblocking(false)?;
+async fn serve_probe(mut s: crate::link::SyncLink, shared: &Shared) -> anyhow::Result<()> {
     if shared.probes.fetch_add(1, Ordering::SeqCst) >= MAX_PROBES {
         shared.probes.fetch_sub(1, Ordering::SeqCst);
         let _ = probe::write_frame(&mut s, probe::ERROR, b"worker busy: too many connections");
@@ -166,7 +194,7 @@ fn assignment(plan: Control) -> anyhow::Result<Assignment> {
     })
 }
 
-async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Result<()> {
+async fn session(mut s: Link, mut dec: FrameDecoder, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Result<()> {
     send_control(&mut s, &Control::Hello { profile: cfg.profile.clone() }, "the head").await?;
     let a = match read_control(&mut s, &mut dec, "the head").await.and_then(assignment) {
         Ok(a) => a,
@@ -194,8 +222,7 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         }
     };
 
-    let head = conn::to_std(s)?;
-    let to_head = Writer::new(&head, cfg.peer_timeout)?;
+    let (to_head, head) = s.into_std(cfg.peer_timeout)?;
     let (tx, rx) = mpsc::channel::<Inbound>();
     let (loaded_tx, loaded_rx) = oneshot::channel();
     let (links_tx, links_rx) = mpsc::channel::<Links>();
@@ -224,25 +251,23 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         let succ = if a.next.is_empty() {
             to_head.clone()
         } else {
-            let mut n = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(&a.next))
+            let mut n = Link::connect(&a.next, cfg.key.as_ref(), HANDSHAKE_TIMEOUT)
                 .await
-                .map_err(|_| anyhow!("cannot reach the next device {}: timed out", a.next))?
                 .with_context(|| format!("cannot reach the next device {}", a.next))?;
-            n.set_nodelay(true)?;
             send_control(&mut n, &Control::Pred { session: a.session }, &a.next).await?;
-            Writer::new(&conn::to_std(n)?, cfg.peer_timeout)?
+            n.into_std(cfg.peer_timeout)?.0
         };
         let (pred, pending) = if a.index == 1 {
-            (head.try_clone()?, dec.take_buffered())
+            (head, dec.take_buffered())
         } else {
-            let p = tokio::time::timeout(HANDSHAKE_TIMEOUT, pred_rx)
+            let (p, mut p_dec) = tokio::time::timeout(HANDSHAKE_TIMEOUT, pred_rx)
                 .await
                 .map_err(|_| anyhow!("the previous device did not connect within {HANDSHAKE_TIMEOUT:?}"))?
                 .map_err(|_| anyhow!("the previous device did not connect"))?;
-            conn::spawn_control_reader(&head, 0, std::mem::take(&mut dec), tx.clone())?;
-            (conn::to_std(p)?, Vec::new())
+            conn::spawn_control_reader(head, 0, std::mem::take(&mut dec), tx.clone());
+            (p.into_std(cfg.peer_timeout)?.1, p_dec.take_buffered())
         };
-        to_head.send(encode_control(&Control::Ready).map_err(anyhow::Error::from)?)?;
+        to_head.send(&encode_control(&Control::Ready).map_err(anyhow::Error::from)?)?;
         conn::spawn_heartbeat(to_head.clone(), Arc::clone(&stop_heartbeat));
         links_tx.send(Links { pred, succ, pending }).map_err(|_| anyhow!("the compute thread ended"))?;
         Ok(())
@@ -250,8 +275,8 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
     let setup = setup.await;
     drop((tx, links_tx));
     if let Err(e) = setup {
-        let _ = to_head.send(error_frame(&format!("{e:#}")));
-        let _ = head.shutdown(std::net::Shutdown::Both);
+        let _ = to_head.send(&error_frame(&format!("{e:#}")));
+        to_head.shutdown();
         return Err(e);
     }
     let end = compute.await.map_err(|e| anyhow!("compute thread: {e}"))?;
@@ -262,15 +287,15 @@ async fn session(mut s: TcpStream, mut dec: FrameDecoder, shared: &Shared, cfg: 
         Ok(why) => why.clone(),
         Err(e) => format!("{e:#}"),
     };
-    let _ = to_head.send(error_frame(&why));
-    let _ = head.shutdown(std::net::Shutdown::Both);
+    let _ = to_head.send(&error_frame(&why));
+    to_head.shutdown();
     end.map(|why| eprintln!("worker: ring ended: {why}"))
 }
 
 /// A worker's ring connections, handed to the compute thread once set up.
 struct Links {
-    pred: std::net::TcpStream,
-    succ: Writer,
+    pred: Reader,
+    succ: LinkWriter,
     /// Bytes the handshake read past its last message.
     pending: Vec<u8>,
 }
@@ -295,7 +320,7 @@ impl Job {
         inbound: mpsc::Receiver<Inbound>,
         links: mpsc::Receiver<Links>,
         loaded: oneshot::Sender<anyhow::Result<()>>,
-        to_head: Writer,
+        to_head: LinkWriter,
     ) -> anyhow::Result<String> {
         let file = match MappedFile::open(&self.path) {
             Ok(f) => f,
@@ -320,8 +345,20 @@ impl Job {
                 return Err(e);
             }
         };
-        let pool = Pool::new(self.cfg.threads)?;
         let c = &model.config;
+        let kv_bytes = KvCache::bytes_for(&self.windows, self.n_ctx, c.kv_dim(), self.kv);
+        let available = available_memory(Some(&self.cfg.profile));
+        if kv_bytes > available {
+            let e = anyhow!(
+                "the head asked for a {}-token context, whose KV cache here needs {} MiB; this device has {} MiB",
+                self.n_ctx,
+                kv_bytes >> 20,
+                available >> 20
+            );
+            let _ = loaded.send(Err(anyhow!("{e:#}")));
+            return Err(e);
+        }
+        let pool = Pool::new(self.cfg.threads)?;
         let run = run_shape(self.n_ctx, N_BATCH, self.kv, self.cfg.threads);
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
         let stream = stream::open(&file, &g, &model.parts, &memory, "this worker")?;
@@ -338,15 +375,14 @@ impl Job {
         let mut node = Node::new(self.index, plan, c.n_embd, self.act, self.cfg.peer_timeout.as_micros() as u64);
         let _ = loaded.send(Ok(()));
         let Links { pred, succ, pending } = links.recv().map_err(|_| anyhow!("the ring was not set up"))?;
-        pred.set_read_timeout(Some(POLL))?;
+        pred.socket().set_read_timeout(Some(POLL))?;
         node.handle_bytes(0, &pending);
         let mut names = vec!["the head".to_string()];
         names.extend((1..self.devices).map(|i| format!("device {i}")));
         let mut driver = Driver {
             node,
             pred: self.index - 1,
-            pred_stream: pred,
-            buf: vec![0; 256 << 10],
+            pred_link: pred,
             inbound,
             succ,
             epoch: Instant::now(),
