@@ -304,3 +304,19 @@ fn bad_ring_flags_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("cannot reach worker 127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn a_worker_refuses_a_context_whose_cache_exceeds_its_memory() {
+    // 15 layers × 100001 positions of f16 keys and values: about 1.1 GB.
+    let workers = [Worker::start_with(&["--mem", "200"])];
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "Hi", "-n", "100000", "-c", "100010", "-t", "1"])
+        .args(["--ring", &workers[0].addr, "--layer-window", "15,15"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("100001-token context") && err.contains("this device has 200 MiB"), "{err}");
+}
