@@ -5,9 +5,10 @@ use serde_json::json;
 use std::path::PathBuf;
 
 use super::loaded::{model, tokenizer, Loaded};
-use super::ring_args::{evaluator, head_model, RingArgs};
+use super::ring_args::{evaluator, RingArgs};
 use super::ModelArgs;
 use crate::generate::SessionShape;
+use crate::ring::recover::Models;
 
 #[derive(Debug, Args)]
 pub(super) struct LogitsArgs {
@@ -45,10 +46,10 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let g = l.gguf()?;
     let n_ctx = a.ids.len().max(1);
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, KvType::F16, &l.pool)?;
-    let model = head_model(&g, hs.as_ref())?;
-    let n_vocab = model.config.n_vocab;
+    let models = Models::new();
+    let n_vocab = prima_core::model::Config::from_gguf(&g).map_err(anyhow::Error::from)?.n_vocab;
     let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16 };
-    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, shape)?;
+    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape)?;
     let all = session.eval(&a.ids, Want::All)?;
     let mut positions = Vec::new();
     for (pos, row) in all.chunks_exact(n_vocab).enumerate() {

@@ -26,7 +26,11 @@ pub(super) struct PlanArgs {
     json: bool,
 }
 
-fn read_profile(path: &PathBuf) -> anyhow::Result<DeviceProfile> {
+pub(super) fn read_profile(path: &PathBuf) -> anyhow::Result<DeviceProfile> {
+    let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    if size > 1 << 20 {
+        anyhow::bail!("{} is {size} bytes, too large for a device profile", path.display());
+    }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let p: DeviceProfile =
         serde_json::from_str(&text).with_context(|| format!("{} is not a device profile", path.display()))?;

@@ -14,6 +14,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::{self, system, Options};
 use crate::ring::head::{Handshake, Ring, RingOptions};
+use crate::ring::recover::{Models, Resilient};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(super) enum ActArg {
@@ -137,7 +138,7 @@ impl Evaluate for Ring<'_, '_> {
 }
 
 /// The model as this device holds it: all of it, or the head's part of a ring.
-pub(super) fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
+fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
     match hs {
         Some(hs) => Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
             .map_err(anyhow::Error::from)
@@ -146,21 +147,22 @@ pub(super) fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Re
     }
 }
 
-/// Starts the evaluator: the ring when there is a handshake, else a local session.
+/// Starts the evaluator: a ring that re-plans around lost devices when
+/// there is a handshake (its head's models live in `models`), else a local
+/// session of the whole model.
 pub(super) fn evaluator<'m, 'a>(
     hs: Option<Handshake>,
-    model: &'m Model<'a>,
+    models: &'m Models<'a>,
     file: &'m MappedFile,
     pool: &'m Pool,
-    g: &Gguf<'_>,
+    g: &'m Gguf<'a>,
     shape: SessionShape,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
     Ok(match hs {
-        Some(hs) if hs.kept.len() > 1 => Box::new(hs.start(model, file, pool, g)?),
-        Some(_) => {
-            eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
+        Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
+        None => {
+            let model = models.alloc(head_model(g, None)?);
             Box::new(Local::new(model, file, g, shape, pool)?)
         }
-        None => Box::new(Local::new(model, file, g, shape, pool)?),
     })
 }

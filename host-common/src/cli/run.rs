@@ -4,10 +4,11 @@ use serde_json::json;
 use std::io::Write;
 
 use super::loaded::{tokenizer, Loaded};
-use super::ring_args::{evaluator, head_model, RingArgs};
+use super::ring_args::{evaluator, RingArgs};
 use super::ModelArgs;
 use crate::generate::{generate, SessionShape};
 use crate::ring::head::Ring;
+use crate::ring::recover::Models;
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -91,9 +92,10 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     // short of memory every position of it is memory the layers lack.
     let n_ctx = prompt.len() + a.n_predict;
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
-    let model = head_model(&g, hs.as_ref())?;
+    let models = Models::new();
     let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into() };
-    let mut session = evaluator(hs, &model, &l.file, &l.pool, &g, shape)?;
+    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape)?;
+    let kernels = crate::detect_kernels();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let json = a.json;
@@ -122,7 +124,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "peak_rss_mb": crate::os::current().peak_rss().map(|b| b as f64 / 1e6),
         "predicted_peak_mb": session.predicted_peak().map(|b| b as f64 / 1e6),
         "threads": l.pool.threads(),
-        "kernels": model.kernels.name(),
+        "kernels": kernels.name(),
     });
     if a.json {
         println!(
@@ -140,7 +142,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             gen_s * 1e3 / decode_steps as f64,
             decode_steps as f64 / gen_s,
             l.pool.threads(),
-            model.kernels.name()
+            kernels.name()
         );
     }
     Ok(())

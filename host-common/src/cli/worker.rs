@@ -2,6 +2,7 @@
 //! serves ring sessions from a head (`prima run --ring`).
 
 use clap::Args;
+use prima_core::profile::DeviceProfile;
 use std::path::PathBuf;
 
 use crate::pool::Pool;
@@ -32,6 +33,10 @@ pub(super) struct WorkerArgs {
     mem: Option<u64>,
     #[command(flatten)]
     key: super::key::KeyArg,
+    /// Start from this device's saved profile (`prima profile --json`)
+    /// instead of measuring it again; memory figures are read afresh.
+    #[arg(long = "profile", value_name = "JSON")]
+    profile: Option<PathBuf>,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -46,25 +51,13 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     if let Some(mib) = a.mem {
         system::limit_memory_mib(mib)?;
     }
-    let cache_dir = a.cache.unwrap_or_else(default_cache_dir);
-    // Measured once, quickly, and sent to every head that asks.
-    let pool = Pool::new(threads)?;
-    let opts = Options {
-        name: a.name.unwrap_or_else(system::host_name),
-        types: DEFAULT_TYPES.to_vec(),
-        kv_dim: 1024,
-        dir: cache_dir.clone(),
-        peer: None,
-        peer_key: None,
-        quick: true,
-        // A worker profiles once, at start, for every head it will serve:
-        // twice the head's time, so its seven types get 285 ms each.
-        quick_cpu_budget: 2 * profiler::QUICK_CPU_BUDGET,
-    };
+    let cache_dir = a.cache.clone().unwrap_or_else(default_cache_dir);
     std::fs::create_dir_all(&cache_dir)
         .map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", cache_dir.display()))?;
-    let profile = profiler::run(&opts, &pool, &mut |_| {})?;
-    drop(pool);
+    let profile = match &a.profile {
+        Some(path) => saved_profile(path, a.name.as_deref(), threads)?,
+        None => measure(&a, threads, &cache_dir)?,
+    };
     eprintln!(
         "profiled {}: {} kernels, {} MiB available, disk {:.0} MB/s",
         profile.name,
@@ -80,4 +73,41 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         ),
     }
     serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key })
+}
+
+/// This device, measured once, quickly, and sent to every head that asks.
+fn measure(a: &WorkerArgs, threads: usize, cache_dir: &std::path::Path) -> anyhow::Result<DeviceProfile> {
+    let pool = Pool::new(threads)?;
+    let opts = Options {
+        name: a.name.clone().unwrap_or_else(system::host_name),
+        types: DEFAULT_TYPES.to_vec(),
+        kv_dim: 1024,
+        dir: cache_dir.to_path_buf(),
+        peer: None,
+        peer_key: None,
+        quick: true,
+        // A worker profiles once, at start, for every head it will serve:
+        // twice the head's time, so its seven types get 285 ms each.
+        quick_cpu_budget: 2 * profiler::QUICK_CPU_BUDGET,
+    };
+    profiler::run(&opts, &pool, &mut |_| {})
+}
+
+/// A saved profile, with this run's name, threads and memory.
+fn saved_profile(path: &PathBuf, name: Option<&str>, threads: usize) -> anyhow::Result<DeviceProfile> {
+    let mut p = super::plan::read_profile(path)?;
+    if let Some(n) = name {
+        p.name.clear();
+        for c in n.chars() {
+            if p.name.push(c).is_err() {
+                break;
+            }
+        }
+    }
+    p.threads = threads.min(u16::MAX as usize) as u16;
+    let ram = system::memory()?;
+    p.ram_total_bytes = ram.total;
+    p.ram_available_bytes = ram.available;
+    p.swap_free_bytes = ram.swap_free;
+    Ok(p)
 }

@@ -2,7 +2,7 @@
 //! this device's layers, passes its frames to the successor, and feeds it
 //! what the predecessor sent, with the clock the node itself lacks.
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use prima_core::cost::{ModelCost, RunShape};
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
@@ -85,6 +85,23 @@ pub fn available_memory(profile: Option<&DeviceProfile>) -> u64 {
     }
 }
 
+/// A ring device that died, went silent or broke the protocol: the ring
+/// cannot go on with it, and the head may plan a new one without it.
+#[derive(Debug)]
+pub struct PeerLost {
+    /// Its ring position.
+    pub position: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for PeerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PeerLost {}
+
 /// How a run of the loop ended.
 pub enum Step {
     /// Head only: a batch came back round; run the output head on it.
@@ -148,9 +165,9 @@ impl Driver {
                     }
                     Event::PeerSilent { since } => {
                         let quiet = Duration::from_micros(self.now().saturating_sub(since));
-                        bail!("{} sent nothing for {:.1} s", self.name(self.pred), quiet.as_secs_f64())
+                        return Err(self.lost(self.pred, format!("sent nothing for {:.1} s", quiet.as_secs_f64())));
                     }
-                    Event::PeerError(e) => bail!("{} sent a bad frame: {e}", self.name(self.pred)),
+                    Event::PeerError(e) => return Err(self.lost(self.pred, format!("sent a bad frame: {e}"))),
                     Event::PeerStopped { reason, error: true } if self.is_head => {
                         return Err(self.blame(self.pred, reason, true))
                     }
@@ -270,7 +287,8 @@ impl Driver {
             if let Some(h) = h {
                 let quiet = now.duration_since(*h);
                 if quiet > self.peer_timeout {
-                    bail!("{} sent nothing for {:.1} s; it is hung or unreachable", self.name(i), quiet.as_secs_f64());
+                    let why = format!("sent nothing for {:.1} s; it is hung or unreachable", quiet.as_secs_f64());
+                    return Err(self.lost(i, why));
                 }
             }
         }
@@ -290,14 +308,19 @@ impl Driver {
         let pick = closed.iter().position(|c| !c.2).unwrap_or(0);
         let (from, why, said) = &closed[pick];
         let what = if *said { format!("reported: {why}") } else { why.clone() };
-        anyhow!("{} {what}; the ring cannot go on without it", self.name(*from))
+        self.lost(*from, format!("{what}; the ring cannot go on without it"))
+    }
+
+    /// The device at ring position `position` is lost, for `why`.
+    fn lost(&self, position: usize, why: String) -> anyhow::Error {
+        anyhow::Error::new(PeerLost { position, message: format!("{} {why}", self.name(position)) })
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
         while let Some(t) = self.node.poll_transmit() {
             if let Err(e) = self.succ.send(&t.bytes) {
                 let next = (self.pred + 2) % self.names.len().max(1);
-                bail!("cannot send to {}: {e}", self.name(next));
+                return Err(self.lost(next, format!("is unreachable: sending to it failed: {e}")));
             }
         }
         Ok(())

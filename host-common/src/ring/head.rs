@@ -166,6 +166,11 @@ impl Handshake {
         Ok(Self { rt, peers, kept, plan, prediction, opts, cost })
     }
 
+    /// How this ring was asked for.
+    pub fn options(&self) -> &RingOptions {
+        &self.opts
+    }
+
     /// What the head holds: its windows, the embedding and the output head.
     pub fn head_parts(&self) -> Parts {
         Parts { windows: self.plan.windows[0].clone(), embedding: true, output: true }
@@ -322,6 +327,7 @@ impl Handshake {
         Ok(Ring {
             driver,
             layers,
+            addrs,
             outs,
             plan,
             prediction,
@@ -396,6 +402,8 @@ fn session_id() -> anyhow::Result<u64> {
 pub struct Ring<'m, 'a> {
     driver: Driver,
     layers: LocalLayers<'m, 'a>,
+    /// The workers' addresses in ring order (position 1 first).
+    pub addrs: Vec<String>,
     outs: Vec<LinkWriter>,
     pub plan: RingPlan,
     /// Halda's plan and its prediction, when Halda planned.

@@ -3,5 +3,6 @@
 pub mod conn;
 pub mod driver;
 pub mod head;
+pub mod recover;
 pub mod weights;
 pub mod worker;

@@ -53,6 +53,20 @@ impl Drop for Worker {
     }
 }
 
+/// A profile of this machine, measured once per test process, so workers
+/// started with `--profile` skip measuring themselves.
+pub fn saved_profile() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = prima().args(["profile", "--quick", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let path = scratch_dir("profile").join("device.json");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    })
+    .clone()
+}
+
 pub fn ring_flag(workers: &[Worker]) -> String {
     workers.iter().map(|w| w.addr.as_str()).collect::<Vec<_>>().join(",")
 }
