@@ -26,9 +26,13 @@ pub(super) enum ActArg {
 
 #[derive(Debug, Args)]
 pub(super) struct RingArgs {
-    /// Run on a ring: the head (this process) and `prima worker` addresses, comma-separated, in ring order.
+    /// Run on a ring: the head (this process) and `prima worker` addresses, comma-separated, in ring order;
+    /// `auto` finds the workers on the LAN that announce this ring's key (mDNS).
     #[arg(long, value_delimiter = ',')]
     ring: Vec<String>,
+    /// With `--ring auto`: seconds to listen for workers' announcements.
+    #[arg(long = "discover-time", default_value_t = 2.0, value_name = "SECS")]
+    discover_time: f64,
     /// Layers per device per round, head first (such as 10,10,10), or `auto` for Halda's plan.
     #[arg(long = "layer-window", default_value = "auto")]
     layer_window: String,
@@ -71,6 +75,7 @@ impl RingArgs {
             anyhow::bail!("--peer-timeout must be a positive number of seconds");
         }
         let key = self.key.load()?;
+        let addrs = self.addresses(key.as_ref())?;
         let windows = match self.layer_window.as_str() {
             "auto" => None,
             list => Some(
@@ -92,7 +97,7 @@ impl RingArgs {
             }
         };
         let opts = RingOptions {
-            addrs: self.ring.clone(),
+            addrs,
             windows,
             act: match self.act {
                 ActArg::F16 => ActType::F16,
@@ -106,6 +111,26 @@ impl RingArgs {
             key,
         };
         Handshake::connect(opts, g).map(Some)
+    }
+}
+
+impl RingArgs {
+    /// The workers' addresses: as given, or found on the LAN for `auto`.
+    fn addresses(&self, key: Option<&crate::link::RingKey>) -> anyhow::Result<Vec<String>> {
+        if self.ring != ["auto"] {
+            return Ok(self.ring.clone());
+        }
+        if !(self.discover_time.is_finite() && self.discover_time > 0.0 && self.discover_time <= 600.0) {
+            anyhow::bail!("--discover-time must be a number of seconds between 0 and 600");
+        }
+        let wait = Duration::from_secs_f64(self.discover_time);
+        #[cfg(feature = "discovery")]
+        return crate::ring::discover::discover(key, wait);
+        #[cfg(not(feature = "discovery"))]
+        {
+            let _ = (key, wait);
+            anyhow::bail!("--ring auto needs a build with the `discovery` feature")
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub(super) struct WorkerArgs {
     /// instead of measuring it again; memory figures are read afresh.
     #[arg(long = "profile", value_name = "JSON")]
     profile: Option<PathBuf>,
+    /// Do not announce this worker on the LAN (mDNS) for `--ring auto`.
+    #[arg(long = "no-announce")]
+    no_announce: bool,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -72,7 +75,8 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
             "warning: no ring key: links are plaintext and anyone who reaches this port can use this worker (pair devices with `prima keygen` and --key)"
         ),
     }
-    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key })
+    let announce_as = (!a.no_announce).then(|| profile.name.to_string());
+    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key, announce_as })
 }
 
 /// This device, measured once, quickly, and sent to every head that asks.

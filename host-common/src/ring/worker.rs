@@ -38,6 +38,8 @@ pub struct WorkerConfig {
     pub peer_timeout: Duration,
     /// With a key, only peers that hold it are served, over secure links.
     pub key: Option<RingKey>,
+    /// Announce this worker on the LAN (mDNS) under this name.
+    pub announce_as: Option<String>,
 }
 
 /// A predecessor's link, and what was read of it past its `Pred`.
@@ -56,7 +58,9 @@ pub fn serve(listen: &str, cfg: WorkerConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        eprintln!("prima worker listening on {}", listener.local_addr()?);
+        let local = listener.local_addr()?;
+        eprintln!("prima worker listening on {local}");
+        let _announcement = announce(&cfg, local);
         let shared = Arc::new(Shared::default());
         let cfg = Arc::new(cfg);
         loop {
@@ -135,6 +139,29 @@ async fn handle(s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Re
             bail!("first message was {other:?}, not Hello")
         }
     }
+}
+
+/// Announces the worker by mDNS when asked and built with discovery; a
+/// failure only costs discovery, so it is a warning.
+#[cfg(feature = "discovery")]
+fn announce(cfg: &WorkerConfig, local: std::net::SocketAddr) -> Option<super::discover::Announcement> {
+    let name = cfg.announce_as.as_deref()?;
+    match super::discover::announce(name, local, cfg.key.as_ref()) {
+        Ok(Some(a)) => {
+            eprintln!("announced on the LAN as {name} (mDNS, _prima-ring._tcp)");
+            Some(a)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("warning: {e:#}; heads must name this worker's address");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "discovery"))]
+fn announce(_: &WorkerConfig, _: std::net::SocketAddr) -> Option<()> {
+    None
 }
 
 /// Tells the peer why it is turned away (best effort: the stream is closing).
