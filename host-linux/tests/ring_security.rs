@@ -128,11 +128,16 @@ fn a_keyed_ring_keeps_the_tokens_and_shows_nothing_in_the_clear() {
     let (ok, alone, err) = run(None, None);
     assert!(ok, "{err}");
     let (tokens, seen) = captured_ring(Some(&key));
+    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(tokens, alone, "a keyed ring must give one device's tokens");
     for (i, s) in seen.iter().enumerate() {
         assert!(s.is_empty(), "link {i} shows {s:?} in the clear");
     }
-    // The same capture of a plaintext ring sees all of it: the check can fail.
+    // The same capture of a plaintext ring sees all of it: the check can
+    // fail. (Not again under an emulator: it checks the test, not the build.)
+    if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
+        return;
+    }
     let (tokens, seen) = captured_ring(None);
     assert_eq!(tokens, alone);
     for (i, s) in seen.iter().enumerate() {
@@ -140,7 +145,6 @@ fn a_keyed_ring_keeps_the_tokens_and_shows_nothing_in_the_clear() {
             assert!(s.contains(&what), "link {i} of a plaintext ring shows {s:?}, not {what}");
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
