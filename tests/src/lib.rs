@@ -34,6 +34,15 @@ pub fn smollm2_path() -> PathBuf {
     p
 }
 
+/// Gemma3-270M Q4_K_M (`scripts/setup.sh` fetches it), or `$PRIMA_TEST_GEMMA`.
+pub fn gemma3_path() -> PathBuf {
+    let p = std::env::var_os("PRIMA_TEST_GEMMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/models/gemma-3-270m-q4_k_m.gguf"));
+    assert!(p.exists(), "Gemma 3 model not found at {}: run scripts/setup.sh first", p.display());
+    p
+}
+
 pub fn read_json(path: PathBuf) -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()))

@@ -18,6 +18,10 @@ pub(super) struct Heads {
     pub n_head_kv: usize,
     pub head_dim: usize,
     pub pos0: usize,
+    /// Scores are scaled by this.
+    pub scale: f32,
+    /// A token sees only the latest `window` positions, when set.
+    pub window: Option<usize>,
 }
 
 impl Heads {
@@ -30,8 +34,9 @@ impl Heads {
     fn group(&self) -> usize {
         self.n_head / self.n_head_kv
     }
-    fn scale(&self) -> f32 {
-        1.0 / libm::sqrtf(self.head_dim as f32)
+    /// The first cache row a token at `pos` sees.
+    fn first_seen(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 }
 
@@ -89,18 +94,19 @@ fn attend_per_head(
     for_each_chunk_mut(par, out, hd, &|start, out| {
         let (t, head) = (start / q_dim, (start % q_dim) / hd);
         let n_ctx = h.pos0 + t + 1;
+        let first = h.first_seen(n_ctx - 1);
         let kvh = head / h.group();
         let mut qh = [0.0f32; 256];
         let qh = &mut qh[..hd];
         rounded_query(k, &q[start..start + hd], kc, qh);
         let row = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
-        let mut scores = vec![0.0f32; n_ctx];
-        for (j, s) in scores.iter_mut().enumerate() {
+        let mut scores = vec![0.0f32; n_ctx - first];
+        for (j, s) in (first..).zip(scores.iter_mut()) {
             *s = kc.dot(k, row(j), qh);
         }
-        probabilities(k, &mut scores, h.scale(), vc);
+        probabilities(k, &mut scores, h.scale, vc);
         out.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
+        for (j, &p) in (first..).zip(scores.iter()) {
             vc.axpy(k, out, p, row(j));
         }
     });
@@ -142,14 +148,15 @@ fn attend_blocked(
         let mut qh = vec![0.0f32; hd];
         for t in t0..t1 {
             let n_ctx = h.pos0 + t + 1;
+            let first = h.first_seen(n_ctx - 1);
             for hi in 0..group {
                 let head = g * group + hi;
                 rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, &mut qh);
-                let s = &mut scores[..n_ctx];
-                k.dot_rows(&qh, &keys[..n_ctx * hd], s);
-                probabilities(k, s, h.scale(), vc);
+                let s = &mut scores[..n_ctx - first];
+                k.dot_rows(&qh, &keys[first * hd..n_ctx * hd], s);
+                probabilities(k, s, h.scale, vc);
                 let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
-                k.weighted_sum(s, &values[..n_ctx * hd], o);
+                k.weighted_sum(s, &values[first * hd..n_ctx * hd], o);
             }
         }
     });
@@ -175,7 +182,7 @@ mod tests {
     #[test]
     fn blocked_and_per_head_paths_agree() {
         let mut rng = Rng::new(9);
-        let h = Heads { n_head: 6, n_head_kv: 2, head_dim: 64, pos0: 7 };
+        let h = Heads { n_head: 6, n_head_kv: 2, head_dim: 64, pos0: 7, scale: 0.125, window: None };
         let n_tok = 37;
         let ctx = h.pos0 + n_tok;
         let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
@@ -183,14 +190,37 @@ mod tests {
         let (kf, vf) = (rand(ctx * h.kv_dim()), rand(ctx * h.kv_dim()));
         let (kh, vh): (Vec<f16>, Vec<f16>) =
             (kf.iter().map(|&x| f16::from_f32(x)).collect(), vf.iter().map(|&x| f16::from_f32(x)).collect());
-        for k in [Kernels::detect(), Kernels::scalar()] {
-            for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
-                let mut per_head = vec![0.0; q.len()];
-                attend_per_head(&k, h, &q, kc, vc, &mut per_head, &Serial);
-                let mut blocked = vec![0.0; q.len()];
-                attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
-                assert_eq!(per_head, blocked, "{} f16={}", k.name(), kc.is_f16());
+        for window in [None, Some(5)] {
+            let h = Heads { window, ..h };
+            for k in [Kernels::detect(), Kernels::scalar()] {
+                for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
+                    let mut per_head = vec![0.0; q.len()];
+                    attend_per_head(&k, h, &q, kc, vc, &mut per_head, &Serial);
+                    let mut blocked = vec![0.0; q.len()];
+                    attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
+                    assert_eq!(per_head, blocked, "{} f16={} window {window:?}", k.name(), kc.is_f16());
+                }
             }
         }
+    }
+
+    /// A token attending through a window of w sees exactly what it would
+    /// see in a cache holding only the latest w rows.
+    #[test]
+    fn a_window_sees_only_the_latest_rows() {
+        let mut rng = Rng::new(4);
+        let (w, pos0) = (6, 20);
+        let h = Heads { n_head: 4, n_head_kv: 2, head_dim: 32, pos0, scale: 0.2, window: Some(w) };
+        let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
+        let q = rand(h.q_dim());
+        let (kf, vf) = (rand((pos0 + 1) * h.kv_dim()), rand((pos0 + 1) * h.kv_dim()));
+        let k = Kernels::scalar();
+        let mut windowed = vec![0.0; q.len()];
+        attend_per_head(&k, h, &q, RowsRef::F32(&kf), RowsRef::F32(&vf), &mut windowed, &Serial);
+        let tail = (pos0 + 1 - w) * h.kv_dim();
+        let short = Heads { pos0: w - 1, window: None, ..h };
+        let mut expect = vec![0.0; q.len()];
+        attend_per_head(&k, short, &q, RowsRef::F32(&kf[tail..]), RowsRef::F32(&vf[tail..]), &mut expect, &Serial);
+        assert_eq!(windowed, expect);
     }
 }

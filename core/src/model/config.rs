@@ -7,6 +7,10 @@ use crate::gguf::{Gguf, GgufError};
 pub enum Arch {
     Llama,
     Qwen2,
+    /// Gemma 3: scaled embeddings, per-head query/key norms, norms after
+    /// attention and the feed-forward too, GELU gating, and sliding-window
+    /// attention on five layers of every six.
+    Gemma3,
 }
 
 impl Arch {
@@ -14,6 +18,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Gemma3 => "gemma3",
         }
     }
 }
@@ -43,6 +48,17 @@ pub struct Config {
     pub rope_kind: RopeKind,
     /// 1 / linear scaling factor.
     pub rope_freq_scale: f32,
+    /// Sliding-window layers see only this many latest positions (0: none).
+    pub sliding_window: usize,
+    /// Every `swa_pattern`-th layer attends globally, the others through
+    /// the window (0: every layer globally).
+    pub swa_pattern: usize,
+    /// RoPE base of the sliding-window layers.
+    pub rope_base_swa: f32,
+    /// Attention scores are scaled by this.
+    pub attn_scale: f32,
+    /// Logits are squashed into (-cap, cap) when set.
+    pub logit_softcap: Option<f32>,
 }
 
 impl Config {
@@ -51,6 +67,7 @@ impl Config {
         let (arch, rope_kind) = match arch_name {
             "llama" => (Arch::Llama, RopeKind::Norm),
             "qwen2" => (Arch::Qwen2, RopeKind::Neox),
+            "gemma3" => (Arch::Gemma3, RopeKind::Neox),
             other => return Err(ModelError::UnsupportedArch { arch: other.to_string() }),
         };
         let key = |k: &str| alloc::format!("{arch_name}.{k}");
@@ -68,6 +85,12 @@ impl Config {
         }
         let head_dim = opt_usize("attention.key_length")?.unwrap_or(n_embd / n_head);
         let rope_dim = opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if head_dim > 256 {
+            return Err(ModelError::BadMetadata {
+                key: "attention.key_length",
+                reason: "heads over 256 wide are not supported",
+            });
+        }
         if rope_dim > head_dim || rope_dim % 2 != 0 || head_dim == 0 {
             return Err(ModelError::BadMetadata {
                 key: "rope.dimension_count",
@@ -102,11 +125,24 @@ impl Config {
                     .map_err(|_| ModelError::MissingTensor { name: "token_embd.weight".into() })?,
             },
         };
+        let n_layer = usize_of("block_count")?;
+        let (sliding_window, swa_pattern, rope_base_swa) = match arch {
+            // As the reference engine: five window layers then a global one,
+            // the window layers with RoPE base 10000.
+            Arch::Gemma3 => (opt_usize("attention.sliding_window")?.unwrap_or(0), 6, 10_000.0),
+            _ => (0, 0, 0.0),
+        };
+        let attn_scale = match arch {
+            // Gemma 3 27B (62 layers) scales by the model width per head.
+            Arch::Gemma3 if n_layer == 62 => 1.0 / libm::sqrtf((n_embd / n_head) as f32),
+            _ => 1.0 / libm::sqrtf(head_dim as f32),
+        };
+        let logit_softcap = g.opt(&key("final_logit_softcapping"), Gguf::get_f32)?.filter(|c| *c > 0.0);
         Ok(Self {
             arch,
             n_vocab,
             n_embd,
-            n_layer: usize_of("block_count")?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,
@@ -117,7 +153,22 @@ impl Config {
             rope_dim,
             rope_kind,
             rope_freq_scale,
+            sliding_window,
+            swa_pattern,
+            rope_base_swa,
+            attn_scale,
+            logit_softcap,
         })
+    }
+
+    /// Whether layer `il` attends through the sliding window.
+    pub fn is_swa(&self, il: usize) -> bool {
+        self.sliding_window > 0 && self.swa_pattern > 0 && il % self.swa_pattern < self.swa_pattern - 1
+    }
+
+    /// Whether the embeddings are scaled by √n_embd before the first layer.
+    pub fn scales_embeddings(&self) -> bool {
+        self.arch == Arch::Gemma3
     }
 
     /// Width of the query projection (all heads).

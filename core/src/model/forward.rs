@@ -3,7 +3,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::attention::{attend, Heads};
-use super::ops::{rms_norm, silu, Rope};
+use super::ops::{gelu_gate, rms_norm, rms_norm_in_place, silu, Rope};
+use super::Arch;
 use super::{KvCache, Model, ModelError};
 use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
 use crate::parallel::{for_each_chunk_mut, Parallel};
@@ -42,6 +43,12 @@ fn by_rows(par: &dyn Parallel, buf: &mut [f32], row_len: usize, f: &(dyn Fn(usiz
     for_each_chunk_mut(par, buf, per_task * row_len, &|start, rows| f(start / row_len, rows));
 }
 
+/// RMS-normalizes each row of `rows` in place by `w`, when there is a norm.
+fn post_norm(par: &dyn Parallel, rows: &mut [f32], w: Option<&[f32]>, n_embd: usize, eps: f32) {
+    let Some(w) = w else { return };
+    by_rows(par, rows, n_embd, &|_, rows| rows.chunks_exact_mut(n_embd).for_each(|r| rms_norm_in_place(r, w, eps)));
+}
+
 fn resize(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     buf.clear();
     buf.resize(n, 0.0);
@@ -60,6 +67,10 @@ impl Model<'_> {
             }
             dequantize_row(emb.ty, emb.row(t as usize), o)
                 .map_err(|_| ModelError::UnsupportedTensorType { name: "token_embd.weight".into(), ty: emb.ty })?;
+            if self.config.scales_embeddings() {
+                let scale = libm::sqrtf(n as f32);
+                o.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         Ok(())
     }
@@ -131,13 +142,23 @@ impl Model<'_> {
             freq_factors: self.rope_freqs.as_deref(),
         };
         let half = (c.rope_dim / 2).max(1);
-        let mut angles = vec![(0.0f32, 0.0f32); n_rows * c.rope_dim / 2];
-        let positions = seqs.iter().flat_map(|s| s.pos0..s.pos0 + s.n_tok);
-        for (pos, cs) in positions.zip(angles.chunks_exact_mut(half)) {
-            rope.angles(pos, cs);
-        }
+        let table = |rope: &Rope<'_>| {
+            let mut angles = vec![(0.0f32, 0.0f32); n_rows * c.rope_dim / 2];
+            let positions = seqs.iter().flat_map(|s| s.pos0..s.pos0 + s.n_tok);
+            for (pos, cs) in positions.zip(angles.chunks_exact_mut(half)) {
+                rope.angles(pos, cs);
+            }
+            angles
+        };
+        let angles = table(&rope);
+        // Sliding-window layers rotate with their own base, unscaled.
+        let angles_swa = match range.clone().any(|il| c.is_swa(il)) {
+            true => table(&Rope { base: c.rope_base_swa, freq_scale: 1.0, freq_factors: None, ..rope }),
+            false => Vec::new(),
+        };
         for il in range {
-            self.layer_forward(il, seqs, x, &angles, &rope, ws, par);
+            let angles = if c.is_swa(il) { &angles_swa } else { &angles };
+            self.layer_forward(il, seqs, x, angles, &rope, ws, par);
         }
         for s in seqs.iter_mut() {
             s.kv.len = s.kv.len.max(s.pos0 + s.n_tok);
@@ -188,6 +209,14 @@ impl Model<'_> {
             }
         }
 
+        // Gemma 3 normalizes each query and key head before rotating it.
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            for (buf, w) in [(&mut ws.q, qn), (&mut ws.k, kn)] {
+                by_rows(par, buf, hd, &|_, rows| {
+                    rows.chunks_exact_mut(hd).for_each(|h| rms_norm_in_place(h, w, c.rms_eps));
+                });
+            }
+        }
         let half = c.rope_dim / 2;
         for (buf, dim) in [(&mut ws.q, c.q_dim()), (&mut ws.k, c.kv_dim())] {
             by_rows(par, buf, dim, &|t0, rows| {
@@ -206,13 +235,23 @@ impl Model<'_> {
             let (k, v) = (&ws.k[rows.start * kvd..rows.end * kvd], &ws.v[rows.start * kvd..rows.end * kvd]);
             s.kv.write(il, s.pos0, k, v);
             let (kc, vc) = s.kv.layer(il);
-            let heads = Heads { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd, pos0: s.pos0 };
+            let window = c.is_swa(il).then_some(c.sliding_window);
+            let heads = Heads {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: hd,
+                pos0: s.pos0,
+                scale: c.attn_scale,
+                window,
+            };
             let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
             attend(k_, heads, q, kc, vc, out, &mut ws.attn_scratch, par);
         }
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.wo, &ws.acts, proj, &mut ws.scratch, par);
+        post_norm(par, proj, lw.post_attn_norm.as_deref(), n_embd, c.rms_eps);
+        let proj = &ws.proj;
         by_rows(par, x, n_embd, &|t0, rows| {
             rows.iter_mut().zip(&proj[t0 * n_embd..]).for_each(|(a, b)| *a += b);
         });
@@ -229,12 +268,15 @@ impl Model<'_> {
             project(&ws.norm, &lw.w_up, &mut ws.acts, &mut ws.up, &mut ws.scratch);
         }
         let (up, n_ff) = (&ws.up, lw.w_gate.n_out);
+        let act: fn(f32) -> f32 = if c.arch == Arch::Gemma3 { gelu_gate } else { silu };
         by_rows(par, &mut ws.gate, n_ff, &|t0, rows| {
-            rows.iter_mut().zip(&up[t0 * n_ff..]).for_each(|(g, u)| *g = silu(*g) * u);
+            rows.iter_mut().zip(&up[t0 * n_ff..]).for_each(|(g, u)| *g = act(*g) * u);
         });
         ws.acts.encode(lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.w_down, &ws.acts, proj, &mut ws.scratch, par);
+        post_norm(par, proj, lw.post_ffn_norm.as_deref(), n_embd, c.rms_eps);
+        let proj = &ws.proj;
         by_rows(par, x, n_embd, &|t0, rows| {
             rows.iter_mut().zip(&proj[t0 * n_embd..]).for_each(|(a, b)| *a += b);
         });
@@ -287,6 +329,9 @@ impl Model<'_> {
         }
         ws.acts.encode(out.ty.act_format(), &ws.norm, n, par);
         matmul(&self.kernels, out, &ws.acts, logits, &mut ws.scratch, par);
+        if let Some(cap) = self.config.logit_softcap {
+            logits.iter_mut().for_each(|l| *l = libm::tanhf(*l / cap) * cap);
+        }
         Ok(())
     }
 }

@@ -4,11 +4,44 @@ use super::RopeKind;
 
 /// `out = x / rms(x) * w`, accumulating the square sum in f64 like ggml.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0 / libm::sqrtf(mean + eps);
+    let scale = rms_scale(x, eps);
     for ((o, &v), &wi) in out.iter_mut().zip(x).zip(w) {
         *o = (v * scale) * wi;
+    }
+}
+
+/// 1 / RMS of `x` (with `eps`), summed in f64 as the reference engine does.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / libm::sqrtf(mean + eps)
+}
+
+/// [`rms_norm`] of `x` into itself.
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let scale = rms_scale(x, eps);
+    for (v, &wi) in x.iter_mut().zip(w) {
+        *v = (*v * scale) * wi;
+    }
+}
+
+/// GELU in its tanh form, `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)))
+}
+
+/// GELU of a gate value as the reference engine computes it: looked up by
+/// the value rounded to f16 in a table of f16 results, and exact (0 or x)
+/// outside (-10, 10).
+pub fn gelu_gate(x: f32) -> f32 {
+    use half::f16;
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        f16::from_f32(gelu(f16::from_f32(x).to_f32())).to_f32()
     }
 }
 

@@ -68,6 +68,12 @@ pub struct LayerWeights<'a> {
     pub w_gate: Matrix<'a>,
     pub w_up: Matrix<'a>,
     pub w_down: Matrix<'a>,
+    /// Gemma 3: per-head RMS norms of queries and keys (head_dim wide), and
+    /// norms of the attention and feed-forward outputs.
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
 }
 
 /// A loaded model: its configuration and the weights of the parts this
@@ -119,6 +125,7 @@ impl<'a> Model<'a> {
             None => None,
         };
         let (q, kv, ff) = (c.q_dim() as u64, c.kv_dim() as u64, c.n_ff as u64);
+        let (gemma, hd) = (c.arch == super::Arch::Gemma3, c.head_dim as u64);
         let mut layers = Vec::new();
         for i in parts.held() {
             let name = |s: &str| format!("blk.{i}.{s}");
@@ -141,6 +148,10 @@ impl<'a> Model<'a> {
                 w_gate: l.matrix(&name("ffn_gate.weight"), e, ff)?,
                 w_up: l.matrix(&name("ffn_up.weight"), e, ff)?,
                 w_down: l.matrix(&name("ffn_down.weight"), ff, e)?,
+                q_norm: gemma.then(|| l.vector(&name("attn_q_norm.weight"), hd)).transpose()?,
+                k_norm: gemma.then(|| l.vector(&name("attn_k_norm.weight"), hd)).transpose()?,
+                post_attn_norm: gemma.then(|| l.vector(&name("post_attention_norm.weight"), e)).transpose()?,
+                post_ffn_norm: gemma.then(|| l.vector(&name("post_ffw_norm.weight"), e)).transpose()?,
             });
         }
         let embedding = parts.embedding;

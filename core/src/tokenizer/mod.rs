@@ -248,10 +248,11 @@ impl Tokenizer {
 
     fn fragments<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
         let mut frags = alloc::vec![Fragment::Text(text)];
-        if !parse_special {
-            return frags;
-        }
-        for &id in &self.specials {
+        // User-defined tokens (Gemma's runs of spaces and newlines) are
+        // always whole tokens, as in the reference engine; control tokens
+        // only when special text is parsed.
+        let wanted = |id: &&u32| parse_special || self.kinds[**id as usize] == TokenKind::UserDefined;
+        for &id in self.specials.iter().filter(wanted) {
             let pat = self.tokens[id as usize].as_str();
             let mut next = Vec::with_capacity(frags.len());
             for f in frags {
