@@ -72,7 +72,9 @@ impl fmt::Display for ModelError {
         use ModelError::*;
         match self {
             Gguf(e) => e.fmt(f),
-            UnsupportedArch { arch } => write!(f, "unsupported model architecture '{arch}' (supported: llama, qwen2)"),
+            UnsupportedArch { arch } => {
+                write!(f, "unsupported model architecture '{arch}' (supported: llama, qwen2, gemma3)")
+            }
             MissingTensor { name } => write!(f, "model is missing tensor '{name}'"),
             BadShape { name, expected, found } => {
                 write!(f, "tensor '{name}' has shape {found:?}, expected {expected:?}")
