@@ -359,3 +359,23 @@ fn uncached_copy(model: &std::path::Path, dir: &std::path::Path) -> std::path::P
     prima_host_linux::drop_file_cache(&file).unwrap();
     copy
 }
+
+#[test]
+fn a_reader_that_leaves_early_ends_the_output_quietly() {
+    // `prima tokenize … | head -1`: stdout closes after the first line.
+    let text = "word ".repeat(20_000);
+    let mut child = prima()
+        .args(["tokenize", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+}

@@ -82,8 +82,8 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let size_mib = file.bytes().len() as f64 / (1024.0 * 1024.0);
     let params = n_params as f64 / 1e6;
     if !a.json {
-        println!("| model | size | params | kernels | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        outln!("| model | size | params | kernels | threads | test | t/s |");
+        outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
     }
     for &t in &threads {
         let pool = Pool::new(t)?;
@@ -113,7 +113,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
             }
             let (mean, sd) = mean_sd(&rates);
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "model": a.model.display().to_string(), "size_bytes": file.bytes().len(),
@@ -123,7 +123,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     })
                 );
             } else {
-                println!(
+                outln!(
                     "| {} | {size_mib:.2} MiB | {params:.2} M | {} | {t} | {} | {mean:.2} ± {sd:.2} |",
                     name,
                     model.kernels.name(),

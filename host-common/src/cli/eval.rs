@@ -58,11 +58,11 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
             positions.push(json!({ "pos": pos, "top": top, "logsumexp": lse }));
         } else {
             let shown: Vec<String> = top.iter().map(|(i, v)| format!("{i}:{v:.4}")).collect();
-            println!("{pos:>4} lse {lse:.4} | {}", shown.join(" "));
+            outln!("{pos:>4} lse {lse:.4} | {}", shown.join(" "));
         }
     }
     if a.json {
-        println!("{}", json!({ "ids": a.ids, "positions": positions }));
+        outln!("{}", json!({ "ids": a.ids, "positions": positions }));
     }
     Ok(())
 }
@@ -133,14 +133,14 @@ pub(super) fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
     let ppl = mean.exp();
     let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({ "ppl": ppl, "stderr": stderr, "n_chunks": n_chunks, "n_ctx": a.ctx, "scored_tokens": count,
                     "n_tokens": tokens.len(), "running_ppl": running })
         );
     } else {
         eprintln!();
-        println!("Final estimate: PPL = {ppl:.4} +/- {stderr:.5}");
+        outln!("Final estimate: PPL = {ppl:.4} +/- {stderr:.5}");
     }
     Ok(())
 }

@@ -34,10 +34,10 @@ pub(super) fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
         })
         .collect();
     if a.json {
-        println!("{}", json!({ "ids": ids, "pieces": pieces }));
+        outln!("{}", json!({ "ids": ids, "pieces": pieces }));
     } else {
         for (id, p) in ids.iter().zip(&pieces) {
-            println!("{id:>7} {p:?}");
+            outln!("{id:>7} {p:?}");
         }
     }
     Ok(())
@@ -71,7 +71,7 @@ pub(super) fn info(a: InfoArgs) -> anyhow::Result<()> {
     let file_bytes = l.file.bytes().len();
     if a.json {
         let cfg = model.as_ref().ok().map(|m| format!("{:?}", m.config));
-        println!(
+        outln!(
             "{}",
             json!({
                 "file": a.model.model, "bytes": file_bytes, "gguf_version": g.version,
@@ -83,33 +83,42 @@ pub(super) fn info(a: InfoArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "file:          {} ({:.1} MiB, GGUF v{})",
         a.model.model.display(),
         file_bytes as f64 / 1048576.0,
         g.version
     );
-    println!("architecture:  {arch}");
-    println!("name:          {name}");
-    println!("parameters:    {:.1} M in {} tensors", n_params as f64 / 1e6, g.tensors().len());
+    outln!("architecture:  {arch}");
+    outln!("name:          {name}");
+    outln!("parameters:    {:.1} M in {} tensors", n_params as f64 / 1e6, g.tensors().len());
     match &model {
         Ok(m) => {
             let c = &m.config;
-            println!(
+            outln!(
                 "shape:         {} layers, embd {}, ff {}, heads {}/{} (q/kv), head dim {}, vocab {}",
-                c.n_layer, c.n_embd, c.n_ff, c.n_head, c.n_head_kv, c.head_dim, c.n_vocab
+                c.n_layer,
+                c.n_embd,
+                c.n_ff,
+                c.n_head,
+                c.n_head_kv,
+                c.head_dim,
+                c.n_vocab
             );
-            println!(
+            outln!(
                 "rope:          {:?}, base {}, dims {}; train ctx {}",
-                c.rope_kind, c.rope_base, c.rope_dim, c.n_ctx_train
+                c.rope_kind,
+                c.rope_base,
+                c.rope_dim,
+                c.n_ctx_train
             );
-            println!("kernels:       {}", m.kernels.name());
+            outln!("kernels:       {}", m.kernels.name());
         }
-        Err(e) => println!("loadable:      no ({e:#})"),
+        Err(e) => outln!("loadable:      no ({e:#})"),
     }
-    println!("tensor types:");
+    outln!("tensor types:");
     for (ty, (count, bytes)) in &hist {
-        println!("  {ty:<8} {count:>5} tensors {:>10.1} MiB", *bytes as f64 / 1048576.0);
+        outln!("  {ty:<8} {count:>5} tensors {:>10.1} MiB", *bytes as f64 / 1048576.0);
     }
     Ok(())
 }

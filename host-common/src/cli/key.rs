@@ -33,7 +33,7 @@ pub(super) struct KeygenArgs {
 pub(super) fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     let key = RingKey::generate()?;
     let Some(path) = a.out else {
-        println!("{}", key.to_hex());
+        outln!("{}", key.to_hex());
         return Ok(());
     };
     write_private(&path, &format!("{}\n", key.to_hex()))

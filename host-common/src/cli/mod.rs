@@ -1,5 +1,14 @@
 //! The `prima` command line (llama.cpp-style flags).
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`prima tokenize … | head`); `main` then exits quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 mod bench;
 mod eval;
 mod inspect;
@@ -110,9 +119,15 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        // The reader of our output left (`| head`): nothing more to say.
+        Err(e) if broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

@@ -71,7 +71,7 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
         .map(|i| json!({"index": i, "name": profiles[i].name.as_str()}))
         .collect();
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "k": plan.k, "tpot_ms": ms(plan.tpot_s), "stall_ms": ms(plan.stall_s), "head_ms": ms(problem.head_s),
@@ -80,7 +80,7 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "plan: {} of {} devices, {} round(s) per token, predicted {:.2} ms per token (head stages {:.2} ms, disk stalls {:.2} ms)",
         plan.devices.len(),
         profiles.len(),
@@ -89,10 +89,10 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
         ms(problem.head_s),
         ms(plan.stall_s)
     );
-    println!("| device | name | window | layers | gpu layers | compute ms | network ms | disk ms |");
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    outln!("| device | name | window | layers | gpu layers | compute ms | network ms | disk ms |");
+    outln!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for d in &kept {
-        println!(
+        outln!(
             "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
             d["index"],
             d["name"].as_str().unwrap_or("?"),
@@ -105,11 +105,7 @@ pub(super) fn plan(a: PlanArgs) -> anyhow::Result<()> {
         );
     }
     for d in &dropped {
-        println!(
-            "dropped: device {} ({}): the ring is faster without it",
-            d["index"],
-            d["name"].as_str().unwrap_or("?")
-        );
+        outln!("dropped: device {} ({}): the ring is faster without it", d["index"], d["name"].as_str().unwrap_or("?"));
     }
     Ok(())
 }

@@ -83,27 +83,27 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        outln!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());
     }
     let g = |x: f32| x as f64 / 1e9;
     let os = crate::os::current().name();
-    println!("device:        {} ({os}, {} threads, {} kernels)", p.name, p.threads, p.kernels);
+    outln!("device:        {} ({os}, {} threads, {} kernels)", p.name, p.threads, p.kernels);
     for t in &p.cpu {
         let name = GgmlType::from_id(t.ggml_type).map_or("?", |t| t.name());
-        println!("cpu {name:<10} {:.1} GFLOP/s matrix-vector", g(t.flops));
+        outln!("cpu {name:<10} {:.1} GFLOP/s matrix-vector", g(t.flops));
     }
-    println!(
+    outln!(
         "memory read:   {:.1} GB/s; kv write {:.2} us per token-layer",
         g(p.mem_read_bytes_per_s),
         p.kv_write_s * 1e6
     );
-    println!(
+    outln!(
         "disk read:     {:.2} GB/s sequential, {:.3} GB/s random 4 KiB",
         g(p.disk_seq_read_bytes_per_s),
         g(p.disk_random_read_bytes_per_s)
     );
-    println!(
+    outln!(
         "ram:           {:.2} GiB available of {:.2} GiB; swap free {:.2} GiB; page cache {:?}",
         p.ram_available_bytes as f64 / (1u64 << 30) as f64,
         p.ram_total_bytes as f64 / (1u64 << 30) as f64,
@@ -111,11 +111,11 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         p.page_cache
     );
     let unified = crate::profiler::system::memory().is_ok_and(|m| m.unified);
-    println!("gpu:           absent (no GPU backend yet){}", if unified { "; memory is unified" } else { "" });
+    outln!("gpu:           absent (no GPU backend yet){}", if unified { "; memory is unified" } else { "" });
     match p.link {
-        Some(l) => println!("link:          rtt {:.3} ms, {:.1} MB/s", l.rtt_s * 1e3, l.bytes_per_s / 1e6),
-        None => println!("link:          not measured (use --peer HOST:PORT)"),
+        Some(l) => outln!("link:          rtt {:.3} ms, {:.1} MB/s", l.rtt_s * 1e3, l.bytes_per_s / 1e6),
+        None => outln!("link:          not measured (use --peer HOST:PORT)"),
     }
-    println!("took {:.2} s", start.elapsed().as_secs_f64());
+    outln!("took {:.2} s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -127,7 +127,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "kernels": kernels.name(),
     });
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({ "prompt_ids": prompt, "generated_ids": generated, "text": text, "timings": timings, "ring": ring })
         );
