@@ -106,7 +106,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             g.get_u64(key).ok().and_then(|id| tokenizer.token_text(id as u32)).unwrap_or_default().to_owned()
         };
         let (bos, eos) = (special("tokenizer.ggml.bos_token_id"), special("tokenizer.ggml.eos_token_id"));
-        let template = ChatTemplate::new(g.get_str("tokenizer.chat_template").ok(), &bos, &eos)
+        let arch = g.get_str("general.architecture").unwrap_or_default();
+        let template = ChatTemplate::new(g.get_str("tokenizer.chat_template").ok(), arch, &bos, &eos)
             .context("the model's chat template does not compile")?;
         (Arc::new(tokenizer), template)
     };

@@ -9,6 +9,18 @@ use serde::Serialize;
 /// and many fine-tunes use.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// The template for Gemma models that carry none: Gemma's turns, with a
+/// system message folded into the first user turn as Gemma's own does.
+pub const GEMMA: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] != 'system' %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' }}{% if loop.index0 == 1 and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
+/// A template for a model without one: its family's, else ChatML.
+fn fallback(arch: &str) -> (&'static str, &'static str) {
+    match arch {
+        "gemma" | "gemma2" | "gemma3" => (GEMMA, "gemma (the model has no template)"),
+        _ => (CHATML, "chatml (the model has no template)"),
+    }
+}
+
 /// One message of a conversation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Message {
@@ -32,11 +44,15 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// The model's template, or ChatML when `text` is `None`.
-    pub fn new(text: Option<&str>, bos: &str, eos: &str) -> Result<Self, Error> {
+    /// The model's template, or when `text` is `None` the fallback for the
+    /// model's architecture `arch`.
+    pub fn new(text: Option<&str>, arch: &str, bos: &str, eos: &str) -> Result<Self, Error> {
         let (text, source) = match text {
             Some(t) => (t.to_owned(), "model"),
-            None => (CHATML.to_owned(), "chatml (the model has no template)"),
+            None => {
+                let (t, source) = fallback(arch);
+                (t.to_owned(), source)
+            }
         };
         let mut env = Environment::new();
         // As transformers configures Jinja for chat templates.
@@ -159,7 +175,9 @@ mod tests {
         for name in names {
             let tokens = &special[name];
             let (bos, eos) = (tokens["bos_token"].as_str().unwrap(), tokens["eos_token"].as_str().unwrap());
-            let template = ChatTemplate::new(Some(&read(&format!("{name}.jinja"))), bos, eos).unwrap();
+            let template = ChatTemplate::new(Some(&read(&format!("{name}.jinja"))), "", bos, eos).unwrap();
+            // A Gemma model without a template falls back to one that renders alike.
+            let fallback = (name == "gemma-3").then(|| ChatTemplate::new(None, "gemma3", bos, eos).unwrap());
             for (case, messages) in &cases {
                 let messages: Vec<Message> = messages
                     .as_array()
@@ -172,13 +190,16 @@ mod tests {
                     .collect();
                 let got = template.render(&messages, true).unwrap();
                 assert_eq!(got, read(&format!("{name}.{case}.txt")), "{name} {case}");
+                if let Some(f) = &fallback {
+                    assert_eq!(f.render(&messages, true).unwrap(), got, "the Gemma fallback, {case}");
+                }
             }
         }
     }
 
     #[test]
     fn a_template_can_refuse_a_conversation() {
-        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}"), "", "").unwrap();
+        let t = ChatTemplate::new(Some("{{ raise_exception('no system role') }}"), "", "", "").unwrap();
         let err = t.render(&[], true).unwrap_err();
         assert!(err.to_string().contains("no system role"), "{err}");
     }
