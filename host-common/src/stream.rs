@@ -135,12 +135,21 @@ pub fn open<'f>(
     let stream = LayerStream::new(file, order, streamed);
     if stream.streams() {
         let (bytes, _) = stream.streamed_bytes();
+        let mib = |b: f64| b / (1u64 << 20) as f64;
+        let room = match memory.budget_bytes {
+            b if b > 0.0 => format!("{:.0} MiB for weights and KV cache", mib(b)),
+            // The run's buffers and the parts that never stream already
+            // take more than the memory given: the run will exceed it.
+            b => format!(
+                "no room for layers: the buffers and the parts that stay resident exceed the memory by {:.0} MiB",
+                mib(-b)
+            ),
+        };
         eprintln!(
-            "memory: {who} keeps {} of its {} layers resident and streams {:.0} MiB a pass from disk ({:.0} MiB for weights and KV cache)",
+            "memory: {who} keeps {} of its {} layers resident and streams {:.0} MiB a pass from disk ({room})",
             stream.resident_count(),
             stream.order.len(),
-            bytes as f64 / (1u64 << 20) as f64,
-            memory.budget_bytes / (1u64 << 20) as f64
+            mib(bytes as f64),
         );
     }
     Ok(stream)

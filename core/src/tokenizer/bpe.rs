@@ -1,4 +1,6 @@
 use alloc::collections::BTreeMap;
+
+use super::ids::Ids;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -17,18 +19,14 @@ pub(super) struct Bpe {
 }
 
 impl Bpe {
-    pub(super) fn new<'a>(
-        steps: &'static [Split],
-        merges: impl Iterator<Item = &'a str>,
-        ids: &BTreeMap<String, u32>,
-    ) -> Self {
+    pub(super) fn new<'a>(steps: &'static [Split], merges: impl Iterator<Item = &'a str>, ids: Ids<'_>) -> Self {
         let mut map = BTreeMap::new();
         for (rank, m) in merges.enumerate() {
             let Some((l, r)) = m.split_once(' ') else { continue };
             let mut joined = String::with_capacity(m.len());
             joined.push_str(l);
             joined.push_str(r);
-            if let (Some(&a), Some(&b), Some(&c)) = (ids.get(l), ids.get(r), ids.get(&joined)) {
+            if let (Some(a), Some(b), Some(c)) = (ids.get(l), ids.get(r), ids.get(&joined)) {
                 map.entry((a, b)).or_insert((rank as u32, c));
             }
         }
@@ -36,13 +34,13 @@ impl Bpe {
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             let mut s = String::new();
             s.push(byte_to_char(b as u8));
-            *slot = ids.get(&s).copied();
+            *slot = ids.get(&s);
         }
         let ignore_merges = steps.contains(&Split::Llama3 { max_digits: 3 });
         Self { steps, ignore_merges, merges: map, byte_ids }
     }
 
-    pub(super) fn encode(&self, text: &str, ids: &BTreeMap<String, u32>, out: &mut Vec<u32>) {
+    pub(super) fn encode(&self, text: &str, ids: Ids<'_>, out: &mut Vec<u32>) {
         let chars: Vec<char> = text.chars().collect();
         let mut word = String::new();
         for r in split(&chars, self.steps) {
@@ -50,7 +48,7 @@ impl Bpe {
             word.extend(&chars[r]);
             if self.ignore_merges {
                 let mapped: String = word.bytes().map(byte_to_char).collect();
-                if let Some(&id) = ids.get(&mapped) {
+                if let Some(id) = ids.get(&mapped) {
                     out.push(id);
                     continue;
                 }

@@ -4,6 +4,7 @@
 
 mod bpe;
 mod bytes;
+mod ids;
 mod pretok;
 mod spm;
 mod stream;
@@ -11,12 +12,12 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use alloc::collections::BTreeMap;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::gguf::{Gguf, GgufError};
+use ids::{Ids, TextOrder};
 pub use pretok::{splits_for, Split};
 pub use stream::StreamDecoder;
 
@@ -84,7 +85,8 @@ enum Algorithm {
 pub struct Tokenizer {
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
-    ids: BTreeMap<String, u32>,
+    /// Text → id over `tokens`.
+    order: TextOrder,
     /// Tokens matched verbatim in text when special parsing is on, longest first.
     specials: Vec<u32>,
     algo: Algorithm,
@@ -119,10 +121,8 @@ impl Tokenizer {
         if kinds.len() != n {
             return Err(TokenizerError::Inconsistent { what: "token_type length differs from tokens" });
         }
-        let mut ids = BTreeMap::new();
-        for (i, t) in tokens.iter().enumerate() {
-            ids.entry(t.clone()).or_insert(i as u32);
-        }
+        let order = TextOrder::new(&tokens);
+        let ids = Ids { tokens: &tokens, order: &order };
         let id_key = |k: &str| -> Result<Option<u32>, TokenizerError> {
             Ok(g.opt(k, Gguf::get_u64)?.filter(|&v| (v as usize) < n).map(|v| v as u32))
         };
@@ -133,7 +133,7 @@ impl Tokenizer {
                 let steps = splits_for(pre).ok_or_else(|| TokenizerError::UnsupportedPre { pre: pre.to_string() })?;
                 let merges = g.get_array("tokenizer.ggml.merges")?;
                 let merges = merges.strings().ok_or(TokenizerError::Inconsistent { what: "merges are not strings" })?;
-                Algorithm::Bpe(bpe::Bpe::new(steps, merges, &ids))
+                Algorithm::Bpe(bpe::Bpe::new(steps, merges, ids))
             }
             "llama" => {
                 let scores: Vec<f32> =
@@ -154,9 +154,7 @@ impl Tokenizer {
             .collect();
         specials.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()).then(a.cmp(&b)));
         let eot = id_key("tokenizer.ggml.eot_token_id")?.or_else(|| {
-            ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"]
-                .iter()
-                .find_map(|s| ids.get(*s).copied())
+            ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"].iter().find_map(|s| ids.get(s))
         });
         Ok(Self {
             bos: id_key("tokenizer.ggml.bos_token_id")?,
@@ -166,7 +164,7 @@ impl Tokenizer {
             add_eos: g.opt("tokenizer.ggml.add_eos_token", Gguf::get_bool)?.unwrap_or(false),
             tokens,
             kinds,
-            ids,
+            order,
             specials,
             algo,
         })
@@ -186,7 +184,7 @@ impl Tokenizer {
     }
 
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.ids().get(text)
     }
 
     /// Whether generation should stop at this token.
@@ -210,8 +208,8 @@ impl Tokenizer {
                 }
                 Fragment::Text(t) => {
                     match &self.algo {
-                        Algorithm::Bpe(b) => b.encode(t, &self.ids, &mut out),
-                        Algorithm::Spm(s) => s.encode(t, after_special, &self.ids, &mut out),
+                        Algorithm::Bpe(b) => b.encode(t, self.ids(), &mut out),
+                        Algorithm::Spm(s) => s.encode(t, after_special, self.ids(), &mut out),
                     }
                     after_special = false;
                 }
@@ -244,6 +242,10 @@ impl Tokenizer {
             self.token_bytes(id, special, &mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn ids(&self) -> Ids<'_> {
+        Ids { tokens: &self.tokens, order: &self.order }
     }
 
     fn fragments<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {

@@ -1,4 +1,4 @@
-use alloc::collections::BTreeMap;
+use super::ids::Ids;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -24,7 +24,7 @@ impl Spm {
         Self { scores, add_space_prefix, byte_ids }
     }
 
-    pub(super) fn encode(&self, text: &str, at_start: bool, ids: &BTreeMap<String, u32>, out: &mut Vec<u32>) {
+    pub(super) fn encode(&self, text: &str, at_start: bool, ids: Ids<'_>, out: &mut Vec<u32>) {
         let mut s = String::with_capacity(text.len() + 3);
         if self.add_space_prefix && at_start {
             s.push(SPACE);
@@ -35,7 +35,7 @@ impl Spm {
             let mut best: Option<(f32, usize, u32)> = None;
             for i in 0..syms.len().saturating_sub(1) {
                 let joined = [syms[i].as_str(), syms[i + 1].as_str()].concat();
-                if let Some(&id) = ids.get(&joined) {
+                if let Some(id) = ids.get(&joined) {
                     let score = self.scores[id as usize];
                     if best.is_none_or(|(b, _, _)| score > b) {
                         best = Some((score, i, id));
@@ -48,7 +48,7 @@ impl Spm {
         }
         for sym in &syms {
             match ids.get(sym) {
-                Some(&id) => out.push(id),
+                Some(id) => out.push(id),
                 None => out.extend(sym.bytes().filter_map(|b| self.byte_ids[b as usize])),
             }
         }
