@@ -42,16 +42,16 @@ fn stream_decoder_holds_back_partial_utf8() {
 
 #[test]
 fn spm_merges_best_scoring_pairs_and_falls_back_to_bytes() {
-    use alloc::collections::BTreeMap;
     use alloc::string::ToString;
     let vocab = ["<unk>", "\u{2581}", "h", "i", "\u{2581}h", "hi", "\u{2581}hi", "<0x21>"];
     let scores = alloc::vec![0.0, -1.0, -2.0, -2.0, -1.5, -0.5, -0.1, -3.0];
     let tokens: Vec<String> = vocab.iter().map(|s| s.to_string()).collect();
-    let ids: BTreeMap<String, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let order = super::ids::TextOrder::new(&tokens);
+    let ids = super::ids::Ids { tokens: &tokens, order: &order };
     let spm = super::spm::Spm::new(scores, true, &tokens);
     let mut out = Vec::new();
     // "▁hi" is reached via "hi" (score -0.5) beating "▁h" (-1.5); "!" falls back to <0x21>.
-    spm.encode("hi!", true, &ids, &mut out);
+    spm.encode("hi!", true, ids, &mut out);
     assert_eq!(out, [6, 7]);
     let mut bytes = Vec::new();
     for id in out {
