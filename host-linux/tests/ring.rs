@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{prima, ring_flag, Worker};
+use common::{prima, ring_flag, saved_profile, Worker};
 use prima_tests::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -344,4 +344,52 @@ fn gemma3_rings_match_one_device() {
     for (n, windows) in [(1, "6,12"), (2, "1,2,3")] {
         assert_eq!(logits(&model, &prompt, Some((&workers[..n], windows))), alone, "windows {windows}");
     }
+}
+
+/// A tmpfs of `mib` MiB, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = scratch_dir("small-disk");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_worker_short_of_disk_refuses_the_layers_before_writing() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let Some(disk) = root.then(|| SmallDisk::mount(8)).flatten() else {
+        eprintln!("skipped: mounting a small disk needs root");
+        return;
+    };
+    // 15 of SmolLM2's layers are about 35 MB; the disk holds 8 MiB.
+    // From a saved profile: measuring the disk would not fit either.
+    let profile = saved_profile();
+    let workers = [Worker::start_in(disk.0.join("cache"), &["--profile", profile.to_str().unwrap()])];
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", "Hi", "-n", "2", "-t", "1", "--ring", &workers[0].addr, "--layer-window", "15,15"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not fit the") && err.contains("MB free in"), "{err}");
+    let left: Vec<_> =
+        std::fs::read_dir(disk.0.join("cache/layers")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "a partial layer file was left: {left:?}");
+    drop(workers);
 }

@@ -180,6 +180,20 @@ async fn receive_into(s: &mut Link, dec: &mut FrameDecoder, part: &Path, path: &
         if total > MAX_FILE || *expected.get_or_insert(total) != total || offset != written || bytes.is_empty() {
             bail!("the head sent a layer-file chunk at {offset} of {total} bytes, out of order or oversized");
         }
+        if written == 0 {
+            // Refused before a byte is written, rather than a full disk midway.
+            let dir = part.parent().unwrap_or(Path::new("."));
+            let free = fs4::available_space(dir)
+                .with_context(|| format!("cannot read the free space of {}", dir.display()))?;
+            if total > free {
+                bail!(
+                    "the layer file of {:.1} MB does not fit the {:.1} MB free in {}",
+                    total as f64 / 1e6,
+                    free as f64 / 1e6,
+                    dir.display()
+                );
+            }
+        }
         if written + bytes.len() as u64 > total {
             bail!("the head sent more layer bytes than the {total} it announced");
         }

@@ -243,6 +243,15 @@ async fn session(mut s: Link, mut dec: FrameDecoder, shared: &Shared, cfg: &Work
                 Ok(held) => held,
                 Err(e) => {
                     refuse(&mut s, &format!("{e:#}")).await;
+                    // The head is still sending: read it out, so it finishes and
+                    // reads the reason instead of a reset connection.
+                    let mut sink = Vec::new();
+                    let drain = async {
+                        while matches!(s.read_plain(&mut sink).await, Ok(n) if n > 0) {
+                            sink.clear();
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
                     return Err(e);
                 }
             }
