@@ -4,7 +4,7 @@
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
-use prima_core::{Gguf, KvType, Model, Want};
+use prima_core::{Gguf, KvType, Want};
 
 use crate::generate::{Evaluate, Local, SessionShape};
 use std::path::Path;
@@ -162,16 +162,6 @@ impl Evaluate for Ring<'_, '_> {
     }
 }
 
-/// The model as this device holds it: all of it, or the head's part of a ring.
-fn head_model<'a>(g: &Gguf<'a>, hs: Option<&Handshake>) -> anyhow::Result<Model<'a>> {
-    match hs {
-        Some(hs) => Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
-            .map_err(anyhow::Error::from)
-            .map_err(|e| e.context("cannot load the head's layers")),
-        None => super::loaded::model(g),
-    }
-}
-
 /// Starts the evaluator: a ring that re-plans around lost devices when
 /// there is a handshake (its head's models live in `models`), else a local
 /// session of the whole model.
@@ -186,7 +176,7 @@ pub(super) fn evaluator<'m, 'a>(
     Ok(match hs {
         Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
         None => {
-            let model = models.alloc(head_model(g, None)?);
+            let model = models.alloc(super::loaded::model(g)?);
             Box::new(Local::new(model, file, g, shape, pool)?)
         }
     })

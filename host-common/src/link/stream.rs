@@ -269,15 +269,24 @@ impl Reader {
             let from = std::mem::replace(&mut self.at, self.plain.len());
             return Ok(Some(&self.plain[from..]));
         }
+        if !self.fill()? {
+            return Ok(None);
+        }
+        self.at = self.plain.len();
+        Ok(Some(&self.plain))
+    }
+
+    /// Replaces `plain` (all handed out) with one socket read's plaintext;
+    /// false when the peer closed the connection.
+    fn fill(&mut self) -> io::Result<bool> {
         self.plain.clear();
         self.at = 0;
         let n = self.stream.read(&mut self.wire)?;
         if n == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         self.opener.open(&self.wire[..n], &mut self.plain)?;
-        self.at = self.plain.len();
-        Ok(Some(&self.plain))
+        Ok(true)
     }
 }
 
@@ -329,13 +338,9 @@ impl Read for SyncLink {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = &mut self.reader;
         while r.at == r.plain.len() {
-            r.plain.clear();
-            r.at = 0;
-            let n = r.stream.read(&mut r.wire)?;
-            if n == 0 {
+            if !r.fill()? {
                 return Ok(0);
             }
-            r.opener.open(&r.wire[..n], &mut r.plain)?;
         }
         let n = buf.len().min(r.plain.len() - r.at);
         buf[..n].copy_from_slice(&r.plain[r.at..r.at + n]);
