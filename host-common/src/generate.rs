@@ -14,6 +14,13 @@ use crate::stream::{self, run_shape, LayerStream};
 /// Something that turns tokens into logits: one device, or a ring.
 pub trait Evaluate {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
+    /// Forgets the sequence, for a new one from position 0.
+    fn reset(&mut self);
+    /// Between requests: keeps links alive and notices lost devices.
+    /// Returns false when there is nothing to keep alive.
+    fn idle(&mut self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
     fn ring(&self) -> Option<&crate::ring::head::Ring<'_, '_>> {
         None
     }
@@ -84,6 +91,10 @@ impl Evaluate for Local<'_, '_> {
                 Ok(logits)
             }
         }
+    }
+
+    fn reset(&mut self) {
+        self.session.clear();
     }
 
     fn disk_stall(&self) -> Option<Duration> {

@@ -1,16 +1,15 @@
 //! `prima serve` as clients use it: real HTTP on loopback against the real
 //! model, compared with `prima run`, alone and under concurrent load.
 
+mod common;
+
+use common::{prima, ring_flag, saved_profile, Worker};
 use prima_tests::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn prima() -> Command {
-    target_command(env!("CARGO_BIN_EXE_prima"))
-}
 
 /// A `prima serve` on a free loopback port, killed when dropped.
 struct Server {
@@ -53,6 +52,14 @@ impl Server {
         }
     }
 
+    /// The cluster view's next update.
+    fn cluster(&self) -> Value {
+        let r = ureq::get(&format!("{}/cluster", self.url)).call().unwrap();
+        let line =
+            BufReader::new(r.into_reader()).lines().map(Result::unwrap).find(|l| l.starts_with("data: ")).unwrap();
+        serde_json::from_str(&line["data: ".len()..]).unwrap()
+    }
+
     fn metric(&self, name: &str) -> f64 {
         let text = ureq::get(&format!("{}/metrics", self.url)).call().unwrap().into_string().unwrap();
         let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
@@ -93,19 +100,65 @@ fn a_chat_completion_is_prima_run_on_the_rendered_prompt() {
     let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
     assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
     let got = server.post("/v1/chat/completions", &req).unwrap();
-    let out = prima()
-        .args(["run", "-m"])
-        .arg(smollm2_path())
-        .args(["-p", &prompt, "-n", "24", "--temp", "0", "-t", "2", "--json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = run_json(&prompt, 24);
     assert_eq!(content(&got), run["text"].as_str().unwrap());
     assert_eq!(got["usage"]["prompt_tokens"], run["prompt_ids"].as_array().unwrap().len());
     assert_eq!(got["usage"]["completion_tokens"], run["generated_ids"].as_array().unwrap().len());
     let finish = if run["generated_ids"].as_array().unwrap().len() == 24 { "length" } else { "stop" };
     assert_eq!(got["choices"][0]["finish_reason"], finish);
+}
+
+/// `prima run` on one device, as JSON.
+fn run_json(prompt: &str, n: usize) -> Value {
+    let out = prima()
+        .args(["run", "-m"])
+        .arg(smollm2_path())
+        .args(["-p", prompt, "-n", &n.to_string(), "--temp", "0", "-t", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The head of a ring serves (two workers on loopback): its chat completion
+/// is one device's `prima run` on the rendered prompt, the cluster view
+/// lists the three devices and their layers, and when a worker dies while
+/// the server waits for requests, the ring is re-planned without it and the
+/// next reply is the same.
+#[test]
+fn a_ring_serves_what_one_device_runs_and_outlives_a_worker() {
+    let profile = saved_profile();
+    let profile = profile.to_str().unwrap();
+    let mut workers = vec![Worker::start_with(&["--profile", profile]), Worker::start_with(&["--profile", profile])];
+    let ring = ring_flag(&workers);
+    let server = Server::start(&["--ring", &ring, "--layer-window", "10,10,10", "--peer-timeout", "5"]);
+    let n = tokens(24);
+    let req = chat("What is the capital of France?", n);
+    let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
+    let alone = run_json(&prompt, n);
+    let got = server.post("/v1/chat/completions", &req).unwrap();
+    assert_eq!(content(&got), alone["text"].as_str().unwrap());
+    assert_eq!(got["usage"]["completion_tokens"], alone["generated_ids"].as_array().unwrap().len());
+    let layers = |v: &Value| -> Vec<String> {
+        v["devices"].as_array().unwrap().iter().map(|d| d["layers"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(layers(&server.cluster()), ["0-9", "10-19", "20-29"]);
+    // The view is refreshed as the request ends, so shortly after its reply.
+    let t = Instant::now();
+    while server.cluster()["devices"][1]["compute_s"].as_f64().unwrap() == 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no compute time for a worker in {}", server.cluster());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    drop(workers.pop());
+    let t = Instant::now();
+    while layers(&server.cluster()).len() != 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the idle server did not notice the lost worker");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(layers(&server.cluster()), ["0-9", "10-29"]);
+    let again = server.post("/v1/chat/completions", &req).unwrap();
+    assert_eq!(content(&again), content(&got));
 }
 
 /// A server given less memory than the model needs streams the layers that

@@ -17,7 +17,7 @@ mod loaded;
 mod plan;
 mod profile;
 mod proxy;
-mod ring_args;
+pub(crate) mod ring_args;
 mod run;
 mod synth;
 mod worker;

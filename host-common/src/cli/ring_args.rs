@@ -25,7 +25,7 @@ pub(super) enum ActArg {
 }
 
 #[derive(Debug, Args)]
-pub(super) struct RingArgs {
+pub(crate) struct RingArgs {
     /// Run on a ring: the head (this process) and `prima worker` addresses, comma-separated, in ring order;
     /// `auto` finds the workers on the LAN that announce this ring's key (mDNS).
     #[arg(long, value_delimiter = ',')]
@@ -157,6 +157,12 @@ impl Evaluate for Ring<'_, '_> {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
         Ring::eval(self, tokens, want)
     }
+    fn reset(&mut self) {
+        Ring::reset(self);
+    }
+    fn idle(&mut self) -> anyhow::Result<bool> {
+        Ring::idle(self).map(|()| true)
+    }
     fn ring(&self) -> Option<&Ring<'_, '_>> {
         Some(self)
     }
@@ -165,7 +171,7 @@ impl Evaluate for Ring<'_, '_> {
 /// Starts the evaluator: a ring that re-plans around lost devices when
 /// there is a handshake (its head's models live in `models`), else a local
 /// session of the whole model.
-pub(super) fn evaluator<'m, 'a>(
+pub(crate) fn evaluator<'m, 'a>(
     hs: Option<Handshake>,
     models: &'m Models<'a>,
     file: &'m MappedFile,

@@ -188,6 +188,17 @@ impl Driver {
         }
     }
 
+    /// With no work under way: handles what the others sent for up to one
+    /// poll, so their heartbeats do not pile up while the head waits for a
+    /// request, and a device that died is noticed then.
+    pub fn idle(&mut self) -> anyhow::Result<()> {
+        match self.wait()? {
+            None => Ok(()),
+            Some(Step::Ended(why)) => bail!("the ring ended: {why}"),
+            Some(Step::Output { .. }) => bail!("the ring ended: an output arrived unasked"),
+        }
+    }
+
     /// Handles every report already waiting (workers' stats, liveness).
     pub fn drain_inbound(&mut self) -> anyhow::Result<()> {
         match self.handle_waiting()? {

@@ -442,6 +442,18 @@ impl Ring<'_, '_> {
         self.pos
     }
 
+    /// Starts a new sequence at position 0. The devices' caches need no
+    /// message: attention reads only the positions before each token, and
+    /// evaluating from 0 again overwrites the old ones.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Between requests: see [`Driver::idle`].
+    pub fn idle(&mut self) -> anyhow::Result<()> {
+        self.driver.idle()
+    }
+
     /// Appends `tokens` and returns logits as `want` says, as `Session::eval` does.
     pub fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
         let model = self.layers.model;

@@ -132,6 +132,18 @@ impl<'m, 'a> Resilient<'m, 'a> {
     }
 }
 
+impl Resilient<'_, '_> {
+    /// Recovers from a lost device, or passes any other error on.
+    fn after_failure(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
+        let Some(lost) = e.downcast_ref::<PeerLost>() else { return Err(e) };
+        if self.recoveries.len() >= MAX_RECOVERIES {
+            return Err(e.context(format!("{MAX_RECOVERIES} devices lost in one run")));
+        }
+        let (position, why) = (lost.position, lost.message.clone());
+        self.recover(position, why).map_err(|r| r.context(format!("cannot recover from: {e}")))
+    }
+}
+
 /// The head's part of a planned ring.
 fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<Model<'a>> {
     Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
@@ -150,15 +162,22 @@ impl Evaluate for Resilient<'_, '_> {
                     self.history.push(tokens.to_vec());
                     return Ok(logits);
                 }
-                Err(e) => {
-                    let Some(lost) = e.downcast_ref::<PeerLost>() else { return Err(e) };
-                    if self.recoveries.len() >= MAX_RECOVERIES {
-                        return Err(e.context(format!("{MAX_RECOVERIES} devices lost in one run")));
-                    }
-                    let (position, why) = (lost.position, lost.message.clone());
-                    self.recover(position, why).map_err(|r| r.context(format!("cannot recover from: {e}")))?;
-                }
+                Err(e) => self.after_failure(e)?,
             }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.history.clear();
+        if let Some(c) = self.current.as_mut() {
+            c.reset();
+        }
+    }
+
+    fn idle(&mut self) -> anyhow::Result<bool> {
+        match self.current()?.idle() {
+            Ok(more) => Ok(more),
+            Err(e) => self.after_failure(e).map(|()| true),
         }
     }
 

@@ -4,20 +4,24 @@
 //! carries every busy slot's next tokens (a decoding slot's one token, a
 //! new slot's next prompt chunk), so the weights are read once per step for
 //! all of them: continuous batching. A sequence's logits do not depend on
-//! what it is batched with (tested bit for bit in core).
+//! what it is batched with (tested bit for bit in core). On a ring the
+//! engine holds one slot ([`OneSequence`]): requests take turns, and between
+//! them the engine keeps the ring's links alive.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prima_core::sampler::{Sampler, SamplerConfig};
 use prima_core::stop::StopMatcher;
 use prima_core::tokenizer::{StreamDecoder, Tokenizer};
-use prima_core::{Batch, KvCache, KvType, Model};
+use prima_core::{Batch, KvCache, KvType, Model, Want};
 use tokio::sync::mpsc;
 
 use super::api::{Finish, Params, Usage};
+use crate::generate::Evaluate;
 use crate::pool::Pool;
+use crate::ring::head::DeviceReport;
 use crate::stream::LayerStream;
 
 /// What a request asks of the engine: prompt tokens and how to sample.
@@ -48,16 +52,13 @@ pub struct Stats {
     /// Sum of per-token decode times, in microseconds (for mean TPOT).
     pub decode_micros: AtomicU64,
     pub cancelled: AtomicU64,
+    /// The cluster view's devices on a ring (empty on one device).
+    pub devices: std::sync::Mutex<Vec<DeviceView>>,
 }
 
 /// Prompt tokens a slot feeds one step at most, so a long prompt does not
 /// stall the others' decoding for long.
 pub const PREFILL_CHUNK: usize = 256;
-
-struct Slot {
-    kv: KvCache,
-    job: Option<Running>,
-}
 
 struct Running {
     job: Job,
@@ -74,77 +75,201 @@ struct Running {
     max_tokens: usize,
 }
 
-/// Runs the engine until `jobs` closes. `n_ctx` is each slot's context;
-/// layers that do not stay resident come through `stream`.
-#[allow(clippy::too_many_arguments)]
+/// What the engine steps: sequences in slots, each with its own KV cache.
+pub trait Forward {
+    /// Sequences held at once.
+    fn slots(&self) -> usize;
+    /// Empties `slot` for a new sequence.
+    fn clear(&mut self, slot: usize);
+    /// One forward pass: appends each step's tokens to its slot and returns
+    /// the logits of each step's last token (`n_vocab` floats per step, in order).
+    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>>;
+    /// With nothing to run: keeps links alive. False: nothing to keep alive,
+    /// so the engine may sleep until a request comes.
+    fn idle(&mut self) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+    /// Each device's share of a token, for the page's cluster view; `None`
+    /// for one device.
+    fn devices(&self) -> Option<Vec<DeviceView>> {
+        None
+    }
+}
+
+/// One device's line in the cluster view.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceView {
+    pub name: String,
+    /// Such as `0-9,20-29`.
+    pub layers: String,
+    /// Seconds per generated token.
+    pub compute_s: f64,
+    pub network_s: f64,
+    pub disk_s: f64,
+}
+
+/// One device: `parallel` caches batched through one model.
+pub struct LocalSlots<'m, 'a, 's> {
+    batch: Batch<'m, 'a>,
+    caches: Vec<KvCache>,
+    pool: &'m Pool,
+    /// Layers that do not stay resident come through here.
+    stream: Option<&'s mut LayerStream<'m>>,
+}
+
+impl<'m, 'a, 's> LocalSlots<'m, 'a, 's> {
+    pub fn new(
+        model: &'m Model<'a>,
+        pool: &'m Pool,
+        parallel: usize,
+        n_ctx: usize,
+        stream: Option<&'s mut LayerStream<'m>>,
+    ) -> Self {
+        let batch = Batch::new(model);
+        let caches = (0..parallel).map(|_| batch.cache(n_ctx, KvType::F16)).collect();
+        Self { batch, caches, pool, stream }
+    }
+}
+
+impl Forward for LocalSlots<'_, '_, '_> {
+    fn slots(&self) -> usize {
+        self.caches.len()
+    }
+
+    fn clear(&mut self, slot: usize) {
+        self.caches[slot].clear();
+    }
+
+    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>> {
+        // `steps` is in slot order: pair each one's cache with its tokens.
+        let mut listed = steps.iter().peekable();
+        let mut pass: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(steps.len());
+        for (i, kv) in self.caches.iter_mut().enumerate() {
+            if let Some((_, tokens)) = listed.next_if(|(j, _)| *j == i) {
+                pass.push((kv, tokens));
+            }
+        }
+        let (batch, pool) = (&mut self.batch, self.pool);
+        match self.stream.as_deref_mut() {
+            None => pool.enter(|| batch.eval(&mut pass, pool)).map_err(anyhow::Error::from),
+            Some(s) => pool
+                .enter(|| batch.eval_streamed(&mut pass, pool, s))
+                .map_err(anyhow::Error::from)
+                .and_then(|l| s.take_error().map(|()| l)),
+        }
+    }
+}
+
+/// A ring (or any one-sequence evaluator): one slot, so requests take turns.
+pub struct OneSequence<'m> {
+    pub eval: Box<dyn Evaluate + 'm>,
+}
+
+impl Forward for OneSequence<'_> {
+    fn slots(&self) -> usize {
+        1
+    }
+
+    fn clear(&mut self, _slot: usize) {
+        self.eval.reset();
+    }
+
+    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>> {
+        match steps {
+            [(0, tokens)] => self.eval.eval(tokens, Want::Last),
+            _ => anyhow::bail!("one sequence at a time, not {} steps", steps.len()),
+        }
+    }
+
+    fn idle(&mut self) -> anyhow::Result<bool> {
+        self.eval.idle()
+    }
+
+    fn devices(&self) -> Option<Vec<DeviceView>> {
+        let ring = self.eval.ring()?;
+        let view = |d: DeviceReport| {
+            let t = d.per_decode_step.unwrap_or_default();
+            let layers: Vec<String> = d.layers.iter().map(|r| format!("{}-{}", r.start, r.end - 1)).collect();
+            DeviceView {
+                name: d.name,
+                layers: layers.join(","),
+                compute_s: t.compute.as_secs_f64(),
+                network_s: t.network.as_secs_f64(),
+                disk_s: t.disk.as_secs_f64(),
+            }
+        };
+        Some(ring.report().into_iter().map(view).collect())
+    }
+}
+
+/// How often the cluster view is refreshed while the engine runs.
+const VIEW_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs the engine until `jobs` closes. `n_ctx` is each slot's context.
 pub fn run(
-    model: &Model<'_>,
+    forward: &mut dyn Forward,
+    n_vocab: usize,
     tok: &Tokenizer,
-    pool: &Pool,
-    parallel: usize,
     n_ctx: usize,
-    mut stream: Option<&mut LayerStream<'_>>,
     mut jobs: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
 ) {
-    let mut batch = Batch::new(model);
-    let mut slots: Vec<Slot> = (0..parallel).map(|_| Slot { kv: batch.cache(n_ctx, KvType::F16), job: None }).collect();
+    let mut slots: Vec<Option<Running>> = (0..forward.slots()).map(|_| None).collect();
+    let mut keep_alive = true;
+    let mut viewed = Instant::now();
+    // Set when a request ends, so the view shows its last token.
+    let mut refresh = false;
     loop {
-        // Admit waiting jobs into free slots; sleep when there is nothing to do.
-        for slot in slots.iter_mut().filter(|s| s.job.is_none()) {
-            let job = if stats.busy_slots.load(Ordering::Relaxed) == 0 {
-                match jobs.blocking_recv() {
-                    Some(j) => j,
-                    None => return,
-                }
-            } else {
-                match jobs.try_recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
+        if std::mem::take(&mut refresh) || viewed.elapsed() >= VIEW_EVERY {
+            viewed = Instant::now();
+            if let Some(devices) = forward.devices() {
+                *stats.devices.lock().unwrap_or_else(|e| e.into_inner()) = devices;
+            }
+        }
+        // Admit waiting jobs into free slots; with nothing to run, keep the
+        // links alive or sleep until a request comes.
+        for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+            let job = match jobs.try_recv() {
+                Ok(j) => j,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) if stats.busy_slots.load(Ordering::Relaxed) > 0 => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    keep_alive = keep_alive && idle(forward);
+                    if keep_alive {
+                        break;
+                    }
+                    match jobs.blocking_recv() {
+                        Some(j) => j,
+                        None => return,
+                    }
                 }
             };
             stats.queued.fetch_sub(1, Ordering::Relaxed);
-            slot.kv.clear();
-            slot.job = Some(start(job, n_ctx));
+            forward.clear(i);
+            *slot = Some(start(job, n_ctx));
             stats.busy_slots.fetch_add(1, Ordering::Relaxed);
         }
         // Clients that left free their slots before the step.
         for slot in slots.iter_mut() {
-            if slot.job.as_ref().is_some_and(|r| r.job.events.is_closed()) {
-                slot.job = None;
+            if slot.as_ref().is_some_and(|r| r.job.events.is_closed()) {
+                *slot = None;
                 stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
         let inputs: Vec<(usize, Vec<u32>)> =
-            slots.iter_mut().enumerate().filter_map(|(i, s)| s.job.as_mut().map(|r| (i, r.input()))).collect();
+            slots.iter_mut().enumerate().filter_map(|(i, s)| s.as_mut().map(|r| (i, r.input()))).collect();
         if inputs.is_empty() {
             continue;
         }
         let t0 = Instant::now();
-        // `inputs` is in slot order: pair each busy slot's cache with its tokens.
-        let mut listed = inputs.iter().peekable();
-        let mut steps: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(inputs.len());
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if let Some((_, tokens)) = listed.next_if(|(j, _)| *j == i) {
-                steps.push((&mut slot.kv, tokens.as_slice()));
-            }
-        }
-        let result = match stream.as_deref_mut() {
-            None => pool.enter(|| batch.eval(&mut steps, pool)).map_err(anyhow::Error::from),
-            Some(s) => pool
-                .enter(|| batch.eval_streamed(&mut steps, pool, s))
-                .map_err(anyhow::Error::from)
-                .and_then(|l| s.take_error().map(|()| l)),
-        };
-        drop(steps);
-        let n_vocab = model.config.n_vocab;
-        let logits = match result {
+        let steps: Vec<(usize, &[u32])> = inputs.iter().map(|(i, t)| (*i, t.as_slice())).collect();
+        let logits = match forward.step(&steps) {
             Ok(l) => l,
             Err(e) => {
                 // A failed pass leaves every cache in it unusable: end them all.
                 for (i, _) in &inputs {
-                    if let Some(r) = slots[*i].job.take() {
+                    if let Some(r) = slots[*i].take() {
                         let _ = r.job.events.send(Event::Failed(format!("{e:#}")));
                         stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
                     }
@@ -155,7 +280,7 @@ pub fn run(
         let elapsed = t0.elapsed().as_micros() as u64;
         for ((i, input), row) in inputs.iter().zip(logits.chunks_exact(n_vocab)) {
             let slot = &mut slots[*i];
-            let Some(r) = slot.job.as_mut() else { continue };
+            let Some(r) = slot.as_mut() else { continue };
             if r.decoding {
                 stats.decode_micros.fetch_add(elapsed, Ordering::Relaxed);
             } else {
@@ -167,9 +292,22 @@ pub fn run(
             }
             let mut row = row.to_vec();
             if sample(r, &mut row, tok, stats.as_ref()) {
-                slot.job = None;
+                refresh = true;
+                *slot = None;
                 stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// One idle round; false when there is nothing to keep alive or keeping it
+/// alive failed (said once on stderr; the next request reports it too).
+fn idle(forward: &mut dyn Forward) -> bool {
+    match forward.idle() {
+        Ok(more) => more,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            false
         }
     }
 }

@@ -109,9 +109,19 @@ async fn cluster(State(s): State<Shared>) -> Sse<impl Stream<Item = Result<SseEv
         let now = std::time::Instant::now();
         let rate = (tokens - last_tokens) as f64 / now.duration_since(last_t).as_secs_f64().max(1e-3);
         let tpot = tpot_seconds(st);
+        let ring = st.devices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let devices: Vec<Value> = match ring.is_empty() {
+            true => vec![json!({ "name": s.device_name, "layers": s.layers, "compute_s": tpot, "network_s": 0.0, "disk_s": 0.0 })],
+            false => ring
+                .into_iter()
+                .map(|d| {
+                    json!({ "name": d.name, "layers": d.layers, "compute_s": d.compute_s, "network_s": d.network_s, "disk_s": d.disk_s })
+                })
+                .collect(),
+        };
         let view = json!({
             "model": s.model_name,
-            "devices": [{ "name": s.device_name, "layers": s.layers, "compute_s": tpot, "network_s": 0.0, "disk_s": 0.0 }],
+            "devices": devices,
             "stats": {
                 "tokens_per_s": rate, "tpot_s": tpot, "slots": s.slots,
                 "busy_slots": st.busy_slots.load(Ordering::Relaxed), "queued": st.queued.load(Ordering::Relaxed),

@@ -20,8 +20,10 @@ use prima_core::tokenizer::Tokenizer;
 use prima_core::{KvType, Model};
 use tokio::sync::mpsc;
 
+use crate::generate::SessionShape;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
+use crate::ring::recover::Resilient;
 use engine::Stats;
 use template::ChatTemplate;
 
@@ -49,10 +51,10 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// Use at most this much memory (MiB); layers that do not fit stream
-    /// from disk, as `prima run --mem` does.
-    #[arg(long = "mem", value_name = "MIB")]
-    pub mem: Option<u64>,
+    /// Serve from a ring of workers, as `prima run --ring` runs (`--mem` also
+    /// caps memory on one device).
+    #[command(flatten)]
+    pub(crate) ring: crate::cli::ring_args::RingArgs,
     /// Require `Authorization: Bearer KEY` on /v1 requests.
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
@@ -78,6 +80,14 @@ pub struct AppState {
     pub created: u64,
 }
 
+/// What the engine serves, once loaded.
+struct Serving {
+    slots: usize,
+    slot_ctx: usize,
+    /// The layers this device runs, for the cluster view.
+    layers: String,
+}
+
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if a.parallel == 0 || a.queue == 0 {
         anyhow::bail!("--parallel and --queue must be at least 1");
@@ -94,9 +104,6 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let threads = a.threads.unwrap_or_else(Pool::default_threads);
     if threads == 0 {
         anyhow::bail!("--threads must be at least 1");
-    }
-    if let Some(mib) = a.mem {
-        crate::profiler::system::limit_memory_mib(mib)?;
     }
     let file = MappedFile::open(&a.model)?;
     let (tokenizer, template) = {
@@ -120,28 +127,67 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let pool = Pool::new(threads)?;
     let engine_stats = Arc::clone(&stats);
     let engine_tok = Arc::clone(&tokenizer);
-    let (parallel, path) = (a.parallel, a.model.clone());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<usize>>();
+    let (parallel, path, ring) = (a.parallel, a.model.clone(), a.ring);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Serving>>();
     let engine = std::thread::Builder::new().name("prima-engine".into()).spawn(move || {
-        let loaded = file.gguf().and_then(|g| {
-            let model = Model::load(&g, crate::detect_kernels()).context("cannot load the model")?;
-            let cost = ModelCost::from_gguf(&g).context("cannot read the model's costs")?;
-            // Every slot's KV cache, and a prompt chunk per slot at most.
-            let run = crate::stream::run_shape(slot_ctx * parallel, engine::PREFILL_CHUNK, KvType::F16, threads);
-            let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server")?;
-            Ok((model, stream))
-        });
-        let (model, mut stream) = match loaded {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e.context(format!("cannot load {}", path.display()))));
-                return;
-            }
+        let fail = |e: anyhow::Error| drop(ready_tx.send(Err(e.context(format!("cannot serve {}", path.display())))));
+        let g = match file.gguf() {
+            Ok(g) => g,
+            Err(e) => return fail(e),
         };
-        let _ = ready_tx.send(Ok(model.config.n_layer));
-        engine::run(&model, &engine_tok, &pool, parallel, slot_ctx, stream.as_mut(), jobs_rx, engine_stats);
+        let n_vocab = match prima_core::model::Config::from_gguf(&g) {
+            Ok(c) => c.n_vocab,
+            Err(e) => return fail(e.into()),
+        };
+        let run = |forward: &mut dyn engine::Forward, ready: Serving| {
+            let slot_ctx = ready.slot_ctx;
+            let _ = ready_tx.send(Ok(ready));
+            engine::run(forward, n_vocab, &engine_tok, slot_ctx, jobs_rx, engine_stats);
+        };
+        // On a ring, one sequence at a time holds the whole context.
+        match ring.handshake(&file, &g, &path, a.ctx, KvType::F16, &pool) {
+            Err(e) => fail(e),
+            Ok(Some(hs)) => {
+                if parallel > 1 {
+                    eprintln!("notice: on a ring, requests are decoded one at a time (--parallel 1)");
+                }
+                let models = crate::ring::recover::Models::new();
+                let shape = SessionShape { n_ctx: a.ctx, n_batch: engine::PREFILL_CHUNK, kv: KvType::F16 };
+                let resilient = Resilient::new(hs, &models, &file, &pool, &g, shape);
+                match resilient {
+                    Ok(r) => {
+                        let mut forward = engine::OneSequence { eval: Box::new(r) };
+                        let layers = engine::Forward::devices(&forward).map_or(1, |d| d.len());
+                        run(
+                            &mut forward,
+                            Serving { slots: 1, slot_ctx: a.ctx, layers: format!("a ring of {layers} devices") },
+                        )
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            Ok(None) => {
+                let loaded = (|| {
+                    let model = Model::load(&g, crate::detect_kernels()).context("cannot load the model")?;
+                    let cost = ModelCost::from_gguf(&g).context("cannot read the model's costs")?;
+                    // Every slot's KV cache, and a prompt chunk per slot at most.
+                    let run =
+                        crate::stream::run_shape(slot_ctx * parallel, engine::PREFILL_CHUNK, KvType::F16, threads);
+                    let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server")?;
+                    anyhow::Ok((model, stream))
+                })();
+                match loaded {
+                    Ok((model, mut stream)) => {
+                        let layers = format!("0-{}", model.config.n_layer.saturating_sub(1));
+                        let mut forward = engine::LocalSlots::new(&model, &pool, parallel, slot_ctx, stream.as_mut());
+                        run(&mut forward, Serving { slots: parallel, slot_ctx, layers })
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+        }
     })?;
-    let n_layer = ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
+    let serving = ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let state = Arc::new(AppState {
         model_name,
@@ -150,10 +196,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         jobs: jobs_tx,
         stats,
         api_key: a.api_key.clone(),
-        slot_ctx,
-        slots: a.parallel,
+        slot_ctx: serving.slot_ctx,
+        slots: serving.slots,
         device_name: crate::profiler::system::host_name(),
-        layers: format!("0-{}", n_layer.saturating_sub(1)),
+        layers: serving.layers,
         created,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -167,8 +213,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!(
-            "serving {} on http://{local} ({} slots of {slot_ctx} tokens, chat template: {})",
-            state.model_name, a.parallel, state.template.source
+            "serving {} on http://{local} ({} of {} tokens, chat template: {})",
+            state.model_name,
+            match state.slots {
+                1 => "1 slot".to_owned(),
+                n => format!("{n} slots"),
+            },
+            state.slot_ctx,
+            state.template.source
         );
         axum::serve(listener, http::router(state))
             .with_graceful_shutdown(async {
