@@ -312,7 +312,7 @@ fn profile_names_an_unreachable_peer() {
 /// unused), 20% streaming (it fills its two staging layers only at moments).
 #[test]
 fn predicted_peak_memory_matches_the_measured_peak() {
-    if std::env::var_os("PRIMA_TEST_RUNNER").is_some() {
+    if emulated() {
         return; // an emulator's own memory is in the resident set
     }
     let dir = scratch_dir("peak-memory");

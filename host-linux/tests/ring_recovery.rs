@@ -60,10 +60,10 @@ fn a_ring_that_loses_a_worker_gives_one_devices_text() {
     let alone = run_cmd(None).output().unwrap();
     assert!(alone.status.success());
     let alone = String::from_utf8(alone.stdout).unwrap();
-    let emulated = std::env::var_os("PRIMA_TEST_RUNNER").is_some();
+    let emulated = emulated();
     // PRIMA_KILL_POINTS runs more (the closing note's 100).
     let more = std::env::var("PRIMA_KILL_POINTS").ok().and_then(|n| n.parse().ok());
-    let kills = more.unwrap_or(if emulated { 2 } else { 20 });
+    let kills = more.unwrap_or(if emulated { 1 } else { 20 });
     let stops = if emulated { 1 } else { 3 };
     let mut workers: Vec<Worker> = (0..2).map(|_| worker()).collect();
     let mut seed = 0x5eed_u64;

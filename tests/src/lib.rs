@@ -114,6 +114,13 @@ impl Agreement {
     }
 }
 
+/// Whether the test binaries run under an emulator (`PRIMA_TEST_RUNNER`),
+/// where every token costs about 20 times more: tests whose logic does not
+/// depend on the CPU run a smaller sample there.
+pub fn emulated() -> bool {
+    std::env::var_os("PRIMA_TEST_RUNNER").is_some()
+}
+
 /// A command for a program built for the test target. When the target's
 /// binaries need an emulator (aarch64 under qemu-user in CI), the
 /// `PRIMA_TEST_RUNNER` environment variable names it, with its arguments.
