@@ -122,11 +122,11 @@ fn run_json(prompt: &str, n: usize) -> Value {
 
 /// The head of a ring serves (two workers on loopback): its chat completion
 /// is one device's `prima run` on the rendered prompt, the cluster view
-/// lists the three devices and their layers, and when a worker dies while
-/// the server waits for requests, the ring is re-planned without it and the
-/// next reply is the same.
+/// lists the three devices and their layers. When a worker dies while the
+/// server waits for requests, the ring is re-planned without it; when it
+/// comes back, it is taken back; the replies stay the same throughout.
 #[test]
-fn a_ring_serves_what_one_device_runs_and_outlives_a_worker() {
+fn a_ring_serves_what_one_device_runs_and_takes_back_a_lost_worker() {
     if emulated() {
         return; // the ring and the server each run under the emulator elsewhere
     }
@@ -153,15 +153,25 @@ fn a_ring_serves_what_one_device_runs_and_outlives_a_worker() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    drop(workers.pop());
-    let t = Instant::now();
-    while layers(&server.cluster()).len() != 2 {
-        assert!(t.elapsed() < Duration::from_secs(60), "the idle server did not notice the lost worker");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(layers(&server.cluster()), ["0-9", "10-29"]);
+    let until = |want: &[&str], what: &str| {
+        let t = Instant::now();
+        while layers(&server.cluster()) != want {
+            assert!(t.elapsed() < Duration::from_secs(60), "{what}: {}", server.cluster());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let lost = workers.pop().unwrap();
+    let addr = lost.addr.clone();
+    drop(lost);
+    until(&["0-9", "10-29"], "the idle server did not re-plan without the lost worker");
     let again = server.post("/v1/chat/completions", &req).unwrap();
     assert_eq!(content(&again), content(&got));
+
+    // The worker comes back at its address and is taken back between requests.
+    workers.push(Worker::start_at(&addr, scratch_dir("worker-cache"), &["--profile", profile]));
+    until(&["0-9", "10-19", "20-29"], "the worker that came back was not taken back");
+    let back = server.post("/v1/chat/completions", &req).unwrap();
+    assert_eq!(content(&back), content(&got));
 }
 
 /// A server given less memory than the model needs streams the layers that

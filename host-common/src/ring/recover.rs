@@ -5,7 +5,9 @@
 //! were fixed), ships layers where they are missing, rebuilds every KV
 //! cache by evaluating again what was evaluated so far, in the same calls,
 //! and carries on. Replaying the same calls makes the same arithmetic, so
-//! the tokens are exactly those of one device.
+//! the tokens are exactly those of one device. Between requests (a serving
+//! head), a lost device that accepts connections again is taken back: the
+//! ring is planned anew with it.
 
 use anyhow::{anyhow, bail};
 use prima_core::{Gguf, Model, Want};
@@ -48,9 +50,17 @@ pub struct Resilient<'m, 'a> {
     pool: &'m Pool,
     g: &'m Gguf<'a>,
     shape: SessionShape,
-    opts: RingOptions,
-    /// Every successful call so far, to replay on a new ring.
+    /// The options the run began with: every device, the windows as given.
+    original: RingOptions,
+    /// Addresses of the devices lost and not back.
+    gone: Vec<String>,
+    /// When to look for lost devices again, and the wait after that.
+    rejoin_at: Instant,
+    rejoin_wait: Duration,
+    /// Every successful call since the last reset, to replay on a new ring.
     history: Vec<Vec<u32>>,
+    /// Devices lost since the last reset.
+    lost_in_run: usize,
     /// Recoveries so far: what was lost, and how long the new ring took.
     pub recoveries: Vec<Recovery>,
 }
@@ -65,6 +75,11 @@ pub struct Recovery {
     pub devices_left: usize,
 }
 
+/// First wait before a lost device is looked for; it doubles after each
+/// failed attempt to take one back, up to `REJOIN_MAX_WAIT`.
+const REJOIN_WAIT: Duration = Duration::from_secs(2);
+const REJOIN_MAX_WAIT: Duration = Duration::from_secs(300);
+
 impl<'m, 'a> Resilient<'m, 'a> {
     pub fn new(
         hs: Handshake,
@@ -74,10 +89,24 @@ impl<'m, 'a> Resilient<'m, 'a> {
         g: &'m Gguf<'a>,
         shape: SessionShape,
     ) -> anyhow::Result<Self> {
-        let opts = hs.options().clone();
+        let original = hs.options().clone();
         let model = models.alloc(head_model(g, &hs)?);
         let current = Some(start(hs, model, file, pool, g, shape)?);
-        Ok(Self { current, models, file, pool, g, shape, opts, history: Vec::new(), recoveries: Vec::new() })
+        Ok(Self {
+            current,
+            models,
+            file,
+            pool,
+            g,
+            shape,
+            original,
+            gone: Vec::new(),
+            rejoin_at: Instant::now(),
+            rejoin_wait: REJOIN_WAIT,
+            history: Vec::new(),
+            lost_in_run: 0,
+            recoveries: Vec::new(),
+        })
     }
 
     fn current(&mut self) -> anyhow::Result<&mut Box<dyn Evaluate + 'm>> {
@@ -94,54 +123,106 @@ impl<'m, 'a> Resilient<'m, 'a> {
         };
         let lost = addrs.get(position.wrapping_sub(1)).cloned().ok_or_else(|| anyhow!("{why}"))?;
         eprintln!("ring: lost {lost} ({why}); planning a ring without it");
+        self.gone.push(lost.clone());
+        self.rejoin_at = Instant::now() + REJOIN_WAIT;
+        self.rejoin_wait = REJOIN_WAIT;
+        let devices_left = self.replan()?;
+        let took = start_time.elapsed();
+        eprintln!("ring: recovered in {:.2} s on {devices_left} devices", took.as_secs_f64());
+        self.recoveries.push(Recovery { lost, why, took, devices_left });
+        Ok(())
+    }
+
+    /// Replaces the ring with one over the devices not gone, and replays
+    /// this run's calls on it. Returns its number of devices.
+    fn replan(&mut self) -> anyhow::Result<usize> {
         // The others end their sessions when the old ring goes.
         self.current = None;
-        let mut opts = self.opts.clone();
-        let index = opts.addrs.iter().position(|a| *a == lost).ok_or_else(|| anyhow!("{why}"))?;
-        opts.addrs.remove(index);
-        if let Some(w) = &mut opts.windows {
-            // Fixed windows: the lost device's layers go to the device before
-            // it, so every round still runs the layers in order.
-            let gone = w.remove(index + 1);
-            w[index] += gone;
-        }
-        let hs = if opts.addrs.is_empty() { None } else { Some(Handshake::connect(opts.clone(), self.g)?) };
-        self.opts = opts;
-        let next: Box<dyn Evaluate + 'm> = match hs {
-            Some(hs) => {
-                let model = self.models.alloc(head_model(self.g, &hs)?);
-                start(hs, model, self.file, self.pool, self.g, self.shape)?
-            }
-            None => {
-                eprintln!("ring: no worker is left; the head runs every layer");
-                let model = Model::load(self.g, crate::detect_kernels()).map_err(anyhow::Error::from)?;
-                let model = self.models.alloc(model);
-                Box::new(Local::new(model, self.file, self.g, self.shape, self.pool)?)
-            }
+        let opts = without(&self.original, &self.gone);
+        let next: Box<dyn Evaluate + 'm> = if opts.addrs.is_empty() {
+            eprintln!("ring: no worker is left; the head runs every layer");
+            let model = Model::load(self.g, crate::detect_kernels()).map_err(anyhow::Error::from)?;
+            let model = self.models.alloc(model);
+            Box::new(Local::new(model, self.file, self.g, self.shape, self.pool)?)
+        } else {
+            let hs = Handshake::connect(opts, self.g)?;
+            let model = self.models.alloc(head_model(self.g, &hs)?);
+            start(hs, model, self.file, self.pool, self.g, self.shape)?
         };
         let current = self.current.insert(next);
         // The layers' arithmetic does not depend on which logits are wanted.
         for tokens in &self.history {
             current.eval(tokens, Want::None)?;
         }
-        let devices_left = current.ring().map_or(1, |r| r.plan.devices());
-        let took = start_time.elapsed();
-        eprintln!("ring: recovered in {:.2} s on {devices_left} devices", took.as_secs_f64());
-        self.recoveries.push(Recovery { lost, why, took, devices_left });
-        Ok(())
+        Ok(current.ring().map_or(1, |r| r.plan.devices()))
     }
-}
 
-impl Resilient<'_, '_> {
+    /// Between requests: takes back lost devices that answer again, with
+    /// the plan they had (or Halda's over them all).
+    fn rejoin(&mut self) -> anyhow::Result<()> {
+        if self.gone.is_empty() || Instant::now() < self.rejoin_at {
+            return Ok(());
+        }
+        let back: Vec<String> = self.gone.iter().filter(|a| answers(a)).cloned().collect();
+        if back.is_empty() {
+            self.rejoin_at = Instant::now() + REJOIN_WAIT;
+            return Ok(());
+        }
+        let t = Instant::now();
+        eprintln!("ring: {} answers again; planning a ring with it", back.join(", "));
+        let before = std::mem::take(&mut self.gone);
+        self.gone = before.iter().filter(|a| !back.contains(a)).cloned().collect();
+        match self.replan() {
+            Ok(devices) => {
+                eprintln!("ring: rejoined in {:.2} s on {devices} devices", t.elapsed().as_secs_f64());
+                self.rejoin_wait = REJOIN_WAIT;
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("ring: cannot take back {}: {e:#}", back.join(", "));
+                self.gone = before;
+                self.rejoin_wait = (self.rejoin_wait * 2).min(REJOIN_MAX_WAIT);
+                self.rejoin_at = Instant::now() + self.rejoin_wait;
+                self.replan().map(drop)
+            }
+        }
+    }
+
     /// Recovers from a lost device, or passes any other error on.
     fn after_failure(&mut self, e: anyhow::Error) -> anyhow::Result<()> {
         let Some(lost) = e.downcast_ref::<PeerLost>() else { return Err(e) };
-        if self.recoveries.len() >= MAX_RECOVERIES {
+        if self.lost_in_run >= MAX_RECOVERIES {
             return Err(e.context(format!("{MAX_RECOVERIES} devices lost in one run")));
         }
+        self.lost_in_run += 1;
         let (position, why) = (lost.position, lost.message.clone());
         self.recover(position, why).map_err(|r| r.context(format!("cannot recover from: {e}")))
     }
+}
+
+/// `original` without the devices at the addresses `gone`. With fixed
+/// windows each lost device's layers go to the device before it, so every
+/// round still runs the layers in order (the result does not depend on the
+/// order in which they were lost).
+fn without(original: &RingOptions, gone: &[String]) -> RingOptions {
+    let mut opts = original.clone();
+    for lost in gone {
+        let Some(index) = opts.addrs.iter().position(|a| a == lost) else { continue };
+        opts.addrs.remove(index);
+        if let Some(w) = &mut opts.windows {
+            let theirs = w.remove(index + 1);
+            w[index] += theirs;
+        }
+    }
+    opts
+}
+
+/// Whether a worker accepts a connection at `addr` (it closes without a
+/// word, which a worker takes as a reachability check).
+fn answers(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
+    addrs.next().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
 }
 
 /// The head's part of a planned ring.
@@ -169,16 +250,26 @@ impl Evaluate for Resilient<'_, '_> {
 
     fn reset(&mut self) {
         self.history.clear();
+        self.lost_in_run = 0;
         if let Some(c) = self.current.as_mut() {
             c.reset();
         }
     }
 
     fn idle(&mut self) -> anyhow::Result<bool> {
-        match self.current()?.idle() {
-            Ok(more) => Ok(more),
-            Err(e) => self.after_failure(e).map(|()| true),
+        let polled = match self.current()?.idle() {
+            Ok(polled) => polled,
+            Err(e) => self.after_failure(e).map(|()| false)?,
+        };
+        if self.gone.is_empty() {
+            return Ok(polled);
         }
+        if !polled {
+            // Nothing waited for the links: pace the looking for lost devices.
+            std::thread::sleep(crate::ring::driver::POLL);
+        }
+        self.rejoin()?;
+        Ok(true)
     }
 
     fn ring(&self) -> Option<&Ring<'_, '_>> {
@@ -191,5 +282,40 @@ impl Evaluate for Resilient<'_, '_> {
 
     fn predicted_peak(&self) -> Option<u64> {
         self.current.as_ref().and_then(|c| c.predicted_peak())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prima_core::ring::wire::ActType;
+
+    fn options(addrs: &[&str], windows: &[usize]) -> RingOptions {
+        RingOptions {
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            windows: Some(windows.to_vec()),
+            act: ActType::F32,
+            n_ctx: 64,
+            kv: prima_core::KvType::F16,
+            peer_timeout: Duration::from_secs(1),
+            head_profile: None,
+            layer_check: None,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn lost_devices_give_their_windows_to_the_one_before_in_any_order() {
+        let all = options(&["a", "b", "c"], &[4, 5, 6, 7]);
+        for gone in [["a", "b"], ["b", "a"]] {
+            let gone: Vec<String> = gone.iter().map(|g| g.to_string()).collect();
+            let left = without(&all, &gone);
+            assert_eq!(left.addrs, ["c"]);
+            assert_eq!(left.windows, Some(vec![15, 7]));
+        }
+        let left = without(&all, &["c".to_string()]);
+        assert_eq!((left.addrs, left.windows), (vec!["a".to_string(), "b".to_string()], Some(vec![4, 5, 13])));
+        // Taking a device back restores its windows: the plan is always made from the original.
+        assert_eq!(without(&all, &[]).windows, Some(vec![4, 5, 6, 7]));
     }
 }

@@ -84,7 +84,11 @@ pub fn serve(listen: &str, cfg: WorkerConfig) -> anyhow::Result<()> {
 async fn handle(s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     let mut first = [0u8; 1];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await.map_err(|_| anyhow!("sent nothing"))??;
+    let n =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await.map_err(|_| anyhow!("sent nothing"))??;
+    if n == 0 {
+        return Ok(()); // closed without a byte: a head checking that this worker is up
+    }
     let mut link = if first[0] == SECURE_MAGIC {
         Link::respond(s, cfg.key.as_ref(), HANDSHAKE_TIMEOUT).await?
     } else if cfg.key.is_some() {

@@ -293,6 +293,8 @@ pub fn run(
             let mut row = row.to_vec();
             if sample(r, &mut row, tok, stats.as_ref()) {
                 refresh = true;
+                // Emptied now: a ring may be re-planned before the next request.
+                forward.clear(*i);
                 *slot = None;
                 stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
             }

@@ -33,8 +33,13 @@ impl Worker {
     }
 
     pub fn start_in(cache: PathBuf, extra: &[&str]) -> Self {
+        Self::start_at("127.0.0.1:0", cache, extra)
+    }
+
+    /// A worker listening on `listen` (such as the address of one that died).
+    pub fn start_at(listen: &str, cache: PathBuf, extra: &[&str]) -> Self {
         let mut child = prima()
-            .args(["worker", "--listen", "127.0.0.1:0", "-t", "1", "--peer-timeout", "5", "--cache"])
+            .args(["worker", "--listen", listen, "-t", "1", "--peer-timeout", "5", "--cache"])
             .arg(&cache)
             .args(extra)
             .stderr(Stdio::piped())
