@@ -186,7 +186,35 @@ fn workers_sharing_a_cache_directory_both_receive_their_layers() {
         .collect();
     files.sort();
     let ends: Vec<&str> = files.iter().map(|f| f.split_once('-').map_or(f.as_str(), |(_, rest)| rest)).collect();
-    assert_eq!(ends, ["18-30.gguf", "6-18.gguf"], "{files:?}");
+    // Each layer file with its SHA-256 beside it.
+    assert_eq!(ends, ["18-30.gguf", "18-30.sha256", "6-18.gguf", "6-18.sha256"], "{files:?}");
+}
+
+/// A cached layer file changed on disk fails its SHA-256 check before use:
+/// the worker says so, removes it and receives it again, and the tokens
+/// stay one device's.
+#[test]
+fn a_damaged_cached_layer_file_is_sent_again() {
+    let model = smollm2_path();
+    let workers = [Worker::start()];
+    let prompt = "The capital of France is";
+    let alone = generate(&model, prompt, None);
+    let ring = Some((&workers[..], "15,15"));
+    assert_eq!(generate(&model, prompt, ring), alone);
+    let layers = workers[0].cache.join("layers");
+    let files: Vec<_> = std::fs::read_dir(&layers).unwrap().map(|e| e.unwrap().path()).collect();
+    let file = files.iter().find(|p| p.extension().is_some_and(|e| e == "gguf")).expect("a cached layer file");
+    assert!(files.iter().any(|p| p.extension().is_some_and(|e| e == "sha256")), "no digest beside {files:?}");
+    // One byte in the middle of the weights, where a bad sector or another program might change it.
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(file, &bytes).unwrap();
+    assert_eq!(generate(&model, prompt, ring), alone);
+    let log = workers[0].log.lock().unwrap().join("\n");
+    assert!(log.contains("SHA-256 does not match"), "{log}");
+    assert_eq!(log.matches("receiving layers").count(), 2, "{log}");
+    assert_eq!(std::fs::read(file).unwrap()[mid], bytes[mid] ^ 0x5a, "the file was not sent again");
 }
 
 /// Drops `path` from the page cache, so the next reads come from storage.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::DeviceProfile;
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 /// Largest payload accepted: 64 MiB (a 512-token f32 batch of 8192-wide
 /// activations is 16 MiB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
@@ -98,6 +98,11 @@ pub enum Control {
     /// The sender refuses what it received; the connection closes after this.
     Error {
         reason: String<128>,
+    },
+    /// After a layer file's last `Weights`: its SHA-256, which the worker
+    /// checks before keeping the file and again before each later use.
+    WeightsDigest {
+        sha256: [u8; 32],
     },
 }
 

@@ -50,7 +50,7 @@ fn held(windows: &[Range<usize>], name: &str) -> bool {
 pub fn cache_path(dir: &Path, model: &[u8; 32], windows: &[Range<usize>]) -> PathBuf {
     // The whole fingerprint: a shorter key could let a file of another
     // model pass for this one's.
-    let id: String = model.iter().map(|b| format!("{b:02x}")).collect();
+    let id = hex(model);
     let w: Vec<String> = windows.iter().map(|w| format!("{}-{}", w.start, w.end)).collect();
     dir.join("layers").join(format!("{id}-{}.gguf", w.join("_")))
 }
@@ -92,7 +92,9 @@ pub async fn send(s: &mut Link, g: &Gguf<'_>, windows: &[Range<usize>], peer: &s
         at = to.offset + to.n_bytes;
     }
     pad(&mut pieces, total - at);
+    let mut digest = Sha256::new();
     for mut piece in pieces {
+        digest.update(piece);
         while !piece.is_empty() {
             let n = piece.len().min(CHUNK - chunk.len());
             chunk.extend_from_slice(&piece[..n]);
@@ -106,6 +108,7 @@ pub async fn send(s: &mut Link, g: &Gguf<'_>, windows: &[Range<usize>], peer: &s
         sent = flush(s, &mut chunk, sent, total, peer).await?;
     }
     debug_assert_eq!(sent, total);
+    send_control(s, &Control::WeightsDigest { sha256: digest.finalize().into() }, peer).await?;
     Ok(total)
 }
 
@@ -124,12 +127,70 @@ pub struct InUse {
     _locked: std::fs::File,
 }
 
-/// The cached layer file at `path`, locked as in use; `None` when there is
-/// none (or a clean-up removed it just now).
+/// The cached layer file at `path`, locked as in use, once its SHA-256
+/// matches the one recorded when it was received; `None` when there is none
+/// (or a clean-up removed it just now). A file that fails the check is
+/// removed, so the head sends it again. Blocking: it may read the whole file.
 pub fn use_cached(path: &Path) -> Option<InUse> {
     let f = std::fs::File::open(path).ok()?;
     f.lock_shared().ok()?;
-    path.exists().then_some(InUse { _locked: f })
+    if !path.exists() {
+        return None;
+    }
+    match verify(path, &f) {
+        Ok(()) => Some(InUse { _locked: f }),
+        Err(why) => {
+            eprintln!("worker: {}: {why}; the head will send it again", path.display());
+            drop(f);
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(digest_path(path));
+            None
+        }
+    }
+}
+
+/// Where the SHA-256 of the layer file at `path` is kept.
+fn digest_path(path: &Path) -> PathBuf {
+    path.with_extension("sha256")
+}
+
+/// Files this process has checked, with their length and modification
+/// time then: a file unchanged since is not read again.
+static VERIFIED: std::sync::Mutex<Vec<(PathBuf, u64, std::time::SystemTime)>> = std::sync::Mutex::new(Vec::new());
+
+fn stamp(f: &std::fs::File) -> Option<(u64, std::time::SystemTime)> {
+    let m = f.metadata().ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+fn remember(path: &Path, f: &std::fs::File) {
+    let (Some((len, modified)), Ok(mut seen)) = (stamp(f), VERIFIED.lock()) else { return };
+    seen.retain(|(p, ..)| p != path);
+    seen.push((path.to_path_buf(), len, modified));
+}
+
+/// Checks the file `f` at `path` against its recorded SHA-256.
+fn verify(path: &Path, f: &std::fs::File) -> Result<(), String> {
+    let now = stamp(f);
+    let seen = VERIFIED.lock().map(|v| v.iter().any(|(p, l, m)| p == path && now == Some((*l, *m)))).unwrap_or(false);
+    if seen {
+        return Ok(());
+    }
+    let recorded = std::fs::read_to_string(digest_path(path)).map_err(|e| format!("no recorded SHA-256 ({e})"))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut h)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if hex(&h.finalize().into()) != recorded.trim() {
+        return Err("its SHA-256 does not match the one recorded when it was received".into());
+    }
+    remember(path, f);
+    // Read for the check; the layers' own loading decides what stays.
+    let _ = crate::os::current().drop_file_cache(f);
+    Ok(())
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Worker side: receives the layer file into `path` (via a `.part` file
@@ -161,6 +222,7 @@ pub async fn receive(s: &mut Link, dec: &mut FrameDecoder, path: &Path) -> anyho
                 let unused = std::fs::File::open(e.path()).is_ok_and(|f| f.try_lock().is_ok());
                 if unused {
                     let _ = tokio::fs::remove_file(e.path()).await;
+                    let _ = tokio::fs::remove_file(digest_path(&e.path())).await;
                 }
             }
         }
@@ -172,6 +234,7 @@ async fn receive_into(s: &mut Link, dec: &mut FrameDecoder, part: &Path, path: &
     let mut f = tokio::fs::File::create(part).await.with_context(|| format!("cannot create {}", part.display()))?;
     let mut written = 0u64;
     let mut expected = None;
+    let mut digest = Sha256::new();
     loop {
         let (offset, total, bytes) = match read_control(s, dec, "the head").await? {
             Control::Weights { offset, total, bytes } => (offset, total, bytes),
@@ -198,18 +261,33 @@ async fn receive_into(s: &mut Link, dec: &mut FrameDecoder, part: &Path, path: &
             bail!("the head sent more layer bytes than the {total} it announced");
         }
         f.write_all(&bytes).await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
+        digest.update(&bytes);
         written += bytes.len() as u64;
         if written == total {
             break;
         }
     }
+    let sha256: [u8; 32] = digest.finalize().into();
+    match read_control(s, dec, "the head").await? {
+        Control::WeightsDigest { sha256: sent } if sent == sha256 => {}
+        Control::WeightsDigest { .. } => {
+            bail!("the layer file's SHA-256 does not match the head's: the transfer was corrupted")
+        }
+        other => bail!("expected the layer file's SHA-256 from the head, got {other:?}"),
+    }
     f.sync_all().await.with_context(|| format!("cannot write layer cache file {}", part.display()))?;
     drop(f);
+    // The digest is on disk before the file it describes has its name.
+    let digest_file = digest_path(path);
+    tokio::fs::write(&digest_file, hex(&sha256))
+        .await
+        .with_context(|| format!("cannot write {}", digest_file.display()))?;
     // Locked before the rename, so the finished file is never unlocked (and
     // after the writes: on Windows a lock also bars other handles' writes).
     let locked = std::fs::File::open(part).with_context(|| format!("cannot open {}", part.display()))?;
     locked.lock_shared().with_context(|| format!("cannot lock {}", part.display()))?;
     tokio::fs::rename(part, path).await.with_context(|| format!("cannot rename {}", part.display()))?;
+    remember(path, &locked);
     // The file's written pages are charged to this device's memory; what it
     // keeps resident it reads back ahead of use, the rest it streams.
     crate::os::current().drop_file_cache(&locked).with_context(|| path.display().to_string())?;

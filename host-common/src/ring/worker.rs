@@ -237,7 +237,8 @@ async fn session(mut s: Link, mut dec: FrameDecoder, shared: &Shared, cfg: &Work
     let (pred_tx, pred_rx) = oneshot::channel();
     *shared.pred.lock().map_err(|_| anyhow!("poisoned"))? = Some((a.session, pred_tx));
     let path = weights::cache_path(&cfg.cache_dir, &a.model, &a.windows);
-    let cached = weights::use_cached(&path);
+    let check = path.clone();
+    let cached = tokio::task::spawn_blocking(move || weights::use_cached(&check)).await?;
     send_control(&mut s, &Control::Need { weights: cached.is_none() }, "the head").await?;
     let in_use = match cached {
         Some(held) => held,

@@ -22,6 +22,7 @@ fn every_control() -> Vec<Control> {
         },
         Control::Need { weights: true },
         Control::Weights { offset: 1 << 33, total: 1 << 34, bytes: alloc::vec![1, 2, 3] },
+        Control::WeightsDigest { sha256: [7; 32] },
         Control::Pred { session: 7 },
         Control::Stats { compute_us: 1, network_us: 2, disk_us: 3 },
         Control::Ready,
