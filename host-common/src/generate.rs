@@ -21,6 +21,11 @@ pub trait Evaluate {
     fn idle(&mut self) -> anyhow::Result<bool> {
         Ok(false)
     }
+    /// A device at `addr` asks to join (a ring that re-plans takes it in
+    /// between requests).
+    fn join(&mut self, addr: String) -> anyhow::Result<()> {
+        anyhow::bail!("{addr} cannot join: this is not a ring that re-plans")
+    }
     fn ring(&self) -> Option<&crate::ring::head::Ring<'_, '_>> {
         None
     }

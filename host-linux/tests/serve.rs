@@ -174,6 +174,36 @@ fn a_ring_serves_what_one_device_runs_and_takes_back_a_lost_worker() {
     assert_eq!(content(&back), content(&got));
 }
 
+/// A worker started with `--join URL` is taken into a serving ring that
+/// Halda plans (memory is short, so Halda uses every device it has), and
+/// the replies stay one device's. A join naming no usable port is a 400.
+#[test]
+fn a_worker_that_asks_to_join_is_taken_into_the_ring() {
+    if emulated() {
+        return; // the ring and the server each run under the emulator elsewhere
+    }
+    let profile = saved_profile();
+    let profile = profile.to_str().unwrap();
+    let short = ["--mem", "50", "--profile", profile];
+    let first = Worker::start_with(&short);
+    let server = Server::start(&["-c", "128", "--mem", "60", "--ring", &first.addr]);
+    let req = chat("What is the capital of France?", 12);
+    let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
+    let alone = run_json(&prompt, 12);
+    assert_eq!(content(&server.post("/v1/chat/completions", &req).unwrap()), alone["text"].as_str().unwrap());
+    assert_eq!(server.cluster()["devices"].as_array().unwrap().len(), 2, "{}", server.cluster());
+
+    let joining = Worker::start_with(&[&short[..], &["--join", &server.url]].concat());
+    let t = Instant::now();
+    while server.cluster()["devices"].as_array().unwrap().len() != 3 {
+        assert!(t.elapsed() < Duration::from_secs(60), "not taken in: {:?}", joining.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(content(&server.post("/v1/chat/completions", &req).unwrap()), alone["text"].as_str().unwrap());
+    let (status, body) = server.post("/ring/join", &json!({ "port": 0 })).unwrap_err();
+    assert_eq!(status, 400, "{body}");
+}
+
 /// A server given less memory than the model needs streams the layers that
 /// do not fit, and its replies do not change.
 #[test]
@@ -254,7 +284,7 @@ fn bad_requests_get_their_status_and_a_named_cause() {
     let auth = |r: ureq::Request| r.set("Authorization", "Bearer sekrit");
     let (code, body) = status(ureq::post(&url("/v1/chat/completions")).send_json(chat("hi", 2)));
     assert_eq!((code, body.contains("API key")), (401, true), "{body}");
-    let cases: [(&str, String, u16, &str); 4] = [
+    let cases: [(&str, String, u16, &str); 5] = [
         ("/v1/chat/completions", "{not json".into(), 400, "bad request body"),
         (
             "/v1/chat/completions",
@@ -269,6 +299,7 @@ fn bad_requests_get_their_status_and_a_named_cause() {
             "context overflow",
         ),
         ("/v2/nothing", "{}".into(), 404, "no such route"),
+        ("/ring/join", json!({"port": 9000}).to_string(), 404, "not a ring's head"),
     ];
     for (path, body, want, says) in cases {
         let (code, text) =

@@ -40,6 +40,15 @@ pub(super) struct WorkerArgs {
     /// Do not announce this worker on the LAN (mDNS) for `--ring auto`.
     #[arg(long = "no-announce")]
     no_announce: bool,
+    /// Ask the head serving at this URL (`prima serve --ring`, such as
+    /// http://10.0.0.2:8080) to take this worker into its ring.
+    #[cfg(feature = "server")]
+    #[arg(long = "join", value_name = "URL")]
+    join: Option<String>,
+    /// The serving head's `--api-key`, for `--join`.
+    #[cfg(feature = "server")]
+    #[arg(long = "join-api-key", value_name = "KEY", requires = "join")]
+    join_api_key: Option<String>,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -76,7 +85,41 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
         ),
     }
     let announce_as = (!a.no_announce).then(|| profile.name.to_string());
-    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key, announce_as })
+    #[cfg(feature = "server")]
+    let on_listening = a.join.clone().map(|url| join_when_listening(url, a.join_api_key.clone(), a.listen.clone()));
+    #[cfg(not(feature = "server"))]
+    let on_listening = None;
+    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key, announce_as }, on_listening)
+}
+
+/// Asks the head serving at `url` to take this worker in, on another
+/// thread, retrying while the head is not up (every 2 s, for a minute).
+#[cfg(feature = "server")]
+fn join_when_listening(url: String, api_key: Option<String>, listen: String) -> crate::ring::worker::OnListening {
+    Box::new(move |local| {
+        // A worker on all interfaces is where the head sees the request come
+        // from; one on a given address says which.
+        let host = (!local.ip().is_unspecified()).then(|| local.ip().to_string());
+        let body = serde_json::json!({ "port": local.port(), "host": host });
+        let endpoint = format!("{}/ring/join", url.trim_end_matches('/'));
+        std::thread::spawn(move || {
+            for attempt in 0..30 {
+                let mut req = ureq::post(&endpoint).timeout(std::time::Duration::from_secs(10));
+                if let Some(k) = &api_key {
+                    req = req.set("Authorization", &format!("Bearer {k}"));
+                }
+                match req.set("Content-Type", "application/json").send_string(&body.to_string()) {
+                    Ok(_) => return eprintln!("worker: asked {url} to take {listen} into its ring"),
+                    Err(ureq::Error::Status(code, r)) => {
+                        let why = r.into_string().unwrap_or_default();
+                        return eprintln!("error: {url} refused to take this worker in (HTTP {code}): {why}");
+                    }
+                    Err(e) if attempt == 29 => return eprintln!("error: cannot reach {url} to join its ring: {e}"),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_secs(2)),
+                }
+            }
+        });
+    })
 }
 
 /// This device, measured once, quickly, and sent to every head that asks.

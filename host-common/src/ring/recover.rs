@@ -57,6 +57,11 @@ pub struct Resilient<'m, 'a> {
     /// When to look for lost devices again, and the wait after that.
     rejoin_at: Instant,
     rejoin_wait: Duration,
+    /// A look in progress, on its own thread: the lost devices that answer.
+    probe: Option<std::sync::mpsc::Receiver<Vec<String>>>,
+    /// Devices that asked to join and were never in a ring: dropped, not
+    /// retried, when they do not answer or cannot be planned with.
+    newcomers: Vec<String>,
     /// Every successful call since the last reset, to replay on a new ring.
     history: Vec<Vec<u32>>,
     /// Devices lost since the last reset.
@@ -103,6 +108,8 @@ impl<'m, 'a> Resilient<'m, 'a> {
             gone: Vec::new(),
             rejoin_at: Instant::now(),
             rejoin_wait: REJOIN_WAIT,
+            probe: None,
+            newcomers: Vec::new(),
             history: Vec::new(),
             lost_in_run: 0,
             recoveries: Vec::new(),
@@ -157,35 +164,93 @@ impl<'m, 'a> Resilient<'m, 'a> {
         Ok(current.ring().map_or(1, |r| r.plan.devices()))
     }
 
-    /// Between requests: takes back lost devices that answer again, with
-    /// the plan they had (or Halda's over them all).
+    /// Between requests: takes back lost devices that answer again, and
+    /// devices that asked to join, with the plan they had (or Halda's over
+    /// them all). Whether they answer is asked on another thread, so a
+    /// device that is off costs the engine no connect timeout.
     fn rejoin(&mut self) -> anyhow::Result<()> {
-        if self.gone.is_empty() || Instant::now() < self.rejoin_at {
+        if self.gone.is_empty() {
             return Ok(());
         }
-        let back: Vec<String> = self.gone.iter().filter(|a| answers(a)).cloned().collect();
+        let back = match &self.probe {
+            None if Instant::now() >= self.rejoin_at => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let addrs = self.gone.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(addrs.into_iter().filter(|a| answers(a)).collect());
+                });
+                self.probe = Some(rx);
+                return Ok(());
+            }
+            None => return Ok(()),
+            Some(rx) => match rx.try_recv() {
+                Ok(back) => back,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Vec::new(),
+            },
+        };
+        self.probe = None;
+        let silent: Vec<String> = self.newcomers.iter().filter(|a| !back.contains(a)).cloned().collect();
+        for addr in &silent {
+            eprintln!("ring: {addr} asked to join but does not answer; left out");
+        }
+        self.forget(&silent);
         if back.is_empty() {
             self.rejoin_at = Instant::now() + REJOIN_WAIT;
             return Ok(());
         }
         let t = Instant::now();
-        eprintln!("ring: {} answers again; planning a ring with it", back.join(", "));
+        eprintln!("ring: {} answers; planning a ring with it", back.join(", "));
         let before = std::mem::take(&mut self.gone);
         self.gone = before.iter().filter(|a| !back.contains(a)).cloned().collect();
         match self.replan() {
             Ok(devices) => {
-                eprintln!("ring: rejoined in {:.2} s on {devices} devices", t.elapsed().as_secs_f64());
+                eprintln!("ring: re-planned in {:.2} s on {devices} devices", t.elapsed().as_secs_f64());
+                self.newcomers.clear();
                 self.rejoin_wait = REJOIN_WAIT;
                 Ok(())
             }
             Err(e) => {
-                eprintln!("ring: cannot take back {}: {e:#}", back.join(", "));
+                eprintln!("ring: cannot take in {}: {e:#}", back.join(", "));
                 self.gone = before;
+                let newcomers = std::mem::take(&mut self.newcomers);
+                self.forget(&newcomers);
                 self.rejoin_wait = (self.rejoin_wait * 2).min(REJOIN_MAX_WAIT);
                 self.rejoin_at = Instant::now() + self.rejoin_wait;
                 self.replan().map(drop)
             }
         }
+    }
+
+    /// Drops devices that joined and never ran from every list.
+    fn forget(&mut self, addrs: &[String]) {
+        self.original.addrs.retain(|a| !addrs.contains(a));
+        self.gone.retain(|a| !addrs.contains(a));
+        self.newcomers.retain(|a| !addrs.contains(a));
+    }
+
+    /// A device at `addr` asks to join: it is taken in between requests,
+    /// when it answers (a lost one is looked for at once).
+    fn add_device(&mut self, addr: String) -> anyhow::Result<()> {
+        if self.gone.contains(&addr) {
+            self.rejoin_at = Instant::now();
+            return Ok(());
+        }
+        if self.original.addrs.contains(&addr) {
+            return Ok(()); // already in the ring
+        }
+        if self.original.windows.is_some() {
+            bail!("the ring's windows are fixed (--layer-window); only a ring that Halda plans takes new devices");
+        }
+        if self.original.addrs.len() + 1 >= MAX_DEVICES {
+            bail!("the ring has its {MAX_DEVICES} devices");
+        }
+        eprintln!("ring: {addr} asks to join");
+        self.original.addrs.push(addr.clone());
+        self.gone.push(addr.clone());
+        self.newcomers.push(addr);
+        self.rejoin_at = Instant::now();
+        Ok(())
     }
 
     /// Recovers from a lost device, or passes any other error on.
@@ -232,6 +297,9 @@ fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<Model<'a>> {
         .map_err(|e| e.context("cannot load the head's layers"))
 }
 
+/// Most devices in a ring, the head included (a plan's window list holds 64).
+const MAX_DEVICES: usize = 64;
+
 /// Most devices lost in one run before it gives up.
 const MAX_RECOVERIES: usize = 8;
 
@@ -270,6 +338,10 @@ impl Evaluate for Resilient<'_, '_> {
         }
         self.rejoin()?;
         Ok(true)
+    }
+
+    fn join(&mut self, addr: String) -> anyhow::Result<()> {
+        self.add_device(addr)
     }
 
     fn ring(&self) -> Option<&Ring<'_, '_>> {

@@ -53,13 +53,20 @@ struct Shared {
     pred: Mutex<Option<(u64, oneshot::Sender<Joined>)>>,
 }
 
+/// Called once with the address the worker listens on (such as to ask a
+/// head to take it in).
+pub type OnListening = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+
 /// Serves on `listen` until the process is stopped.
-pub fn serve(listen: &str, cfg: WorkerConfig) -> anyhow::Result<()> {
+pub fn serve(listen: &str, cfg: WorkerConfig, on_listening: Option<OnListening>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let local = listener.local_addr()?;
         eprintln!("prima worker listening on {local}");
+        if let Some(tell) = on_listening {
+            tell(local);
+        }
         let _announcement = announce(&cfg, local);
         let shared = Arc::new(Shared::default());
         let cfg = Arc::new(cfg);

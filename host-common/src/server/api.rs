@@ -294,3 +294,29 @@ mod tests {
         }
     }
 }
+
+/// A worker's request to join a serving ring.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub port: u16,
+    pub host: Option<String>,
+}
+
+impl JoinRequest {
+    /// The worker's address: `host`, else the request's source, with `port`.
+    pub fn address(&self, from: std::net::IpAddr) -> Result<String, String> {
+        if self.port == 0 {
+            return Err("port 0 is not a worker's port".into());
+        }
+        match &self.host {
+            None => Ok(std::net::SocketAddr::new(from, self.port).to_string()),
+            Some(h) if h.is_empty() || h.len() > 253 => Err("host must be 1 to 253 characters".into()),
+            Some(h) if !h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')) => {
+                Err(format!("host {h:?} is not a host name or address"))
+            }
+            Some(h) if h.contains(':') && !h.starts_with('[') => Ok(format!("[{h}]:{}", self.port)),
+            Some(h) => Ok(format!("{h}:{}", self.port)),
+        }
+    }
+}

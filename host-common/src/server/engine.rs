@@ -89,6 +89,10 @@ pub trait Forward {
     fn idle(&mut self) -> anyhow::Result<bool> {
         Ok(false)
     }
+    /// A device at `addr` asks to join the ring.
+    fn join(&mut self, addr: String) -> anyhow::Result<()> {
+        anyhow::bail!("{addr} cannot join: this server runs on one device")
+    }
     /// Each device's share of a token, for the page's cluster view; `None`
     /// for one device.
     fn devices(&self) -> Option<Vec<DeviceView>> {
@@ -185,6 +189,10 @@ impl Forward for OneSequence<'_> {
         self.eval.idle()
     }
 
+    fn join(&mut self, addr: String) -> anyhow::Result<()> {
+        self.eval.join(addr)
+    }
+
     fn devices(&self) -> Option<Vec<DeviceView>> {
         let ring = self.eval.ring()?;
         let view = |d: DeviceReport| {
@@ -212,6 +220,7 @@ pub fn run(
     tok: &Tokenizer,
     n_ctx: usize,
     mut jobs: mpsc::Receiver<Job>,
+    joins: std::sync::mpsc::Receiver<String>,
     stats: Arc<Stats>,
 ) {
     let mut slots: Vec<Option<Running>> = (0..forward.slots()).map(|_| None).collect();
@@ -220,6 +229,12 @@ pub fn run(
     // Set when a request ends, so the view shows its last token.
     let mut refresh = false;
     loop {
+        // Devices that asked to join are taken in when the ring is idle.
+        while let Ok(addr) = joins.try_recv() {
+            if let Err(e) = forward.join(addr) {
+                eprintln!("ring: {e:#}");
+            }
+        }
         if std::mem::take(&mut refresh) || viewed.elapsed() >= VIEW_EVERY {
             viewed = Instant::now();
             if let Some(devices) = forward.devices() {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -33,6 +33,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(page))
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics))
+        .route("/ring/join", post(join))
         .fallback(not_found)
         .with_state(state)
 }
@@ -141,6 +142,28 @@ fn tpot_seconds(st: &super::engine::Stats) -> f64 {
     } else {
         0.0
     }
+}
+
+/// `POST /ring/join {"port": 9000, "host": "…"}`: a worker asks a serving
+/// ring's head to take it in (`prima worker --join URL`). Without `host`
+/// the worker is at the address the request came from. The head connects to
+/// it with its ring key between requests; a worker that does not answer or
+/// cannot be planned with is left out.
+async fn join(
+    State(s): State<Shared>,
+    ConnectInfo(from): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&s, req.headers())?;
+    let Some(joins) = &s.joins else {
+        return Err(error(404, "not_found_error", "this server is not a ring's head (--ring)"));
+    };
+    let body = body(req).await?;
+    let asked: api::JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| error(400, "invalid_request_error", format!("bad join request: {e}")))?;
+    let addr = asked.address(from.ip()).map_err(|why| error(400, "invalid_request_error", why))?;
+    joins.send(addr.clone()).map_err(|_| error(503, "server_error", "the engine has stopped"))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "joining": addr }))))
 }
 
 async fn health(State(s): State<Shared>) -> Json<Value> {

@@ -78,6 +78,8 @@ pub struct AppState {
     pub device_name: String,
     pub layers: String,
     pub created: u64,
+    /// On a ring's head: where `/ring/join` hands the engine a device.
+    pub joins: Option<std::sync::mpsc::Sender<String>>,
 }
 
 /// What the engine serves, once loaded.
@@ -86,6 +88,8 @@ struct Serving {
     slot_ctx: usize,
     /// The layers this device runs, for the cluster view.
     layers: String,
+    /// Whether this is a ring's head, which devices may ask to join.
+    ring: bool,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -129,6 +133,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let engine_tok = Arc::clone(&tokenizer);
     let (parallel, path, ring) = (a.parallel, a.model.clone(), a.ring);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Serving>>();
+    let (joins_tx, joins_rx) = std::sync::mpsc::channel::<String>();
     let engine = std::thread::Builder::new().name("prima-engine".into()).spawn(move || {
         let fail = |e: anyhow::Error| drop(ready_tx.send(Err(e.context(format!("cannot serve {}", path.display())))));
         let g = match file.gguf() {
@@ -142,7 +147,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let run = |forward: &mut dyn engine::Forward, ready: Serving| {
             let slot_ctx = ready.slot_ctx;
             let _ = ready_tx.send(Ok(ready));
-            engine::run(forward, n_vocab, &engine_tok, slot_ctx, jobs_rx, engine_stats);
+            engine::run(forward, n_vocab, &engine_tok, slot_ctx, jobs_rx, joins_rx, engine_stats);
         };
         // On a ring, one sequence at a time holds the whole context.
         match ring.handshake(&file, &g, &path, a.ctx, KvType::F16, &pool) {
@@ -160,7 +165,12 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                         let layers = engine::Forward::devices(&forward).map_or(1, |d| d.len());
                         run(
                             &mut forward,
-                            Serving { slots: 1, slot_ctx: a.ctx, layers: format!("a ring of {layers} devices") },
+                            Serving {
+                                slots: 1,
+                                slot_ctx: a.ctx,
+                                layers: format!("a ring of {layers} devices"),
+                                ring: true,
+                            },
                         )
                     }
                     Err(e) => fail(e),
@@ -180,7 +190,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                     Ok((model, mut stream)) => {
                         let layers = format!("0-{}", model.config.n_layer.saturating_sub(1));
                         let mut forward = engine::LocalSlots::new(&model, &pool, parallel, slot_ctx, stream.as_mut());
-                        run(&mut forward, Serving { slots: parallel, slot_ctx, layers })
+                        run(&mut forward, Serving { slots: parallel, slot_ctx, layers, ring: false })
                     }
                     Err(e) => fail(e),
                 }
@@ -200,6 +210,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         slots: serving.slots,
         device_name: crate::profiler::system::host_name(),
         layers: serving.layers,
+        joins: serving.ring.then_some(joins_tx),
         created,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -222,7 +233,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             state.slot_ctx,
             state.template.source
         );
-        axum::serve(listener, http::router(state))
+        let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
