@@ -3,76 +3,13 @@
 
 mod common;
 
-use common::{prima, ring_flag, saved_profile, Worker};
+use common::{prima, ring_flag, saved_profile, Server, Worker};
 use prima_tests::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A `prima serve` on a free loopback port, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    /// What it printed before it was ready.
-    startup: Vec<String>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let mut child = prima()
-            .args(["serve", "-m"])
-            .arg(smollm2_path())
-            .args(["--port", "0", "-t", "2"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut startup = Vec::new();
-        let url = loop {
-            let line =
-                lines.next().unwrap_or_else(|| panic!("prima serve ended before it was ready: {startup:?}")).unwrap();
-            if let Some(rest) = line.split_once(" on http://").map(|(_, r)| r) {
-                break format!("http://{}", rest.split_whitespace().next().unwrap());
-            }
-            startup.push(line);
-        };
-        // Keep draining stderr so the server never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, url, startup }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Result<Value, (u16, Value)> {
-        match ureq::post(&format!("{}{path}", self.url)).send_json(body) {
-            Ok(r) => Ok(r.into_json().unwrap()),
-            Err(ureq::Error::Status(code, r)) => Err((code, r.into_json().unwrap_or(Value::Null))),
-            Err(e) => panic!("{path}: {e}"),
-        }
-    }
-
-    /// The cluster view's next update.
-    fn cluster(&self) -> Value {
-        let r = ureq::get(&format!("{}/cluster", self.url)).call().unwrap();
-        let line =
-            BufReader::new(r.into_reader()).lines().map(Result::unwrap).find(|l| l.starts_with("data: ")).unwrap();
-        serde_json::from_str(&line["data: ".len()..]).unwrap()
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let text = ureq::get(&format!("{}/metrics", self.url)).call().unwrap().into_string().unwrap();
-        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Under an emulator (CI's aarch64 run) a token costs about 20 times more:
 /// tests that only need some tokens ask for fewer there.

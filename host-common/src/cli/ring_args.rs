@@ -109,6 +109,7 @@ impl RingArgs {
             head_profile,
             layer_check,
             key,
+            layer_factors: Vec::new(),
         };
         Handshake::connect(opts, g).map(Some)
     }

@@ -41,6 +41,10 @@ pub struct RingOptions {
     pub layer_check: Option<LayerCheck>,
     /// The ring's key: every link is authenticated and encrypted with it.
     pub key: Option<RingKey>,
+    /// Measured against predicted layer time, per device (by address; the
+    /// head's is ""), which Halda's layer times are multiplied by: how a
+    /// serving head re-balances a device that runs slower than planned.
+    pub layer_factors: Vec<(String, f64)>,
 }
 
 impl RingOptions {
@@ -129,6 +133,12 @@ impl Handshake {
                         if ratio != check.ratio() { " (limited)" } else { "" }
                     );
                     problem.scale_layer_times(ratio);
+                }
+                for (i, d) in problem.devices.iter_mut().enumerate() {
+                    let addr = if i == 0 { "" } else { peers[i - 1].addr.as_str() };
+                    if let Some((_, f)) = opts.layer_factors.iter().find(|(a, _)| a == addr) {
+                        d.layer_s *= f;
+                    }
                 }
                 let plan = solve(&problem).map_err(|e| anyhow!("no ring plan: {e}"))?;
                 if plan.devices.first() != Some(&0) {
@@ -442,6 +452,11 @@ impl Ring<'_, '_> {
         self.pos
     }
 
+    /// One-token evals (decode steps) so far.
+    pub fn decode_steps(&self) -> usize {
+        self.decode_steps
+    }
+
     /// Starts a new sequence at position 0. The devices' caches need no
     /// message: attention reads only the positions before each token, and
     /// evaluating from 0 again overwrites the old ones.
@@ -472,6 +487,10 @@ impl Ring<'_, '_> {
             }
             self.decode_steps += 1;
         }
+        // A later request's prompt: its time is not a decode step's.
+        let prompt_from = (tokens.len() > 1 && self.decode_from.is_some())
+            .then(|| self.driver.drain_inbound().map(|()| self.all_times()))
+            .transpose()?;
         let mut logits = Vec::new();
         let n_chunks = tokens.len().div_ceil(self.n_batch.max(1));
         for (i, batch) in tokens.chunks(self.n_batch.max(1)).enumerate() {
@@ -503,6 +522,16 @@ impl Ring<'_, '_> {
             pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(anyhow::Error::from)?;
             self.driver.times.compute += t.elapsed();
             self.hidden = hidden;
+        }
+        if let Some(before) = prompt_from {
+            self.driver.drain_inbound()?;
+            let after = self.all_times();
+            let from = self.decode_from.get_or_insert_default();
+            for ((f, b), a) in from.iter_mut().zip(before).zip(after) {
+                f.compute += a.compute.saturating_sub(b.compute);
+                f.network += a.network.saturating_sub(b.network);
+                f.disk += a.disk.saturating_sub(b.disk);
+            }
         }
         Ok(logits)
     }

@@ -226,8 +226,9 @@ pub fn run(
     let mut slots: Vec<Option<Running>> = (0..forward.slots()).map(|_| None).collect();
     let mut keep_alive = true;
     let mut viewed = Instant::now();
-    // Set when a request ends, so the view shows its last token.
-    let mut refresh = false;
+    // Set when a request ends, so the view shows its last token (and at
+    // once, so it shows the ring from the start).
+    let mut refresh = true;
     loop {
         // Devices that asked to join are taken in when the ring is idle.
         while let Ok(addr) = joins.try_recv() {
