@@ -1,5 +1,6 @@
 //! The ring on a host: tokio connections around the core's sans-IO node.
 
+pub mod balance;
 pub mod conn;
 #[cfg(feature = "discovery")]
 pub mod discover;

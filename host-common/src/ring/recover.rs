@@ -14,6 +14,7 @@ use prima_core::{Gguf, Model, Want};
 use std::time::{Duration, Instant};
 use typed_arena::Arena;
 
+use super::balance::Balance;
 use super::driver::PeerLost;
 use super::head::{Handshake, Ring, RingOptions};
 use crate::generate::{Evaluate, Local, SessionShape};
@@ -114,7 +115,7 @@ impl<'m, 'a> Resilient<'m, 'a> {
             newcomers: Vec::new(),
             history: Vec::new(),
             lost_in_run: 0,
-            balance: Balance { seen: Some((Vec::new(), 0)), ..Balance::default() },
+            balance: Balance::new(),
             recoveries: Vec::new(),
         })
     }
@@ -266,104 +267,6 @@ impl<'m, 'a> Resilient<'m, 'a> {
         self.lost_in_run += 1;
         let (position, why) = (lost.position, lost.message.clone());
         self.recover(position, why).map_err(|r| r.context(format!("cannot recover from: {e}")))
-    }
-}
-
-/// Watches each worker's compute time per decode step against Halda's
-/// prediction, request by request, relative to the worker closest to its
-/// prediction. A worker slower than that by more than `BALANCE_THRESHOLD`
-/// for `BALANCE_STRIKES` requests in a row gets the ratio as a factor on its
-/// layer time, and the ring is
-/// planned again between requests: a device that throttles, runs short of
-/// memory or shares its cores loses layers to the others.
-#[derive(Debug, Default)]
-struct Balance {
-    /// Per ring position, decode compute seconds so far, and decode steps,
-    /// at the last look.
-    seen: Option<(Vec<f64>, usize)>,
-    /// Requests in a row each device (by address) was off.
-    strikes: Vec<(String, usize)>,
-    /// A re-plan is due.
-    due: bool,
-}
-
-/// How much slower than planned, against the others, a device may run.
-const BALANCE_THRESHOLD: f64 = 1.5;
-/// Requests in a row a device must be off before the ring is re-planned.
-const BALANCE_STRIKES: usize = 2;
-/// Largest factor on a device's layer time.
-const MAX_FACTOR: f64 = 8.0;
-/// Decode steps a request needs to count.
-const BALANCE_MIN_STEPS: usize = 16;
-
-impl Balance {
-    /// A new ring: its times start again.
-    fn restart(&mut self) {
-        self.seen = Some((Vec::new(), 0));
-        self.strikes.clear();
-        self.due = false;
-    }
-
-    /// After a request: compares each device's time over it with the plan's.
-    fn look(&mut self, ring: &Ring<'_, '_>, factors: &mut Vec<(String, f64)>) {
-        if ring.prediction.is_none() {
-            return; // fixed windows: nothing to move
-        }
-        let steps = ring.decode_steps();
-        let reports = ring.report();
-        let totals: Vec<f64> =
-            reports.iter().map(|d| d.per_decode_step.map_or(0.0, |t| t.compute.as_secs_f64() * steps as f64)).collect();
-        let Some((before, before_steps)) = self.seen.replace((totals.clone(), steps)) else { return };
-        let n = steps.saturating_sub(before_steps);
-        if n < BALANCE_MIN_STEPS {
-            self.seen = Some((before, before_steps)); // too short a request: wait for more
-            return;
-        }
-        // Measured over predicted, per device; against the best of them, so
-        // an error the plan makes for every device alike moves nothing.
-        let ratios: Vec<Option<f64>> = reports
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let predicted = d.predicted.map(|p| p.compute_s).filter(|p| *p > 0.0)?;
-                Some((totals[i] - before.get(i).copied().unwrap_or(0.0)) / n as f64 / predicted)
-            })
-            .collect();
-        // The workers only: the head's time is mostly the output head, which
-        // no layer factor moves, and a head short of memory faults its
-        // layers in. With one worker there is nothing to compare with.
-        let workers: Vec<f64> = ratios.iter().skip(1).flatten().copied().collect();
-        if workers.len() < 2 {
-            return;
-        }
-        let Some(best) = workers.into_iter().reduce(f64::min).filter(|b| *b > 0.0) else { return };
-        for (i, d) in reports.iter().enumerate().skip(1) {
-            let Some(ratio) = ratios[i].map(|r| r / best) else { continue };
-            let addr = if i == 0 { String::new() } else { ring.addrs[i - 1].clone() };
-            let k = self.strikes.iter().position(|(a, _)| *a == addr).unwrap_or_else(|| {
-                self.strikes.push((addr.clone(), 0));
-                self.strikes.len() - 1
-            });
-            let strikes = &mut self.strikes[k].1;
-            let off = ratio > BALANCE_THRESHOLD;
-            *strikes = if off { *strikes + 1 } else { 0 };
-            if *strikes >= BALANCE_STRIKES {
-                eprintln!(
-                    "ring: {} computes in {ratio:.2}x the time the plan gives it, against the others, for {BALANCE_STRIKES} requests; re-planning",
-                    d.name
-                );
-                let k = factors.iter().position(|(a, _)| *a == addr).unwrap_or_else(|| {
-                    factors.push((addr.clone(), 1.0));
-                    factors.len() - 1
-                });
-                let factor = &mut factors[k].1;
-                // Bounded, so a device the plan cannot help is not re-planned for ever.
-                if *factor < MAX_FACTOR {
-                    *factor = (*factor * ratio).min(MAX_FACTOR);
-                    self.due = true;
-                }
-            }
-        }
     }
 }
 
