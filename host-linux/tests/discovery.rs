@@ -1,6 +1,7 @@
 //! `--ring auto` on an emulated LAN: network namespaces joined by a bridge,
 //! a worker in each of three, two holding the head's ring key and one
-//! another. The head must find exactly the two, and run with them.
+//! another. The head must find exactly the two, and run with them; a
+//! serving head also takes in a worker that appears later.
 
 mod common;
 
@@ -150,6 +151,68 @@ fn ring_auto_finds_exactly_the_workers_with_the_rings_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("found no worker announcing this ring's key"), "{err}");
     drop(workers);
+    drop(lan);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A head serving with `--ring auto` keeps looking (`--rediscover`): a
+/// worker that starts on the LAN afterwards is found and taken into the
+/// ring between requests.
+#[test]
+fn a_serving_head_takes_in_a_worker_that_appears_on_the_lan() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    if !root || emulated() {
+        eprintln!("skipped: network namespaces need root (and a native build)");
+        return;
+    }
+    let dir = scratch_dir("rediscovery");
+    let key = dir.join("ring.key");
+    assert!(prima().args(["keygen", "-o"]).arg(&key).status().unwrap().success());
+    let key = key.to_str().unwrap().to_string();
+    let subnet = (std::process::id() % 200) as u8 + 21;
+    let lan = Lan::new(3, subnet);
+    let profile = saved_profile();
+    // Short of memory, so Halda uses every worker it has.
+    let worker = |host: usize| {
+        let mut w = lan.exec(host);
+        w.args(["worker", "--listen", "0.0.0.0:9000", "-t", "1", "--key", &key, "--mem", "50", "--profile"])
+            .arg(&profile)
+            .arg("--cache")
+            .arg(dir.join(format!("cache-{host}")))
+            .stderr(Stdio::piped());
+        let mut child = w.spawn().unwrap();
+        worker_address(&mut child);
+        Running(child)
+    };
+    let first = worker(1);
+    let mut head = lan.exec(0);
+    head.args(["serve", "-m"]).arg(smollm2_path());
+    head.args(["--port", "0", "-t", "1", "-c", "128", "--mem", "60", "--key", &key]);
+    head.args(["--ring", "auto", "--discover-time", "2", "--rediscover", "1"]).stderr(Stdio::piped());
+    let mut head = Running(head.spawn().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    let err = head.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let until = |what: &str, log: &mut Vec<String>| {
+        while !log.last().is_some_and(|l: &String| l.contains(what)) {
+            match lines.recv_timeout(std::time::Duration::from_secs(60)) {
+                Ok(line) => log.push(line),
+                Err(_) => panic!("no {what:?} within 60 s: {log:?}"),
+            }
+        }
+    };
+    until("serving", &mut log);
+    let second = worker(2);
+    until("on 3 devices", &mut log);
+    let joined = format!("10.77.{subnet}.12:9000");
+    assert!(log.iter().any(|l| l.contains(&format!("ring: {joined} asks to join"))), "{log:?}");
+    drop((head, first, second));
     drop(lan);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -116,6 +116,15 @@ impl RingArgs {
 }
 
 impl RingArgs {
+    /// With `--ring auto` and Halda's windows: the key to look for more
+    /// workers with, and how long each look listens.
+    pub fn keeps_discovering(&self) -> anyhow::Result<Option<(Option<crate::link::RingKey>, Duration)>> {
+        if self.ring != ["auto"] || self.layer_window != "auto" {
+            return Ok(None);
+        }
+        Ok(Some((self.key.load()?, Duration::from_secs_f64(self.discover_time))))
+    }
+
     /// The workers' addresses: as given, or found on the LAN for `auto`.
     fn addresses(&self, key: Option<&crate::link::RingKey>) -> anyhow::Result<Vec<String>> {
         if self.ring != ["auto"] {

@@ -67,6 +67,28 @@ impl Drop for Announcement {
 /// and this wire version, as `ip:port`, in a stable order (by instance
 /// name). A line on stderr says what was found and what was left out.
 pub fn discover(key: Option<&RingKey>, wait: Duration) -> anyhow::Result<Vec<String>> {
+    let (addrs, other_key) = browse(key, wait)?;
+    let left_out = match other_key.len() {
+        0 => String::new(),
+        n => format!(" ({n} left out, with another key or version: {})", other_key.join(", ")),
+    };
+    match addrs.len() {
+        0 => eprintln!("discovery: found no worker with this ring's key{left_out}"),
+        n => eprintln!("discovery: found {n} worker(s) with this ring's key: {}{left_out}", addrs.join(", ")),
+    }
+    if addrs.is_empty() {
+        return Err(anyhow!(
+            "--ring auto found no worker announcing this ring's key (id {}) within {:.1} s",
+            key_id(key),
+            wait.as_secs_f64()
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Browses for `wait`: the workers with `key`'s id and this wire version,
+/// and the others, each as `ip:port` in instance-name order.
+pub fn browse(key: Option<&RingKey>, wait: Duration) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let daemon = ServiceDaemon::new().context("cannot start mDNS")?;
     let events = daemon.browse(SERVICE).context("cannot browse for workers by mDNS")?;
     let want = key_id(key);
@@ -92,23 +114,24 @@ pub fn discover(key: Option<&RingKey>, wait: Duration) -> anyhow::Result<Vec<Str
     for name in found.keys() {
         other_key.remove(name);
     }
-    let addrs: Vec<String> = found.into_values().collect();
-    let left_out = match other_key.len() {
-        0 => String::new(),
-        n => format!(
-            " ({n} left out, with another key or version: {})",
-            other_key.into_values().collect::<Vec<_>>().join(", ")
-        ),
-    };
-    match addrs.len() {
-        0 => eprintln!("discovery: found no worker with this ring's key{left_out}"),
-        n => eprintln!("discovery: found {n} worker(s) with this ring's key: {}{left_out}", addrs.join(", ")),
-    }
-    if addrs.is_empty() {
-        return Err(anyhow!(
-            "--ring auto found no worker announcing this ring's key (id {want}) within {:.1} s",
-            wait.as_secs_f64()
-        ));
-    }
-    Ok(addrs)
+    Ok((found.into_values().collect(), other_key.into_values().collect()))
+}
+
+/// A serving head's look for new workers: every `every`, the workers that
+/// announce `key` go to `joins`, where the ring takes in those it lacks.
+/// Ends when `joins` closes.
+pub fn keep_looking(key: Option<RingKey>, wait: Duration, every: Duration, joins: std::sync::mpsc::Sender<String>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(every);
+        match browse(key.as_ref(), wait) {
+            Ok((found, _)) => {
+                for addr in found {
+                    if joins.send(addr).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => eprintln!("discovery: {e:#}"),
+        }
+    });
 }

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// The model's name in the API (default: the file's name).
     #[arg(long = "alias")]
     pub alias: Option<String>,
+    /// With `--ring auto`: seconds between looks for new workers on the LAN,
+    /// which join between requests (0: never look again).
+    #[arg(long = "rediscover", value_name = "SECS", default_value_t = 30.0)]
+    pub rediscover: f64,
 }
 
 /// What the HTTP handlers share.
@@ -131,6 +135,13 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let pool = Pool::new(threads)?;
     let engine_stats = Arc::clone(&stats);
     let engine_tok = Arc::clone(&tokenizer);
+    if !(a.rediscover.is_finite() && a.rediscover >= 0.0) {
+        anyhow::bail!("--rediscover must be a number of seconds (0: never)");
+    }
+    let looking = match a.rediscover > 0.0 {
+        true => a.ring.keeps_discovering()?,
+        false => None,
+    };
     let (parallel, path, ring) = (a.parallel, a.model.clone(), a.ring);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Serving>>();
     let (joins_tx, joins_rx) = std::sync::mpsc::channel::<String>();
@@ -198,6 +209,13 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
     })?;
     let serving = ready_rx.recv().map_err(|_| anyhow!("the engine thread ended while loading"))??;
+    #[cfg(feature = "discovery")]
+    if let (Some((key, wait)), true) = (looking, serving.ring) {
+        let every = std::time::Duration::from_secs_f64(a.rediscover);
+        crate::ring::discover::keep_looking(key, wait, every, joins_tx.clone());
+    }
+    #[cfg(not(feature = "discovery"))]
+    let _ = looking;
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let state = Arc::new(AppState {
         model_name,
