@@ -88,6 +88,23 @@ pub fn measure(peer: &str, budget: Duration, key: Option<&RingKey>) -> anyhow::R
     Ok((rtt, sent as f64 / busy))
 }
 
+/// Whether a worker at `peer` answers one echo within [`TIMEOUT`]: up and
+/// responsive, not merely accepting connections (a stopped process's
+/// kernel still does that).
+pub fn ping(peer: &str, key: Option<&RingKey>) -> anyhow::Result<()> {
+    let addr = peer.to_socket_addrs().with_context(|| format!("cannot resolve {peer}"))?.next();
+    let addr = addr.with_context(|| format!("{peer} resolves to no address"))?;
+    let mut s = SyncLink::connect(&addr, key, TIMEOUT).with_context(|| format!("cannot connect to {peer}"))?;
+    s.socket().set_read_timeout(Some(TIMEOUT))?;
+    write_frame(&mut s, ECHO, &[0])?;
+    let mut buf = Vec::new();
+    match read_frame(&mut s, &mut buf).with_context(|| format!("peer {peer}"))? {
+        Some(ECHO) => Ok(()),
+        Some(k) => bail!("peer {peer} answered with frame kind {k}"),
+        None => bail!("peer {peer} closed the connection"),
+    }
+}
+
 /// Answers probe frames on `s` until the peer closes, misbehaves or goes quiet.
 pub fn serve(mut s: SyncLink) -> anyhow::Result<()> {
     let socket = s.socket();

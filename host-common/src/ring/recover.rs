@@ -180,9 +180,10 @@ impl<'m, 'a> Resilient<'m, 'a> {
         let back = match &self.probe {
             None if Instant::now() >= self.rejoin_at => {
                 let (tx, rx) = std::sync::mpsc::channel();
-                let addrs = self.gone.clone();
+                let (addrs, key) = (self.gone.clone(), self.original.key.clone());
                 std::thread::spawn(move || {
-                    let _ = tx.send(addrs.into_iter().filter(|a| answers(a)).collect());
+                    let back = addrs.into_iter().filter(|a| crate::profiler::probe::ping(a, key.as_ref()).is_ok());
+                    let _ = tx.send(back.collect());
                 });
                 self.probe = Some(rx);
                 return Ok(());
@@ -287,14 +288,6 @@ fn without(original: &RingOptions, gone: &[String]) -> RingOptions {
     opts
 }
 
-/// Whether a worker accepts a connection at `addr` (it closes without a
-/// word, which a worker takes as a reachability check).
-fn answers(addr: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    let Ok(mut addrs) = addr.to_socket_addrs() else { return false };
-    addrs.next().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
-}
-
 /// The head's part of a planned ring.
 fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<Model<'a>> {
     Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
@@ -310,6 +303,10 @@ const MAX_RECOVERIES: usize = 8;
 
 impl Evaluate for Resilient<'_, '_> {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        if self.current.is_none() {
+            // An earlier re-plan failed (a serving head): try again now.
+            self.replan()?;
+        }
         loop {
             match self.current()?.eval(tokens, want) {
                 Ok(logits) => {

@@ -94,7 +94,7 @@ async fn handle(s: TcpStream, shared: &Shared, cfg: &WorkerConfig) -> anyhow::Re
     let n =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await.map_err(|_| anyhow!("sent nothing"))??;
     if n == 0 {
-        return Ok(()); // closed without a byte: a head checking that this worker is up
+        return Ok(()); // closed without a byte: nothing to serve
     }
     let mut link = if first[0] == SECURE_MAGIC {
         Link::respond(s, cfg.key.as_ref(), HANDSHAKE_TIMEOUT).await?
