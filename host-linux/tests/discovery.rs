@@ -23,7 +23,10 @@ fn ip(args: &[&str]) {
 impl Lan {
     /// `hosts` namespaces at 10.77.N.10, .11, … on one bridge.
     fn new(hosts: usize, subnet: u8) -> Self {
-        let tag = std::process::id() % 100_000;
+        // Unique per LAN: this binary's tests build theirs at once.
+        static LANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = std::process::id() % 10_000 * 10 + n % 10;
         let bridge = format!("pd{tag}-br");
         ip(&["netns", "add", &bridge]);
         let mut lan = Self { names: Vec::new(), bridge: bridge.clone() };
