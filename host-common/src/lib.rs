@@ -17,6 +17,11 @@ pub mod ring;
 pub mod server;
 pub mod stream;
 
+/// Lower-case hexadecimal, two digits a byte (keys, digests, cache names).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The kernels for this CPU, with a one-line notice on stderr (once per
 /// process) when it falls back to scalar code.
 pub fn detect_kernels() -> prima_core::kernels::Kernels {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{prima, saved_profile};
+use common::{is_root, prima, saved_profile};
 use prima_tests::*;
 use std::process::{Child, Command, Stdio};
 
@@ -74,7 +74,7 @@ impl Drop for Running {
 
 #[test]
 fn ring_auto_finds_exactly_the_workers_with_the_rings_key() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = is_root();
     if !root || emulated() {
         eprintln!("skipped: network namespaces need root (and a native build)");
         return;
@@ -163,7 +163,7 @@ fn ring_auto_finds_exactly_the_workers_with_the_rings_key() {
 /// ring between requests.
 #[test]
 fn a_serving_head_takes_in_a_worker_that_appears_on_the_lan() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = is_root();
     if !root || emulated() {
         eprintln!("skipped: network namespaces need root (and a native build)");
         return;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{prima, ring_flag, saved_profile, Worker};
+use common::{is_root, prima, ring_flag, saved_profile, Worker};
 use prima_tests::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -418,7 +418,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_worker_short_of_disk_refuses_the_layers_before_writing() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = is_root();
     let Some(disk) = root.then(|| SmallDisk::mount(8)).flatten() else {
         eprintln!("skipped: mounting a small disk needs root");
         return;

@@ -83,14 +83,14 @@ impl RingKey {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&self.0)
     }
 
     /// A short public name for the key (a hash of it), for logs: two
     /// devices showing the same id hold the same key.
     pub fn id(&self) -> String {
         let h = Sha256::new().chain_update(b"prima ring key id").chain_update(self.0).finalize();
-        h[..4].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&h[..4])
     }
 }
 

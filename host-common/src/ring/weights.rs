@@ -50,7 +50,7 @@ fn held(windows: &[Range<usize>], name: &str) -> bool {
 pub fn cache_path(dir: &Path, model: &[u8; 32], windows: &[Range<usize>]) -> PathBuf {
     // The whole fingerprint: a shorter key could let a file of another
     // model pass for this one's.
-    let id = hex(model);
+    let id = crate::hex(model);
     let w: Vec<String> = windows.iter().map(|w| format!("{}-{}", w.start, w.end)).collect();
     dir.join("layers").join(format!("{id}-{}.gguf", w.join("_")))
 }
@@ -180,17 +180,13 @@ fn verify(path: &Path, f: &std::fs::File) -> Result<(), String> {
     let mut h = Sha256::new();
     std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut h)
         .map_err(|e| format!("cannot read it: {e}"))?;
-    if hex(&h.finalize().into()) != recorded.trim() {
+    if crate::hex(&h.finalize()) != recorded.trim() {
         return Err("its SHA-256 does not match the one recorded when it was received".into());
     }
     remember(path, f);
     // Read for the check; the layers' own loading decides what stays.
     let _ = crate::os::current().drop_file_cache(f);
     Ok(())
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Worker side: receives the layer file into `path` (via a `.part` file
@@ -279,7 +275,7 @@ async fn receive_into(s: &mut Link, dec: &mut FrameDecoder, part: &Path, path: &
     drop(f);
     // The digest is on disk before the file it describes has its name.
     let digest_file = digest_path(path);
-    tokio::fs::write(&digest_file, hex(&sha256))
+    tokio::fs::write(&digest_file, crate::hex(&sha256))
         .await
         .with_context(|| format!("cannot write {}", digest_file.display()))?;
     // Locked before the rename, so the finished file is never unlocked (and

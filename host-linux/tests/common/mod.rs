@@ -16,6 +16,11 @@ pub fn prima() -> Command {
     c
 }
 
+/// Whether the tests run as root (network namespaces, tmpfs mounts).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
 /// A `prima worker` on a free loopback port, with its own layer cache.
 pub struct Worker {
     pub child: Child,
