@@ -5,12 +5,18 @@ pub mod blocks;
 mod decode;
 pub mod dequant;
 pub mod q8;
+mod quantize;
+mod quantize_k;
+pub mod scheme;
 mod synthetic;
 
+#[cfg(test)]
+mod quantize_tests;
 #[cfg(test)]
 mod tests;
 
 pub use decode::{decode_block256, decode_block32, decode_levels256, k_scales, Block256, Block32, KScales};
+pub use quantize::{can_quantize, quantize_weights, QuantizeError};
 pub use synthetic::{random_matrix, random_row};
 
 /// Tensor element types as numbered by GGUF/ggml.

@@ -17,6 +17,7 @@ mod loaded;
 mod plan;
 mod profile;
 mod proxy;
+mod quantize;
 pub(crate) mod ring_args;
 mod run;
 mod synth;
@@ -54,6 +55,8 @@ enum Command {
     Worker(worker::WorkerArgs),
     /// Make a ring key, which authenticates and encrypts the links between devices.
     Keygen(key::KeygenArgs),
+    /// Convert a model's weights to another type (llama-quantize's job): Q4_K_M, Q8_0, ...
+    Quantize(quantize::QuantizeArgs),
     /// Write a Llama-shaped model of any size with random weights (for benchmarks).
     Synth(synth::SynthArgs),
     /// Forward TCP with added latency, to emulate a slow link in benchmarks.
@@ -112,6 +115,7 @@ pub fn main() -> i32 {
         Command::Profile(a) => profile::profile(a),
         Command::Worker(a) => worker::worker(a),
         Command::Keygen(a) => key::keygen(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Synth(a) => synth::synth(a),
         Command::DelayProxy(a) => proxy::proxy(a),
         #[cfg(feature = "server")]
