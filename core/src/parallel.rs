@@ -28,8 +28,10 @@ impl Parallel for Serial {
 }
 
 /// Splits `out` into `chunk`-sized pieces and runs `f(first_index, piece)` for
-/// each, through `par`. Each piece is handed to exactly one task, so the
-/// writes are disjoint; the uncontended lock is only how safe code proves it.
+/// each, through `par`. Each task takes the next piece from a shared
+/// iterator, so every piece is handed to exactly one task and the writes
+/// are disjoint; the uncontended lock is only how safe code proves it, and
+/// nothing is allocated.
 pub fn for_each_chunk_mut<T: Send>(
     par: &dyn Parallel,
     out: &mut [T],
@@ -37,10 +39,13 @@ pub fn for_each_chunk_mut<T: Send>(
     f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
     let chunk = chunk.max(1);
-    let pieces: alloc::vec::Vec<spin::Mutex<&mut [T]>> = out.chunks_mut(chunk).map(spin::Mutex::new).collect();
-    par.run(pieces.len(), &|i| {
-        let mut piece = pieces[i].lock();
-        f(i * chunk, &mut piece);
+    let n_tasks = out.len().div_ceil(chunk);
+    let pieces = spin::Mutex::new(out.chunks_mut(chunk).enumerate());
+    par.run(n_tasks, &|_| {
+        let next = pieces.lock().next();
+        if let Some((i, piece)) = next {
+            f(i * chunk, piece);
+        }
     });
 }
 

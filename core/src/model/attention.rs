@@ -56,7 +56,7 @@ pub(super) fn attend(
     if q.len() / h.q_dim() >= TOKEN_BLOCK {
         attend_blocked(k, h, q, kc, vc, out, scratch, par);
     } else {
-        attend_per_head(k, h, q, kc, vc, out, par);
+        attend_per_head(k, h, q, kc, vc, out, scratch, par);
     }
 }
 
@@ -80,7 +80,10 @@ fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32, values: RowsRef<'_
 }
 
 /// One task per (token, head), reading the f16 cache directly: decode's
-/// only parallelism is across heads.
+/// only parallelism is across heads. Each task works in its own piece of
+/// `scratch` (query, output, scores), sized once for the whole cache, so
+/// decoding allocates nothing.
+#[allow(clippy::too_many_arguments)]
 fn attend_per_head(
     k: &Kernels,
     h: Heads,
@@ -88,28 +91,39 @@ fn attend_per_head(
     kc: RowsRef<'_>,
     vc: RowsRef<'_>,
     out: &mut [f32],
+    scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
     let (hd, q_dim, kv_dim) = (h.head_dim, h.q_dim(), h.kv_dim());
-    for_each_chunk_mut(par, out, hd, &|start, out| {
-        let (t, head) = (start / q_dim, (start % q_dim) / hd);
+    let n_tok = q.len() / q_dim;
+    let n_tasks = n_tok * h.n_head;
+    let per_task = 2 * hd + h.pos0 + n_tok;
+    scratch.clear();
+    scratch.reserve(n_tasks * (2 * hd + kc.len() / kv_dim));
+    scratch.resize(n_tasks * per_task, 0.0);
+    for_each_chunk_mut(par, scratch, per_task, &|start, buf| {
+        let task = start / per_task;
+        let (t, head) = (task / h.n_head, task % h.n_head);
+        let (qh, rest) = buf.split_at_mut(hd);
+        let (o, scores) = rest.split_at_mut(hd);
         let n_ctx = h.pos0 + t + 1;
         let first = h.first_seen(n_ctx - 1);
         let kvh = head / h.group();
-        let mut qh = [0.0f32; 256];
-        let qh = &mut qh[..hd];
-        rounded_query(k, &q[start..start + hd], kc, qh);
+        rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, qh);
         let row = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
-        let mut scores = vec![0.0f32; n_ctx - first];
+        let scores = &mut scores[..n_ctx - first];
         for (j, s) in (first..).zip(scores.iter_mut()) {
             *s = kc.dot(k, row(j), qh);
         }
-        probabilities(k, &mut scores, h.scale, vc);
-        out.fill(0.0);
+        probabilities(k, scores, h.scale, vc);
+        o.fill(0.0);
         for (j, &p) in (first..).zip(scores.iter()) {
-            vc.axpy(k, out, p, row(j));
+            vc.axpy(k, o, p, row(j));
         }
     });
+    for (task, o) in out.chunks_exact_mut(hd).enumerate() {
+        o.copy_from_slice(&scratch[task * per_task + hd..][..hd]);
+    }
 }
 
 /// One task per (KV head, block of tokens): the head's keys and values are
@@ -195,7 +209,7 @@ mod tests {
             for k in [Kernels::detect(), Kernels::scalar()] {
                 for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
                     let mut per_head = vec![0.0; q.len()];
-                    attend_per_head(&k, h, &q, kc, vc, &mut per_head, &Serial);
+                    attend_per_head(&k, h, &q, kc, vc, &mut per_head, &mut Vec::new(), &Serial);
                     let mut blocked = vec![0.0; q.len()];
                     attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
                     assert_eq!(per_head, blocked, "{} f16={} window {window:?}", k.name(), kc.is_f16());
@@ -216,11 +230,20 @@ mod tests {
         let (kf, vf) = (rand((pos0 + 1) * h.kv_dim()), rand((pos0 + 1) * h.kv_dim()));
         let k = Kernels::scalar();
         let mut windowed = vec![0.0; q.len()];
-        attend_per_head(&k, h, &q, RowsRef::F32(&kf), RowsRef::F32(&vf), &mut windowed, &Serial);
+        attend_per_head(&k, h, &q, RowsRef::F32(&kf), RowsRef::F32(&vf), &mut windowed, &mut Vec::new(), &Serial);
         let tail = (pos0 + 1 - w) * h.kv_dim();
         let short = Heads { pos0: w - 1, window: None, ..h };
         let mut expect = vec![0.0; q.len()];
-        attend_per_head(&k, short, &q, RowsRef::F32(&kf[tail..]), RowsRef::F32(&vf[tail..]), &mut expect, &Serial);
+        attend_per_head(
+            &k,
+            short,
+            &q,
+            RowsRef::F32(&kf[tail..]),
+            RowsRef::F32(&vf[tail..]),
+            &mut expect,
+            &mut Vec::new(),
+            &Serial,
+        );
         assert_eq!(windowed, expect);
     }
 }

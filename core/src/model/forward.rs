@@ -1,4 +1,3 @@
-use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -33,6 +32,8 @@ pub struct Workspace {
     acts: Acts,
     scratch: Vec<f32>,
     attn_scratch: Vec<f32>,
+    angles: Vec<(f32, f32)>,
+    angles_swa: Vec<(f32, f32)>,
 }
 
 /// Runs `f(first_row, rows)` over `buf`'s rows of `row_len`, split among
@@ -47,6 +48,17 @@ fn by_rows(par: &dyn Parallel, buf: &mut [f32], row_len: usize, f: &(dyn Fn(usiz
 fn post_norm(par: &dyn Parallel, rows: &mut [f32], w: Option<&[f32]>, n_embd: usize, eps: f32) {
     let Some(w) = w else { return };
     by_rows(par, rows, n_embd, &|_, rows| rows.chunks_exact_mut(n_embd).for_each(|r| rms_norm_in_place(r, w, eps)));
+}
+
+/// (cos, sin) of every row's position, `rope_dim / 2` pairs a row.
+fn fill_angles(out: &mut Vec<(f32, f32)>, rope: &Rope<'_>, seqs: &[SeqRows<'_>], rope_dim: usize) {
+    let half = (rope_dim / 2).max(1);
+    out.clear();
+    out.resize(seqs.iter().map(|s| s.n_tok).sum::<usize>() * half, (0.0, 0.0));
+    let positions = seqs.iter().flat_map(|s| s.pos0..s.pos0 + s.n_tok);
+    for (pos, cs) in positions.zip(out.chunks_exact_mut(half)) {
+        rope.angles(pos, cs);
+    }
 }
 
 fn resize(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -140,26 +152,23 @@ impl Model<'_> {
             base: c.rope_base,
             freq_scale: c.rope_freq_scale,
             freq_factors: self.rope_freqs.as_deref(),
+            yarn: c.yarn,
+            mscale: c.rope_mscale,
         };
-        let half = (c.rope_dim / 2).max(1);
-        let table = |rope: &Rope<'_>| {
-            let mut angles = vec![(0.0f32, 0.0f32); n_rows * c.rope_dim / 2];
-            let positions = seqs.iter().flat_map(|s| s.pos0..s.pos0 + s.n_tok);
-            for (pos, cs) in positions.zip(angles.chunks_exact_mut(half)) {
-                rope.angles(pos, cs);
-            }
-            angles
-        };
-        let angles = table(&rope);
+        // The angle tables are the workspace's, taken for the loop and put back.
+        let (mut angles, mut angles_swa) = (core::mem::take(&mut ws.angles), core::mem::take(&mut ws.angles_swa));
+        fill_angles(&mut angles, &rope, seqs, c.rope_dim);
         // Sliding-window layers rotate with their own base, unscaled.
-        let angles_swa = match range.clone().any(|il| c.is_swa(il)) {
-            true => table(&Rope { base: c.rope_base_swa, freq_scale: 1.0, freq_factors: None, ..rope }),
-            false => Vec::new(),
-        };
+        if range.clone().any(|il| c.is_swa(il)) {
+            let swa =
+                Rope { base: c.rope_base_swa, freq_scale: 1.0, freq_factors: None, yarn: None, mscale: 1.0, ..rope };
+            fill_angles(&mut angles_swa, &swa, seqs, c.rope_dim);
+        }
         for il in range {
             let angles = if c.is_swa(il) { &angles_swa } else { &angles };
             self.layer_forward(il, seqs, x, angles, &rope, ws, par);
         }
+        (ws.angles, ws.angles_swa) = (angles, angles_swa);
         for s in seqs.iter_mut() {
             s.kv.len = s.kv.len.max(s.pos0 + s.n_tok);
         }
@@ -209,7 +218,7 @@ impl Model<'_> {
             }
         }
 
-        // Gemma 3 normalizes each query and key head before rotating it.
+        // Gemma 3 and Qwen3 normalize each query and key head before rotating it.
         if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
             for (buf, w) in [(&mut ws.q, qn), (&mut ws.k, kn)] {
                 by_rows(par, buf, hd, &|_, rows| {
@@ -227,6 +236,16 @@ impl Model<'_> {
             });
         }
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        if c.attn_temperature.is_some() {
+            let mut row = 0;
+            for s in seqs.iter() {
+                for (i, q) in ws.q[row * qd..(row + s.n_tok) * qd].chunks_exact_mut(qd).enumerate() {
+                    let scale = c.query_scale(s.pos0 + i);
+                    q.iter_mut().for_each(|v| *v *= scale);
+                }
+                row += s.n_tok;
+            }
+        }
         let attn = resize(&mut ws.attn, n_tok * qd);
         let mut row = 0;
         for s in seqs.iter_mut() {

@@ -139,6 +139,14 @@ impl KvCache {
 }
 
 impl RowsRef<'_> {
+    /// Elements held (every row the cache can hold, filled or not).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RowsRef::F16(d) => d.len(),
+            RowsRef::F32(d) => d.len(),
+        }
+    }
+
     /// Whether values are stored as f16 (the reference engine then rounds
     /// what meets them to f16 too).
     pub(crate) fn is_f16(&self) -> bool {

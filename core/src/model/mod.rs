@@ -10,7 +10,7 @@ pub mod ops;
 mod session;
 mod weights;
 
-pub use config::{Arch, Config, RopeKind};
+pub use config::{Arch, Config, RopeKind, Yarn};
 pub use error::ModelError;
 pub use forward::{SeqRows, Workspace};
 pub use kv::{KvCache, KvType};

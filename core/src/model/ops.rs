@@ -1,6 +1,6 @@
 //! Element-wise operations, written to round as the reference engine does.
 
-use super::RopeKind;
+use super::{RopeKind, Yarn};
 
 /// `out = x / rms(x) * w`, accumulating the square sum in f64 like ggml.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -91,6 +91,15 @@ pub struct Rope<'a> {
     pub base: f32,
     pub freq_scale: f32,
     pub freq_factors: Option<&'a [f32]>,
+    pub yarn: Option<Yarn>,
+    /// cos and sin are multiplied by this.
+    pub mscale: f32,
+}
+
+/// 1 for pairs below YaRN's first correction dim, 0 above the second.
+fn yarn_ramp([low, high]: [f32; 2], pair: usize) -> f32 {
+    let y = (pair as f32 - low) / (high - low).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
 }
 
 impl Rope<'_> {
@@ -101,8 +110,16 @@ impl Rope<'_> {
         let mut theta = pos as f32;
         for (i, slot) in cs.iter_mut().take(self.dims / 2).enumerate() {
             let ff = self.freq_factors.map_or(1.0, |f| f[i]);
-            let t = self.freq_scale * (theta / ff);
-            *slot = (libm::cosf(t), libm::sinf(t));
+            let extrapolated = theta / ff;
+            let interpolated = self.freq_scale * extrapolated;
+            let t = match self.yarn {
+                Some(y) => {
+                    let mix = yarn_ramp(y.corr_dims, i) * y.ext_factor;
+                    interpolated * (1.0 - mix) + extrapolated * mix
+                }
+                None => interpolated,
+            };
+            *slot = (libm::cosf(t) * self.mscale, libm::sinf(t) * self.mscale);
             theta *= theta_scale;
         }
     }

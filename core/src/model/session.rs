@@ -79,7 +79,21 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Appends `tokens` to the sequence and returns logits as `want` says
     /// (`n_vocab` floats per requested position).
     pub fn eval(&mut self, tokens: &[u32], want: Want, par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(tokens, want, par, None)
+        let mut logits = Vec::new();
+        self.eval_inner(tokens, want, par, None, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Self::eval`] into `logits` (replacing its contents), so a caller
+    /// that keeps the buffer decodes without allocating.
+    pub fn eval_into(
+        &mut self,
+        tokens: &[u32],
+        want: Want,
+        par: &dyn Parallel,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        self.eval_inner(tokens, want, par, None, logits)
     }
 
     /// [`Self::eval`], running one layer at a time between `hook`'s calls.
@@ -90,7 +104,9 @@ impl<'m, 'a> Session<'m, 'a> {
         par: &dyn Parallel,
         hook: &mut dyn LayerHook,
     ) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(tokens, want, par, Some(hook))
+        let mut logits = Vec::new();
+        self.eval_inner(tokens, want, par, Some(hook), &mut logits)?;
+        Ok(logits)
     }
 
     fn eval_inner(
@@ -99,12 +115,13 @@ impl<'m, 'a> Session<'m, 'a> {
         want: Want,
         par: &dyn Parallel,
         mut hook: Option<&mut dyn LayerHook>,
-    ) -> Result<Vec<f32>, ModelError> {
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let c = &self.model.config;
         if self.kv.len + tokens.len() > self.kv.n_ctx {
             return Err(ModelError::ContextOverflow { needed: self.kv.len + tokens.len(), n_ctx: self.kv.n_ctx });
         }
-        let mut logits = Vec::new();
+        logits.clear();
         let n_batch = self.n_batch.max(1);
         let n_chunks = tokens.len().div_ceil(n_batch);
         for (i, batch) in tokens.chunks(n_batch).enumerate() {
@@ -125,7 +142,7 @@ impl<'m, 'a> Session<'m, 'a> {
             logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
             self.model.output(rows, &mut logits[start..], &mut self.ws, par)?;
         }
-        Ok(logits)
+        Ok(())
     }
 }
 

@@ -126,6 +126,7 @@ impl<'a> Model<'a> {
         };
         let (q, kv, ff) = (c.q_dim() as u64, c.kv_dim() as u64, c.n_ff as u64);
         let (gemma, hd) = (c.arch == super::Arch::Gemma3, c.head_dim as u64);
+        let head_norms = gemma || c.arch == super::Arch::Qwen3;
         let mut layers = Vec::new();
         for i in parts.held() {
             let name = |s: &str| format!("blk.{i}.{s}");
@@ -148,8 +149,8 @@ impl<'a> Model<'a> {
                 w_gate: l.matrix(&name("ffn_gate.weight"), e, ff)?,
                 w_up: l.matrix(&name("ffn_up.weight"), e, ff)?,
                 w_down: l.matrix(&name("ffn_down.weight"), ff, e)?,
-                q_norm: gemma.then(|| l.vector(&name("attn_q_norm.weight"), hd)).transpose()?,
-                k_norm: gemma.then(|| l.vector(&name("attn_k_norm.weight"), hd)).transpose()?,
+                q_norm: head_norms.then(|| l.vector(&name("attn_q_norm.weight"), hd)).transpose()?,
+                k_norm: head_norms.then(|| l.vector(&name("attn_k_norm.weight"), hd)).transpose()?,
                 post_attn_norm: gemma.then(|| l.vector(&name("post_attention_norm.weight"), e)).transpose()?,
                 post_ffn_norm: gemma.then(|| l.vector(&name("post_ffw_norm.weight"), e)).transpose()?,
             });
