@@ -26,6 +26,7 @@ pub mod profile;
 pub mod quant;
 pub mod ring;
 pub mod sampler;
+pub mod speculative;
 pub mod stop;
 pub mod tokenizer;
 

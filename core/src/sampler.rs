@@ -83,6 +83,7 @@ pub struct Sampler {
     rng: Rng,
     recent: VecDeque<u32>,
     candidates: Vec<(u32, f32)>,
+    dist: Vec<(u32, f64)>,
 }
 
 /// Index of the largest logit; ties go to the lowest id (as the reference does).
@@ -98,7 +99,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Self {
-        Self { config, rng: Rng::new(config.seed), recent: VecDeque::new(), candidates: Vec::new() }
+        Self { config, rng: Rng::new(config.seed), recent: VecDeque::new(), candidates: Vec::new(), dist: Vec::new() }
     }
 
     /// Records a token as part of the sequence (prompt or generated).
@@ -113,8 +114,22 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` (which the penalties may modify).
+    /// Picks the next token from `logits` (penalized in place).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let mut dist = core::mem::take(&mut self.dist);
+        self.distribution(logits, &mut dist);
+        let token = self.draw(&dist);
+        self.dist = dist;
+        token
+    }
+
+    /// The distribution [`Self::sample`] draws from: the penalties,
+    /// temperature, top-k, min-p and top-p applied to `logits` (penalized in
+    /// place), as `(token, probability)` pairs summing to 1, most likely
+    /// first. Greedy sampling is one token with probability 1.
+    pub fn distribution(&mut self, logits: &mut [f32], out: &mut Vec<(u32, f64)>) {
         let c = self.config;
+        out.clear();
         if c.repeat_penalty != 1.0 || c.presence_penalty != 0.0 {
             let mut seen: Vec<u32> = self.recent.iter().copied().filter(|&t| (t as usize) < logits.len()).collect();
             seen.sort_unstable();
@@ -126,7 +141,8 @@ impl Sampler {
             }
         }
         if c.temperature <= 0.0 {
-            return argmax(logits);
+            out.push((argmax(logits), 1.0));
+            return;
         }
         let cand = &mut self.candidates;
         cand.clear();
@@ -140,34 +156,52 @@ impl Sampler {
         cand.sort_unstable_by(by_logit);
         // Probabilities at the given temperature.
         let max = cand[0].1;
-        let mut probs: Vec<f64> = cand.iter().map(|&(_, l)| libm::exp(((l - max) / c.temperature) as f64)).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        let mut keep = probs.len();
+        out.extend(cand.iter().map(|&(t, l)| (t, libm::exp(((l - max) / c.temperature) as f64))));
+        let total: f64 = out.iter().map(|p| p.1).sum();
+        out.iter_mut().for_each(|p| p.1 /= total);
+        let mut keep = out.len();
         if c.min_p > 0.0 {
-            let floor = probs[0] * c.min_p as f64;
-            keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
+            let floor = out[0].1 * c.min_p as f64;
+            keep = out.iter().take_while(|p| p.1 >= floor).count().max(1);
         }
         if c.top_p < 1.0 {
             let mut cum = 0.0;
-            for (i, p) in probs.iter().take(keep).enumerate() {
-                cum += p;
+            for (i, p) in out.iter().take(keep).enumerate() {
+                cum += p.1;
                 if cum >= c.top_p as f64 {
                     keep = i + 1;
                     break;
                 }
             }
         }
-        let kept_total: f64 = probs[..keep].iter().sum();
-        let mut r = self.rng.next_f64() * kept_total;
-        for (i, p) in probs[..keep].iter().enumerate() {
-            r -= p;
-            if r < 0.0 {
-                return cand[i].0;
-            }
-        }
-        cand[keep - 1].0
+        out.truncate(keep);
+        let kept: f64 = out.iter().map(|p| p.1).sum();
+        out.iter_mut().for_each(|p| p.1 /= kept);
     }
+
+    /// Draws a token from `dist` (as [`Self::distribution`] makes them).
+    pub fn draw(&mut self, dist: &[(u32, f64)]) -> u32 {
+        draw(dist, &mut self.rng)
+    }
+
+    /// The generator the draws use (speculative decoding's acceptance test
+    /// shares it, so a seed reproduces a whole run).
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+}
+
+/// Draws a token from `(token, weight)` pairs; the weights need not sum to 1.
+pub fn draw(dist: &[(u32, f64)], rng: &mut Rng) -> u32 {
+    let total: f64 = dist.iter().map(|p| p.1).sum();
+    let mut r = rng.next_f64() * total;
+    for &(t, p) in dist {
+        r -= p;
+        if r < 0.0 {
+            return t;
+        }
+    }
+    dist.last().map_or(0, |p| p.0)
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ pub trait Evaluate {
     fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
     /// Forgets the sequence, for a new one from position 0.
     fn reset(&mut self);
+    /// Forgets every position from `pos` on (draft tokens the target
+    /// rejected); the next eval continues at `pos`.
+    fn truncate(&mut self, pos: usize);
     /// Between requests: keeps links alive and notices lost devices.
     /// Returns false when there is nothing to keep alive.
     fn idle(&mut self) -> anyhow::Result<bool> {
@@ -100,6 +103,10 @@ impl Evaluate for Local<'_, '_> {
 
     fn reset(&mut self) {
         self.session.clear();
+    }
+
+    fn truncate(&mut self, pos: usize) {
+        self.session.kv.truncate(pos);
     }
 
     fn disk_stall(&self) -> Option<Duration> {

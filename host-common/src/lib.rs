@@ -15,6 +15,7 @@ pub mod profiler;
 pub mod ring;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod speculative;
 pub mod stream;
 
 /// Lower-case hexadecimal, two digits a byte (keys, digests, cache names).

@@ -97,7 +97,9 @@ impl From<KvTypeArg> for prima_core::KvType {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    // llama.cpp spells the draft model `-md`, which no short flag can be.
+    let args = std::env::args_os().map(|a| if a == "-md" { "--model-draft".into() } else { a });
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -170,6 +170,9 @@ impl Evaluate for Ring<'_, '_> {
     fn reset(&mut self) {
         Ring::reset(self);
     }
+    fn truncate(&mut self, pos: usize) {
+        Ring::truncate(self, pos);
+    }
     fn idle(&mut self) -> anyhow::Result<bool> {
         Ring::idle(self).map(|()| true)
     }

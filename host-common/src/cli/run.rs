@@ -2,13 +2,16 @@ use clap::Args;
 use prima_core::sampler::{Sampler, SamplerConfig};
 use serde_json::json;
 use std::io::Write;
+use std::path::PathBuf;
 
 use super::loaded::{tokenizer, Loaded};
 use super::ring_args::{evaluator, RingArgs};
 use super::ModelArgs;
-use crate::generate::{generate, SessionShape};
+use crate::generate::{generate, Generated, Local, SessionShape};
+use crate::mapped::MappedFile;
 use crate::ring::head::Ring;
 use crate::ring::recover::Models;
+use crate::speculative::{generate_speculative, DraftLimits, Drafter, SpeculationStats};
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -54,6 +57,27 @@ pub(super) struct RunArgs {
     /// Print each ring device's compute, network and disk time.
     #[arg(short = 'v', long)]
     verbose: bool,
+    #[command(flatten)]
+    draft: DraftArgs,
+}
+
+/// Speculative decoding, with llama.cpp's flag names.
+#[derive(Debug, Args)]
+struct DraftArgs {
+    /// A small model with the same vocabulary that drafts tokens on this
+    /// device for the target to check several at a time.
+    /// (`-md FILE` as in llama.cpp works too.)
+    #[arg(long = "model-draft", value_name = "FILE")]
+    model_draft: Option<PathBuf>,
+    /// Draft from the text so far (prompt lookup) instead of a draft model.
+    #[arg(long, conflicts_with = "model_draft")]
+    lookup: bool,
+    /// Most draft tokens the target checks in one pass.
+    #[arg(long = "draft-max", default_value_t = 8)]
+    draft_max: usize,
+    /// Fewer drafts than this are not checked: one token is decoded plainly.
+    #[arg(long = "draft-min", default_value_t = 1)]
+    draft_min: usize,
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -78,7 +102,10 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             a.ctx
         );
     }
-    let mut sampler = Sampler::new(SamplerConfig {
+    if (a.draft.model_draft.is_some() || a.draft.lookup) && a.draft.draft_max == 0 {
+        anyhow::bail!("--draft-max must be at least 1");
+    }
+    let config = SamplerConfig {
         temperature: a.temp,
         top_k: a.top_k,
         top_p: a.top_p,
@@ -87,7 +114,8 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         penalty_last_n: a.repeat_last_n,
         presence_penalty: a.presence_penalty,
         seed: a.seed,
-    });
+    };
+    let mut sampler = Sampler::new(config);
     // The KV cache holds what this run needs, not the whole -c: on a device
     // short of memory every position of it is memory the layers lack.
     let n_ctx = prompt.len() + a.n_predict;
@@ -99,13 +127,46 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let json = a.json;
-    let got = generate(session.as_mut(), &tok, &mut sampler, &prompt, a.n_predict, a.ignore_eos, &mut |_, piece| {
+    let mut on_piece = |_, piece: &str| {
         if !json {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
         Ok(true)
-    })?;
+    };
+    let draft_file = a.draft.model_draft.as_deref().map(MappedFile::open).transpose()?;
+    let draft_g = draft_file.as_ref().map(|f| f.gguf()).transpose()?;
+    let (got, speculation) = match (&draft_file, &draft_g) {
+        (Some(file), Some(dg)) => {
+            let draft_model = super::loaded::model(dg)?;
+            if draft_model.config.n_vocab != g_vocab(&g)? {
+                anyhow::bail!(
+                    "the draft model has {} tokens in its vocabulary and the target {}: they must share one",
+                    draft_model.config.n_vocab,
+                    g_vocab(&g)?
+                );
+            }
+            let mut draft = Local::new(
+                &draft_model,
+                file,
+                dg,
+                SessionShape { n_ctx: n_ctx + a.draft.draft_max, ..shape },
+                &l.pool,
+            )?;
+            let draft_sampler = Sampler::new(SamplerConfig {
+                repeat_penalty: 1.0,
+                presence_penalty: 0.0,
+                seed: a.seed ^ 0xd4af7,
+                ..config
+            });
+            let mut drafter = Drafter::Model { eval: &mut draft, sampler: draft_sampler };
+            speculate(&mut *session, &mut drafter, &a, &tok, &mut sampler, &prompt, &mut on_piece)?
+        }
+        _ if a.draft.lookup => {
+            speculate(&mut *session, &mut Drafter::Lookup, &a, &tok, &mut sampler, &prompt, &mut on_piece)?
+        }
+        _ => (generate(session.as_mut(), &tok, &mut sampler, &prompt, a.n_predict, a.ignore_eos, &mut on_piece)?, None),
+    };
     let (generated, text) = (&got.ids, &got.text);
     let (prompt_s, gen_s) = (got.prompt_time.as_secs_f64(), got.generation_time.as_secs_f64());
     // The last sampled token is not evaluated, so decode steps = generated - 1.
@@ -125,6 +186,14 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         "predicted_peak_mb": session.predicted_peak().map(|b| b as f64 / 1e6),
         "threads": l.pool.threads(),
         "kernels": kernels.name(),
+        "speculative": speculation.map(|s| json!({
+            "target_passes": s.target_passes,
+            "drafted": s.drafted,
+            "accepted": s.accepted,
+            "acceptance_rate": s.accepted as f64 / s.drafted.max(1) as f64,
+            // The prompt's pass is not a generation pass.
+            "tokens_per_target_pass": generated.len() as f64 / s.target_passes.saturating_sub(1).max(1) as f64,
+        })),
     });
     if a.json {
         outln!(
@@ -146,6 +215,27 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The vocabulary size of a model file.
+fn g_vocab(g: &prima_core::Gguf<'_>) -> anyhow::Result<usize> {
+    Ok(prima_core::model::Config::from_gguf(g)?.n_vocab)
+}
+
+/// Speculative generation with `a`'s limits.
+fn speculate(
+    target: &mut dyn crate::generate::Evaluate,
+    drafter: &mut Drafter<'_>,
+    a: &RunArgs,
+    tok: &prima_core::tokenizer::Tokenizer,
+    sampler: &mut Sampler,
+    prompt: &[u32],
+    on_piece: &mut dyn FnMut(u32, &str) -> anyhow::Result<bool>,
+) -> anyhow::Result<(Generated, Option<SpeculationStats>)> {
+    let limits = DraftLimits { max: a.draft.draft_max, min: a.draft.draft_min };
+    let (got, stats) =
+        generate_speculative(target, drafter, limits, tok, sampler, prompt, a.n_predict, a.ignore_eos, on_piece)?;
+    Ok((got, Some(stats)))
 }
 
 /// Each ring device's layers and where its time went, as JSON (and on

@@ -464,6 +464,12 @@ impl Ring<'_, '_> {
         self.pos = 0;
     }
 
+    /// Goes back to position `pos` (never forward); as with [`Self::reset`],
+    /// the devices need no message.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
     /// Between requests: see [`Driver::idle`].
     pub fn idle(&mut self) -> anyhow::Result<()> {
         self.driver.idle()

@@ -318,6 +318,19 @@ impl Evaluate for Resilient<'_, '_> {
         }
     }
 
+    fn truncate(&mut self, pos: usize) {
+        // The replay after a loss must end at `pos` too.
+        let mut kept = 0;
+        self.history.retain_mut(|tokens| {
+            tokens.truncate(pos.saturating_sub(kept));
+            kept += tokens.len();
+            !tokens.is_empty()
+        });
+        if let Some(c) = self.current.as_mut() {
+            c.truncate(pos);
+        }
+    }
+
     fn reset(&mut self) {
         self.history.clear();
         self.lost_in_run = 0;
