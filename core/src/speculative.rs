@@ -43,10 +43,10 @@ pub fn judge(p: &[(u32, f64)], q: &[(u32, f64)], draft: u32, rng: &mut Rng, scra
 
 /// Prompt lookup: the tokens that followed the latest earlier occurrence
 /// of the context's last `n` tokens, for the longest `n` from `n_max` down
-/// to 1 that occurs, up to `max` of them, into `out` (empty if none).
-pub fn lookup(context: &[u32], n_max: usize, max: usize, out: &mut Vec<u32>) {
+/// to `n_min` that occurs, up to `max` of them, into `out` (empty if none).
+pub fn lookup(context: &[u32], n_min: usize, n_max: usize, max: usize, out: &mut Vec<u32>) {
     out.clear();
-    for n in (1..=n_max.min(context.len().saturating_sub(1))).rev() {
+    for n in (n_min.max(1)..=n_max.min(context.len().saturating_sub(1))).rev() {
         let tail = &context[context.len() - n..];
         // Latest match first; the match must end before the tail starts.
         let found = (0..context.len() - n).rev().find(|&i| &context[i..i + n] == tail);
@@ -58,10 +58,33 @@ pub fn lookup(context: &[u32], n_max: usize, max: usize, out: &mut Vec<u32>) {
     }
 }
 
+/// How many tokens to draft next: after a pass whose drafts all stood,
+/// twice as many (up to `max`); after a rejection, one more than stood
+/// (at least `min`). Drafts that will be rejected cost the target work.
+pub fn next_draft_len(current: usize, drafted: usize, accepted: usize, min: usize, max: usize) -> usize {
+    let next = if drafted > 0 && accepted == drafted {
+        current.max(1) * 2
+    } else if drafted == 0 {
+        current
+    } else {
+        accepted + 1
+    };
+    next.clamp(min.max(1), max.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn draft_length_grows_while_drafts_stand_and_shrinks_after_a_rejection() {
+        assert_eq!(next_draft_len(4, 4, 4, 1, 16), 8);
+        assert_eq!(next_draft_len(12, 12, 12, 1, 16), 16);
+        assert_eq!(next_draft_len(8, 8, 2, 1, 16), 3);
+        assert_eq!(next_draft_len(8, 8, 0, 2, 16), 2);
+        assert_eq!(next_draft_len(5, 0, 0, 1, 16), 5);
+    }
 
     #[test]
     fn greedy_drafts_are_accepted_exactly_when_they_are_the_argmax() {
@@ -104,16 +127,19 @@ mod tests {
     fn lookup_continues_the_latest_match_of_the_longest_tail() {
         let mut out = Vec::new();
         // "a b c d x a b c" → the tail "a b c" last occurred at 0, then "d x".
-        lookup(&[1, 2, 3, 4, 9, 1, 2, 3], 3, 4, &mut out);
+        lookup(&[1, 2, 3, 4, 9, 1, 2, 3], 1, 3, 4, &mut out);
         assert_eq!(out, vec![4, 9, 1, 2]);
-        lookup(&[1, 2, 3, 4, 9, 1, 2, 3], 3, 1, &mut out);
+        lookup(&[1, 2, 3, 4, 9, 1, 2, 3], 1, 3, 1, &mut out);
         assert_eq!(out, vec![4]);
-        // Only a one-token tail matches: 5 followed the earlier 7.
-        lookup(&[7, 5, 8, 7], 3, 2, &mut out);
+        // Only a one-token tail matches: 5 followed the earlier 7, unless
+        // two tokens must match.
+        lookup(&[7, 5, 8, 7], 1, 3, 2, &mut out);
         assert_eq!(out, vec![5, 8]);
-        lookup(&[1, 2, 3], 3, 4, &mut out);
+        lookup(&[7, 5, 8, 7], 2, 3, 2, &mut out);
         assert!(out.is_empty());
-        lookup(&[], 3, 4, &mut out);
+        lookup(&[1, 2, 3], 1, 3, 4, &mut out);
+        assert!(out.is_empty());
+        lookup(&[], 1, 3, 4, &mut out);
         assert!(out.is_empty());
     }
 }

@@ -6,15 +6,16 @@
 //! otherwise.
 
 use prima_core::sampler::Sampler;
-use prima_core::speculative::{judge, lookup, Verdict};
+use prima_core::speculative::{judge, lookup, next_draft_len, Verdict};
 use prima_core::tokenizer::{StreamDecoder, Tokenizer};
 use prima_core::Want;
 use std::time::Instant;
 
 use crate::generate::{Evaluate, Generated};
 
-/// Longest context tail prompt lookup matches.
-const LOOKUP_NGRAM: usize = 3;
+/// Context tails prompt lookup matches: 2 to 4 tokens (one token
+/// recurs too often to predict what follows).
+const LOOKUP_NGRAM: (usize, usize) = (2, 4);
 
 /// Where draft tokens come from.
 pub enum Drafter<'d> {
@@ -76,8 +77,9 @@ pub fn generate_speculative(
     let first = sampler.draw(&p);
     if n_predict > 0 && emit.push(first, sampler, &mut context, &mut out, on_piece)? {
         let (mut drafts, mut qs) = (Vec::new(), Vec::new());
+        let mut draft_len = limits.max;
         loop {
-            propose(drafter, limits, &context, &mut draft_done, &mut drafts, &mut qs)?;
+            propose(drafter, draft_len, &context, &mut draft_done, &mut drafts, &mut qs)?;
             let keep = n_predict - out.ids.len();
             drafts.truncate(keep.saturating_sub(1));
             if drafts.len() < limits.min.max(1) {
@@ -113,6 +115,7 @@ pub fn generate_speculative(
                 }
             }
             stats.accepted += accepted;
+            draft_len = next_draft_len(draft_len, drafts.len(), accepted, limits.min, limits.max);
             // Every draft stood: the pass's last row gives one more token.
             if go_on && accepted == drafts.len() {
                 let mut row = rows.next().expect("a row after the drafts").to_vec();
@@ -138,10 +141,10 @@ pub fn generate_speculative(
 }
 
 /// Fills `drafts` (and for a draft model, the distribution each was drawn
-/// from, in `qs`) with up to `limits.max` tokens following `context`.
+/// from, in `qs`) with up to `max` tokens following `context`.
 fn propose(
     drafter: &mut Drafter<'_>,
-    limits: DraftLimits,
+    max: usize,
     context: &[u32],
     draft_done: &mut usize,
     drafts: &mut Vec<u32>,
@@ -149,16 +152,16 @@ fn propose(
 ) -> anyhow::Result<()> {
     drafts.clear();
     match drafter {
-        Drafter::Lookup => lookup(context, LOOKUP_NGRAM, limits.max, drafts),
+        Drafter::Lookup => lookup(context, LOOKUP_NGRAM.0, LOOKUP_NGRAM.1, max, drafts),
         Drafter::Model { eval, sampler } => {
             let mut logits = eval.eval(&context[*draft_done..], Want::Last)?;
             *draft_done = context.len();
-            qs.resize_with(limits.max, Vec::new);
+            qs.resize_with(max, Vec::new);
             for (i, q) in qs.iter_mut().enumerate() {
                 sampler.distribution(&mut logits, q);
                 let d = sampler.draw(q);
                 drafts.push(d);
-                if i + 1 < limits.max {
+                if i + 1 < max {
                     logits = eval.eval(&[d], Want::Last)?;
                     *draft_done += 1;
                 }
