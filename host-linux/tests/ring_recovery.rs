@@ -30,6 +30,11 @@ fn run_cmd(ring: Option<&str>) -> Command {
 /// What a run printed (text on stdout, the log on stderr) when `signal` is
 /// sent to `victim` once `after` bytes of text have arrived.
 fn run_and_lose(ring: &str, windows: &str, victim: u32, signal: &str, after: usize) -> (String, String) {
+    run_and_lose_all(ring, windows, &[victim], signal, after)
+}
+
+/// [`run_and_lose`] with several victims signalled at once.
+fn run_and_lose_all(ring: &str, windows: &str, victims: &[u32], signal: &str, after: usize) -> (String, String) {
     let mut head = run_cmd(Some(ring))
         .args(["--layer-window", windows])
         .stdout(Stdio::piped())
@@ -39,7 +44,8 @@ fn run_and_lose(ring: &str, windows: &str, victim: u32, signal: &str, after: usi
     let mut out = head.stdout.take().unwrap();
     let mut text = vec![0u8; after];
     out.read_exact(&mut text).unwrap();
-    let sent = Command::new("kill").args([signal, &victim.to_string()]).status().unwrap();
+    let pids: Vec<String> = victims.iter().map(u32::to_string).collect();
+    let sent = Command::new("kill").arg(signal).args(&pids).status().unwrap();
     assert!(sent.success());
     out.read_to_end(&mut text).unwrap();
     let mut err = String::new();
@@ -99,4 +105,18 @@ fn a_head_left_alone_finishes_by_itself() {
     let (text, err) = run_and_lose(&lone.addr, "15,15", lone.child.id(), "-KILL", alone.len() / 3);
     assert!(err.contains("no worker is left; the head runs every layer"), "{err}");
     assert_eq!(text, alone);
+}
+
+#[test]
+fn a_worker_lost_while_the_ring_is_replanned_is_left_out_too() {
+    // Both workers die at once: the head notices one, and the other fails
+    // in the new ring's setup (or its replay); the head goes on alone.
+    let alone = String::from_utf8(run_cmd(None).output().unwrap().stdout).unwrap();
+    let workers = [worker(), worker()];
+    let ring = format!("{},{}", workers[0].addr, workers[1].addr);
+    let pids = [workers[0].child.id(), workers[1].child.id()];
+    let (text, err) = run_and_lose_all(&ring, "10,10,10", &pids, "-KILL", alone.len() / 3);
+    assert!(err.contains("while re-planning"), "the second loss was not met while re-planning: {err}");
+    assert!(err.contains("no worker is left; the head runs every layer"), "{err}");
+    assert_eq!(text, alone, "{err}");
 }

@@ -29,7 +29,18 @@ pub(super) struct BenchArgs {
     /// Timed repetitions of each test, after one untimed warm-up.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
-    /// Print one JSON object per test instead of a table.
+    /// Prompt+generation tests as `PP,TG` (llama-bench's `-pg`): a prompt
+    /// of PP tokens then TG generated, timed together.
+    #[arg(long = "pg", value_name = "PP,TG", value_parser = parse_pg)]
+    pg: Vec<(usize, usize)>,
+    /// Context depths: each test runs after this many tokens are already
+    /// in the KV cache (untimed), as llama-bench's `-d`.
+    #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
+    depth: Vec<usize>,
+    /// Output format: a markdown table, a JSON array, JSON lines or CSV.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "md")]
+    output: Output,
+    /// Same as `-o jsonl`.
     #[arg(long)]
     json: bool,
     /// Element type of the KV cache.
@@ -37,22 +48,44 @@ pub(super) struct BenchArgs {
     kv_type: super::KvTypeArg,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Md,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+fn parse_pg(s: &str) -> Result<(usize, usize), String> {
+    let (pp, tg) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected PP,TG"))?;
+    let n = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    Ok((n(pp)?, n(tg)?))
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Test {
     Prompt(usize),
     Gen(usize),
+    PromptGen(usize, usize),
 }
 
 impl Test {
-    fn name(self) -> String {
-        match self {
+    fn name(self, depth: usize) -> String {
+        let base = match self {
             Test::Prompt(n) => format!("pp{n}"),
             Test::Gen(n) => format!("tg{n}"),
+            Test::PromptGen(p, g) => format!("pp{p}+tg{g}"),
+        };
+        if depth > 0 {
+            format!("{base} @ d{depth}")
+        } else {
+            base
         }
     }
     fn tokens(self) -> usize {
         match self {
             Test::Prompt(n) | Test::Gen(n) => n,
+            Test::PromptGen(p, g) => p + g,
         }
     }
 }
@@ -65,6 +98,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if threads.contains(&0) {
         anyhow::bail!("--threads values must be at least 1");
     }
+    let output = if a.json { Output::Jsonl } else { a.output };
     let file = MappedFile::open(&a.model)?;
     let g = file.gguf()?;
     let model = model(&g)?;
@@ -77,60 +111,88 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .filter(|&&n| n > 0)
         .map(|&n| Test::Prompt(n))
         .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| Test::Gen(n)))
+        .chain(a.pg.iter().filter(|pg| pg.0 + pg.1 > 0).map(|&(p, g)| Test::PromptGen(p, g)))
         .collect();
-    let n_ctx = tests.iter().map(|t| t.tokens()).max().unwrap_or(1);
+    let n_ctx = a.depth.iter().max().unwrap_or(&0) + tests.iter().map(|t| t.tokens()).max().unwrap_or(1);
     let size_mib = file.bytes().len() as f64 / (1024.0 * 1024.0);
     let params = n_params as f64 / 1e6;
-    if !a.json {
-        outln!("| model | size | params | kernels | threads | test | t/s |");
-        outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+    match output {
+        Output::Md => {
+            outln!("| model | size | params | kernels | threads | test | t/s |");
+            outln!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        }
+        Output::Csv => outln!("model,size_bytes,params,kernels,threads,test,n_prompt,n_gen,n_depth,avg_ts,stddev_ts"),
+        Output::Json => outln!("["),
+        Output::Jsonl => {}
     }
+    let mut first = true;
     for &t in &threads {
         let pool = Pool::new(t)?;
         let mut session = Session::with_kv_type(&model, n_ctx, a.kv_type.into());
         let mut rng = Rng::new(0x5eed);
         let n_vocab = model.config.n_vocab as u64;
-        for &test in &tests {
-            let mut rates = Vec::with_capacity(a.reps);
-            for rep in 0..=a.reps {
-                session.clear();
-                let tokens: Vec<u32> = (0..test.tokens()).map(|_| (rng.next_u64() % n_vocab) as u32).collect();
-                let start = Instant::now();
-                match test {
-                    Test::Prompt(_) => {
-                        pool.enter(|| session.eval(&tokens, Want::Last, &pool)).map_err(anyhow::Error::from)?;
+        let mut logits = Vec::new();
+        for &depth in &a.depth {
+            for &test in &tests {
+                let mut rates = Vec::with_capacity(a.reps);
+                for rep in 0..=a.reps {
+                    session.clear();
+                    let mut random =
+                        |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % n_vocab) as u32).collect() };
+                    if depth > 0 {
+                        let context = random(depth);
+                        pool.enter(|| session.eval_into(&context, Want::None, &pool, &mut logits))?;
                     }
-                    Test::Gen(_) => {
-                        for &tok in &tokens {
-                            pool.enter(|| session.eval(&[tok], Want::Last, &pool)).map_err(anyhow::Error::from)?;
-                        }
+                    let (prompt, gen) = match test {
+                        Test::Prompt(n) => (random(n), Vec::new()),
+                        Test::Gen(n) => (Vec::new(), random(n)),
+                        Test::PromptGen(p, g) => (random(p), random(g)),
+                    };
+                    let start = Instant::now();
+                    if !prompt.is_empty() {
+                        pool.enter(|| session.eval_into(&prompt, Want::Last, &pool, &mut logits))?;
+                    }
+                    for &tok in &gen {
+                        pool.enter(|| session.eval_into(&[tok], Want::Last, &pool, &mut logits))?;
+                    }
+                    // Repetition 0 is the warm-up: it faults the weights in and sizes the buffers.
+                    if rep > 0 {
+                        rates.push(test.tokens() as f64 / start.elapsed().as_secs_f64());
                     }
                 }
-                // Repetition 0 is the warm-up: it faults the weights in and sizes the buffers.
-                if rep > 0 {
-                    rates.push(test.tokens() as f64 / start.elapsed().as_secs_f64());
+                let (mean, sd) = mean_sd(&rates);
+                let (n_prompt, n_gen) = match test {
+                    Test::Prompt(n) => (n, 0),
+                    Test::Gen(n) => (0, n),
+                    Test::PromptGen(p, g) => (p, g),
+                };
+                let kernels = model.kernels.name();
+                let row = json!({
+                    "model": a.model.display().to_string(), "size_bytes": file.bytes().len(),
+                    "params": n_params, "kernels": kernels, "threads": t,
+                    "test": test.name(depth), "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": depth,
+                    "n_tokens": test.tokens(), "repetitions": a.reps,
+                    "tokens_per_s_mean": mean, "tokens_per_s_sd": sd, "samples_tokens_per_s": rates,
+                });
+                match output {
+                    Output::Md => outln!(
+                        "| {name} | {size_mib:.2} MiB | {params:.2} M | {kernels} | {t} | {} | {mean:.2} ± {sd:.2} |",
+                        test.name(depth)
+                    ),
+                    Output::Csv => outln!(
+                        "\"{name}\",{},{n_params},{kernels},{t},{},{n_prompt},{n_gen},{depth},{mean:.4},{sd:.4}",
+                        file.bytes().len(),
+                        test.name(depth)
+                    ),
+                    Output::Json => outln!("{}  {row}", if first { "" } else { "," }),
+                    Output::Jsonl => outln!("{row}"),
                 }
-            }
-            let (mean, sd) = mean_sd(&rates);
-            if a.json {
-                outln!(
-                    "{}",
-                    json!({
-                        "model": a.model.display().to_string(), "size_bytes": file.bytes().len(),
-                        "params": n_params, "kernels": model.kernels.name(), "threads": t,
-                        "test": test.name(), "n_tokens": test.tokens(), "repetitions": a.reps,
-                        "tokens_per_s_mean": mean, "tokens_per_s_sd": sd, "samples_tokens_per_s": rates,
-                    })
-                );
-            } else {
-                outln!(
-                    "| {} | {size_mib:.2} MiB | {params:.2} M | {} | {t} | {} | {mean:.2} ± {sd:.2} |",
-                    name,
-                    model.kernels.name(),
-                    test.name()
-                );
+                first = false;
             }
         }
+    }
+    if output == Output::Json {
+        outln!("]");
     }
     Ok(())
 }

@@ -97,8 +97,13 @@ impl From<KvTypeArg> for prima_core::KvType {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    // llama.cpp spells the draft model `-md`, which no short flag can be.
-    let args = std::env::args_os().map(|a| if a == "-md" { "--model-draft".into() } else { a });
+    // llama.cpp spells some flags with two letters after one dash, which
+    // no short flag can be: `-md` (draft model) and `-pg` (llama-bench).
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-md") => "--model-draft".into(),
+        Some("-pg") => "--pg".into(),
+        _ => a,
+    });
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

@@ -118,6 +118,7 @@ impl RingArgs {
 impl RingArgs {
     /// With `--ring auto` and Halda's windows: the key to look for more
     /// workers with, and how long each look listens.
+    #[cfg(feature = "server")]
     pub fn keeps_discovering(&self) -> anyhow::Result<Option<(Option<crate::link::RingKey>, Duration)>> {
         if self.ring != ["auto"] || self.layer_window != "auto" {
             return Ok(None);

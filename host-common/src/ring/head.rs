@@ -78,6 +78,25 @@ pub struct Handshake {
     cost: ModelCost,
 }
 
+/// A worker that failed while a ring was being set up (unreachable, gone
+/// silent, refused its part): attached as context to the error, so a head
+/// that re-plans knows which device to leave out.
+#[derive(Debug, Clone)]
+pub struct DeviceLost {
+    pub addr: String,
+}
+
+impl std::fmt::Display for DeviceLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed while the ring was set up", self.addr)
+    }
+}
+
+/// Marks an error as `addr`'s failure.
+fn lost(addr: &str) -> impl FnOnce(anyhow::Error) -> anyhow::Error + '_ {
+    move |e| e.context(DeviceLost { addr: addr.to_string() })
+}
+
 impl Handshake {
     /// Connects to every worker, exchanges profiles and plans the ring.
     pub fn connect(opts: RingOptions, g: &Gguf<'_>) -> anyhow::Result<Self> {
@@ -87,7 +106,7 @@ impl Handshake {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let mut peers = Vec::new();
         for addr in &opts.addrs {
-            peers.push(rt.block_on(hello(addr, opts.head_profile.clone(), opts.key.as_ref()))?);
+            peers.push(rt.block_on(hello(addr, opts.head_profile.clone(), opts.key.as_ref())).map_err(lost(addr))?);
         }
         let mut cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         if opts.act == ActType::F32 {
@@ -259,12 +278,15 @@ impl Handshake {
                     kv_f32: opts.kv == KvType::F32,
                     model: model_id,
                 };
-                send_control(&mut p.link, &msg, &names[pos]).await?;
-                match read_control(&mut p.link, &mut p.dec, &names[pos]).await? {
-                    Control::Need { weights } => need[pos - 1] = weights,
-                    Control::Error { reason } => bail!("{} refused the plan: {reason}", names[pos]),
-                    other => bail!("{} answered the plan with {other:?}", names[pos]),
-                }
+                let answer = async {
+                    send_control(&mut p.link, &msg, &names[pos]).await?;
+                    match read_control(&mut p.link, &mut p.dec, &names[pos]).await? {
+                        Control::Need { weights } => anyhow::Ok(weights),
+                        Control::Error { reason } => bail!("{} refused the plan: {reason}", names[pos]),
+                        other => bail!("{} answered the plan with {other:?}", names[pos]),
+                    }
+                };
+                need[pos - 1] = answer.await.map_err(lost(&addrs[pos - 1]))?;
             }
             // Every worker at once, each over its own link: one after another,
             // the last waited for the others' transfers and could time out.
@@ -272,7 +294,7 @@ impl Handshake {
                 let (windows, name) = (&plan.windows[j + 1], &names[j + 1]);
                 async move {
                     let t = Instant::now();
-                    let bytes = weights::send(&mut p.link, g, windows, name).await?;
+                    let bytes = weights::send(&mut p.link, g, windows, name).await.map_err(lost(&p.addr))?;
                     let secs = t.elapsed().as_secs_f64();
                     eprintln!("sent {:.1} MB of layers to {name} in {secs:.1} s", bytes as f64 / 1e6);
                     anyhow::Ok(())
@@ -281,13 +303,15 @@ impl Handshake {
             futures_util::future::try_join_all(sends).await?;
             for pos in 1..n {
                 let p = &mut ring[pos - 1];
-                match read_control(&mut p.link, &mut p.dec, &names[pos]).await? {
-                    Control::Ready => {}
-                    Control::Error { reason } => bail!("{}: {reason}", names[pos]),
-                    other => bail!("{} sent {other:?} instead of Ready", names[pos]),
-                }
+                let ready = match read_control(&mut p.link, &mut p.dec, &names[pos]).await {
+                    Ok(Control::Ready) => Ok(()),
+                    Ok(Control::Error { reason }) => Err(anyhow!("{}: {reason}", names[pos])),
+                    Ok(other) => Err(anyhow!("{} sent {other:?} instead of Ready", names[pos])),
+                    Err(e) => Err(e),
+                };
+                ready.map_err(lost(&p.addr))?;
             }
-            Ok(())
+            anyhow::Ok(())
         })?;
 
         let (tx, rx) = mpsc::channel();

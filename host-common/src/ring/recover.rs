@@ -16,6 +16,7 @@ use typed_arena::Arena;
 
 use super::balance::Balance;
 use super::driver::PeerLost;
+use super::head::DeviceLost;
 use super::head::{Handshake, Ring, RingOptions};
 use crate::generate::{Evaluate, Local, SessionShape};
 use crate::mapped::MappedFile;
@@ -145,8 +146,37 @@ impl<'m, 'a> Resilient<'m, 'a> {
     }
 
     /// Replaces the ring with one over the devices not gone, and replays
-    /// this run's calls on it. Returns its number of devices.
+    /// this run's calls on it. A device that fails meanwhile (in the new
+    /// ring's setup or during the replay) is left out too, and the ring
+    /// planned again. Returns its number of devices.
     fn replan(&mut self) -> anyhow::Result<usize> {
+        loop {
+            match self.replan_once() {
+                Ok(devices) => return Ok(devices),
+                Err(e) => {
+                    let Some(addr) = self.failed_device(&e) else { return Err(e) };
+                    if self.gone.contains(&addr) || self.lost_in_run >= MAX_RECOVERIES {
+                        return Err(e);
+                    }
+                    eprintln!("ring: lost {addr} while re-planning ({e:#}); planning without it");
+                    self.lost_in_run += 1;
+                    self.gone.push(addr);
+                }
+            }
+        }
+    }
+
+    /// The device an error of a new ring's setup or replay names.
+    fn failed_device(&self, e: &anyhow::Error) -> Option<String> {
+        if let Some(lost) = e.downcast_ref::<DeviceLost>() {
+            return Some(lost.addr.clone());
+        }
+        let lost = e.downcast_ref::<PeerLost>()?;
+        let ring = self.current.as_ref()?.ring()?;
+        ring.addrs.get(lost.position.wrapping_sub(1)).cloned()
+    }
+
+    fn replan_once(&mut self) -> anyhow::Result<usize> {
         // The others end their sessions when the old ring goes.
         self.current = None;
         let opts = without(&self.original, &self.gone);
