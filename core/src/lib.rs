@@ -17,6 +17,7 @@ extern crate std;
 mod log;
 
 pub mod cost;
+pub mod engine;
 pub mod gguf;
 pub mod halda;
 pub mod kernels;

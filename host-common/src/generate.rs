@@ -2,8 +2,9 @@
 //! CLI and the C ABI.
 
 use prima_core::cost::ModelCost;
+use prima_core::engine::{Engine, Output, Request};
 use prima_core::sampler::Sampler;
-use prima_core::tokenizer::{StreamDecoder, Tokenizer};
+use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::time::{Duration, Instant};
 
@@ -129,7 +130,8 @@ pub struct Generated {
 
 /// Evaluates `prompt`, then samples up to `n_predict` tokens, calling
 /// `on_piece(id, text)` for each; generation stops early at an
-/// end-of-generation token (unless `ignore_eos`) or when `on_piece` returns false.
+/// end-of-generation token (unless `ignore_eos`) or when `on_piece` returns
+/// false. Core's [`Engine`] holds the sequence, with one slot.
 pub fn generate(
     eval: &mut dyn Evaluate,
     tok: &Tokenizer,
@@ -139,35 +141,51 @@ pub fn generate(
     ignore_eos: bool,
     on_piece: &mut dyn FnMut(u32, &str) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Generated> {
-    prompt.iter().for_each(|&t| sampler.accept(t));
     let mut out = Generated::default();
     let t0 = Instant::now();
-    let mut logits = eval.eval(prompt, Want::Last)?;
-    out.prompt_time = t0.elapsed();
-    let t1 = Instant::now();
-    let mut stream = StreamDecoder::default();
-    let mut bytes = Vec::new();
-    for _ in 0..n_predict {
-        let next = sampler.sample(&mut logits);
-        if tok.is_eog(next) && !ignore_eos {
-            break;
-        }
-        out.ids.push(next);
-        sampler.accept(next);
-        bytes.clear();
-        tok.token_bytes(next, false, &mut bytes);
-        let piece = stream.push(&bytes);
-        out.text.push_str(&piece);
-        if !on_piece(next, &piece)? || out.ids.len() == n_predict {
-            break;
-        }
-        logits = eval.eval(&[next], Want::Last)?;
+    if n_predict == 0 {
+        eval.eval(prompt, Want::Last)?;
+        out.prompt_time = t0.elapsed();
+        return Ok(out);
     }
-    let rest = stream.finish();
-    if !rest.is_empty() {
-        on_piece(u32::MAX, &rest)?;
+    // The whole prompt in one pass, as one device or a ring expects.
+    let mut engine = Engine::new(1, prompt.len() + n_predict, prompt.len().max(1));
+    let request = Request {
+        prompt: prompt.to_vec(),
+        sampler: sampler.config,
+        max_tokens: Some(n_predict),
+        stop: Vec::new(),
+        ignore_eos,
+    };
+    engine.admit(0, request);
+    let (mut go_on, mut t1) = (true, None);
+    while go_on && engine.busy() > 0 {
+        let inputs = engine.inputs();
+        let Some(input) = inputs.first() else { break };
+        let logits = eval.eval(&input.tokens, Want::Last)?;
+        if t1.is_none() {
+            out.prompt_time = t0.elapsed();
+            t1 = Some(Instant::now());
+        }
+        // Each token's text goes out with it (empty while its UTF-8 is
+        // incomplete); text after the last token, with id u32::MAX.
+        let mut shown: Vec<(u32, String)> = Vec::new();
+        engine.absorb(tok, &inputs, &logits, logits.len(), &mut |_, o| match o {
+            Output::Token(id) => {
+                out.ids.push(id);
+                shown.push((id, String::new()));
+            }
+            Output::Text(text) => match shown.last_mut() {
+                Some((_, piece)) if piece.is_empty() => *piece = text,
+                _ => shown.push((u32::MAX, text)),
+            },
+            Output::Done { .. } => {}
+        });
+        for (id, piece) in shown {
+            out.text.push_str(&piece);
+            go_on &= on_piece(id, &piece)?;
+        }
     }
-    out.text.push_str(&rest);
-    out.generation_time = t1.elapsed();
+    out.generation_time = t1.map_or(Duration::ZERO, |t| t.elapsed());
     Ok(out)
 }

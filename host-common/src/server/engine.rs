@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prima_core::sampler::{Sampler, SamplerConfig};
-use prima_core::stop::StopMatcher;
-use prima_core::tokenizer::{StreamDecoder, Tokenizer};
+use prima_core::engine::{self, Engine, Output, Request};
+use prima_core::sampler::SamplerConfig;
+use prima_core::tokenizer::Tokenizer;
 use prima_core::{Batch, KvCache, KvType, Model, Want};
 use tokio::sync::mpsc;
 
@@ -59,21 +59,6 @@ pub struct Stats {
 /// Prompt tokens a slot feeds one step at most, so a long prompt does not
 /// stall the others' decoding for long.
 pub const PREFILL_CHUNK: usize = 256;
-
-struct Running {
-    job: Job,
-    sampler: Sampler,
-    stop: StopMatcher,
-    text: StreamDecoder,
-    /// Prompt tokens evaluated so far.
-    fed: usize,
-    /// The token to evaluate next (after the prompt).
-    next: Option<u32>,
-    /// Whether this step's input is a generated token (not prompt).
-    decoding: bool,
-    generated: usize,
-    max_tokens: usize,
-}
 
 /// What the engine steps: sequences in slots, each with its own KV cache.
 pub trait Forward {
@@ -223,7 +208,9 @@ pub fn run(
     joins: std::sync::mpsc::Receiver<String>,
     stats: Arc<Stats>,
 ) {
-    let mut slots: Vec<Option<Running>> = (0..forward.slots()).map(|_| None).collect();
+    let mut engine = Engine::new(forward.slots(), n_ctx, PREFILL_CHUNK);
+    // Each busy slot's job: where its events go.
+    let mut clients: Vec<Option<Job>> = (0..forward.slots()).map(|_| None).collect();
     let mut keep_alive = true;
     let mut viewed = Instant::now();
     // Set when a request ends, so the view shows its last token (and at
@@ -244,11 +231,14 @@ pub fn run(
         }
         // Admit waiting jobs into free slots; with nothing to run, keep the
         // links alive or sleep until a request comes.
-        for (i, slot) in slots.iter_mut().enumerate().filter(|(_, s)| s.is_none()) {
+        for (i, client) in clients.iter_mut().enumerate() {
+            if !engine.is_free(i) {
+                continue;
+            }
             let job = match jobs.try_recv() {
                 Ok(j) => j,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
-                Err(mpsc::error::TryRecvError::Empty) if stats.busy_slots.load(Ordering::Relaxed) > 0 => break,
+                Err(mpsc::error::TryRecvError::Empty) if engine.busy() > 0 => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     keep_alive = keep_alive && idle(forward);
                     if keep_alive {
@@ -262,31 +252,37 @@ pub fn run(
             };
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             forward.clear(i);
-            *slot = Some(start(job, n_ctx));
+            engine.admit(i, request(&job));
+            *client = Some(job);
             stats.busy_slots.fetch_add(1, Ordering::Relaxed);
         }
+        // A request with no prompt tokens has nothing to run: it ends now.
+        engine.end_empty(&mut |slot, out| {
+            refresh |= deliver(slot, out, &mut clients, &stats, forward);
+        });
         // Clients that left free their slots before the step.
-        for slot in slots.iter_mut() {
-            if slot.as_ref().is_some_and(|r| r.job.events.is_closed()) {
-                *slot = None;
+        for (i, client) in clients.iter_mut().enumerate() {
+            if client.as_ref().is_some_and(|j| j.events.is_closed()) {
+                *client = None;
+                engine.cancel(i);
                 stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let inputs: Vec<(usize, Vec<u32>)> =
-            slots.iter_mut().enumerate().filter_map(|(i, s)| s.as_mut().map(|r| (i, r.input()))).collect();
+        let inputs = engine.inputs();
         if inputs.is_empty() {
             continue;
         }
         let t0 = Instant::now();
-        let steps: Vec<(usize, &[u32])> = inputs.iter().map(|(i, t)| (*i, t.as_slice())).collect();
+        let steps: Vec<(usize, &[u32])> = inputs.iter().map(|i| (i.slot, i.tokens.as_slice())).collect();
         let logits = match forward.step(&steps) {
             Ok(l) => l,
             Err(e) => {
                 // A failed pass leaves every cache in it unusable: end them all.
-                for (i, _) in &inputs {
-                    if let Some(r) = slots[*i].take() {
-                        let _ = r.job.events.send(Event::Failed(format!("{e:#}")));
+                for input in &inputs {
+                    engine.cancel(input.slot);
+                    if let Some(job) = clients[input.slot].take() {
+                        let _ = job.events.send(Event::Failed(format!("{e:#}")));
                         stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
@@ -294,27 +290,55 @@ pub fn run(
             }
         };
         let elapsed = t0.elapsed().as_micros() as u64;
-        for ((i, input), row) in inputs.iter().zip(logits.chunks_exact(n_vocab)) {
-            let slot = &mut slots[*i];
-            let Some(r) = slot.as_mut() else { continue };
-            if r.decoding {
+        for input in &inputs {
+            if input.decoding {
                 stats.decode_micros.fetch_add(elapsed, Ordering::Relaxed);
             } else {
-                stats.prompt_tokens.fetch_add(input.len() as u64, Ordering::Relaxed);
-                r.fed += input.len();
-                if r.fed < r.job.prompt.len() {
-                    continue; // more prompt to feed before sampling
-                }
-            }
-            let mut row = row.to_vec();
-            if sample(r, &mut row, tok, stats.as_ref()) {
-                refresh = true;
-                // Emptied now: a ring may be re-planned before the next request.
-                forward.clear(*i);
-                *slot = None;
-                stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
+                stats.prompt_tokens.fetch_add(input.tokens.len() as u64, Ordering::Relaxed);
             }
         }
+        engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, out| {
+            refresh |= deliver(slot, out, &mut clients, &stats, forward);
+        });
+    }
+}
+
+/// Passes one of core's outputs to its client; true when the job ended.
+fn deliver(slot: usize, out: Output, clients: &mut [Option<Job>], stats: &Stats, forward: &mut dyn Forward) -> bool {
+    let Some(job) = clients[slot].as_ref() else { return false };
+    match out {
+        Output::Token(_) => {
+            stats.completion_tokens.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Output::Text(text) => {
+            let _ = job.events.send(Event::Text(text));
+            false
+        }
+        Output::Done { finish, prompt_tokens, completion_tokens } => {
+            let finish = match finish {
+                engine::Finish::Stop => Finish::Stop,
+                engine::Finish::Length => Finish::Length,
+            };
+            let _ = job.events.send(Event::Done { finish, usage: Usage::new(prompt_tokens, completion_tokens) });
+            clients[slot] = None;
+            stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
+            // Emptied now: a ring may be re-planned before the next request.
+            forward.clear(slot);
+            true
+        }
+    }
+}
+
+/// What core's engine needs of a job.
+fn request(job: &Job) -> Request {
+    let p = &job.params;
+    Request {
+        prompt: job.prompt.clone(),
+        sampler: SamplerConfig { temperature: p.temperature, top_p: p.top_p, seed: p.seed, ..SamplerConfig::default() },
+        max_tokens: p.max_tokens,
+        stop: p.stop.clone(),
+        ignore_eos: p.ignore_eos,
     }
 }
 
@@ -328,83 +352,4 @@ fn idle(forward: &mut dyn Forward) -> bool {
             false
         }
     }
-}
-
-impl Running {
-    /// This slot's tokens for the next step.
-    fn input(&mut self) -> Vec<u32> {
-        match self.next {
-            Some(t) => {
-                self.decoding = true;
-                vec![t]
-            }
-            None => {
-                self.decoding = false;
-                let end = (self.fed + PREFILL_CHUNK).min(self.job.prompt.len());
-                self.job.prompt[self.fed..end].to_vec()
-            }
-        }
-    }
-}
-
-fn start(job: Job, n_ctx: usize) -> Running {
-    let p = &job.params;
-    let mut sampler = Sampler::new(SamplerConfig {
-        temperature: p.temperature,
-        top_p: p.top_p,
-        seed: p.seed,
-        ..SamplerConfig::default()
-    });
-    job.prompt.iter().for_each(|&t| sampler.accept(t));
-    let room = n_ctx.saturating_sub(job.prompt.len());
-    let max_tokens = p.max_tokens.unwrap_or(room).min(room);
-    Running {
-        stop: StopMatcher::new(p.stop.clone()),
-        job,
-        sampler,
-        text: StreamDecoder::default(),
-        fed: 0,
-        next: None,
-        decoding: false,
-        generated: 0,
-        max_tokens,
-    }
-}
-
-/// Samples a slot's next token from its logits and sends what it shows.
-/// Returns true when the slot's job is over.
-fn sample(r: &mut Running, logits: &mut [f32], tok: &Tokenizer, stats: &Stats) -> bool {
-    let id = r.sampler.sample(logits);
-    let finish = if tok.is_eog(id) && !r.job.params.ignore_eos {
-        Some(Finish::Stop)
-    } else {
-        r.generated += 1;
-        stats.completion_tokens.fetch_add(1, Ordering::Relaxed);
-        r.sampler.accept(id);
-        let mut bytes = Vec::new();
-        tok.token_bytes(id, false, &mut bytes);
-        let shown = r.stop.push(&r.text.push(&bytes));
-        if !shown.is_empty() {
-            let _ = r.job.events.send(Event::Text(shown));
-        }
-        if r.stop.stopped() {
-            Some(Finish::Stop)
-        } else if r.generated >= r.max_tokens {
-            Some(Finish::Length)
-        } else {
-            r.next = Some(id);
-            None
-        }
-    };
-    let Some(finish) = finish else { return false };
-    if !r.stop.stopped() {
-        let rest = r.text.finish();
-        let tail = r.stop.push(&rest) + &r.stop.finish();
-        if !tail.is_empty() {
-            let _ = r.job.events.send(Event::Text(tail));
-        }
-    }
-    let usage = Usage::new(r.job.prompt.len(), r.generated);
-    let _ = r.job.events.send(Event::Done { finish, usage });
-    true
 }
