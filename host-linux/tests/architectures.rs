@@ -80,3 +80,33 @@ fn qwen3_matches_llama_cpp() {
 fn mistral3_with_yarn_and_query_temperature_matches_llama_cpp() {
     check("mistral3");
 }
+
+#[test]
+fn heads_wider_than_256_run_and_batching_does_not_change_them() {
+    // Head size comes from the file; 320 once hit a fixed 256-float buffer.
+    let dir = scratch_dir("wide-heads");
+    let out = dir.join("wide.gguf");
+    let status = prima()
+        .args(["synth".as_ref(), "--like".as_ref(), smollm2_path().as_os_str(), "-o".as_ref(), out.as_os_str()])
+        .args(["--layers", "1", "--embd", "64", "--ff", "128", "--heads", "2", "--kv-heads", "1"])
+        .args(["--head-dim", "320", "--type", "Q8_0"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = MappedFile::open(&out).unwrap();
+    let g = file.gguf().unwrap();
+    let model = prima_core::Model::load(&g, Kernels::detect()).unwrap();
+    assert_eq!(model.config.head_dim, 320);
+    let pool = pool();
+    let ids: Vec<u32> = (1..=20).collect();
+    // 20 tokens at once take the blocked attention path; one at a time, the per-head one.
+    let mut whole = prima_core::Session::new(&model, 32);
+    let all = whole.eval(&ids, prima_core::Want::All, &pool).unwrap();
+    let mut step = prima_core::Session::new(&model, 32);
+    let n_vocab = model.config.n_vocab;
+    for (i, &t) in ids.iter().enumerate() {
+        let row = step.eval(&[t], prima_core::Want::Last, &pool).unwrap();
+        assert_eq!(row, all[i * n_vocab..(i + 1) * n_vocab], "position {i}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
