@@ -76,8 +76,7 @@ fn bad_speculation_flags_are_named() {
         assert!(!out.status.success(), "{extra:?} should fail");
         String::from_utf8(out.stderr).unwrap()
     };
-    let other_vocab = dir.join("gemma.gguf");
-    std::fs::copy(gemma3_path(), &other_vocab).unwrap();
+    let other_vocab = gemma3_path();
     let err = fail(&["--model-draft", other_vocab.to_str().unwrap()]);
     assert!(err.contains("vocabulary"), "{err}");
     assert!(fail(&["--lookup", "--draft-max", "0"]).contains("--draft-max"));
