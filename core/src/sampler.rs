@@ -114,7 +114,6 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits` (which the penalties may modify).
-    /// Picks the next token from `logits` (penalized in place).
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
         let mut dist = core::mem::take(&mut self.dist);
         self.distribution(logits, &mut dist);

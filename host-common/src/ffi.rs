@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use prima_core::sampler::{Sampler, SamplerConfig};
+use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::KvType;
 
@@ -204,8 +204,8 @@ pub unsafe extern "C" fn prima_generate(
             &m.pool,
         )
         .map_err(failed)?;
-        let mut sampler = Sampler::new(SamplerConfig { temperature, seed, ..SamplerConfig::default() });
-        generate(&mut eval, &m.tokenizer, &mut sampler, &ids, n_predict as usize, false, &mut |id, text| {
+        let sampler = SamplerConfig { temperature, seed, ..SamplerConfig::default() };
+        generate(&mut eval, &m.tokenizer, sampler, &ids, n_predict as usize, false, &mut |id, text| {
             Ok(match callback {
                 Some(cb) if id != u32::MAX => cb(user, id, text.as_ptr().cast(), text.len()),
                 _ => true,

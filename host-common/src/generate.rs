@@ -3,7 +3,7 @@
 
 use prima_core::cost::ModelCost;
 use prima_core::engine::{Engine, Output, Request};
-use prima_core::sampler::Sampler;
+use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::time::{Duration, Instant};
@@ -131,11 +131,12 @@ pub struct Generated {
 /// Evaluates `prompt`, then samples up to `n_predict` tokens, calling
 /// `on_piece(id, text)` for each; generation stops early at an
 /// end-of-generation token (unless `ignore_eos`) or when `on_piece` returns
-/// false. Core's [`Engine`] holds the sequence, with one slot.
+/// false. Core's [`Engine`] holds the sequence, with one slot, and samples
+/// as `sampler` says.
 pub fn generate(
     eval: &mut dyn Evaluate,
     tok: &Tokenizer,
-    sampler: &mut Sampler,
+    sampler: SamplerConfig,
     prompt: &[u32],
     n_predict: usize,
     ignore_eos: bool,
@@ -150,13 +151,8 @@ pub fn generate(
     }
     // The whole prompt in one pass, as one device or a ring expects.
     let mut engine = Engine::new(1, prompt.len() + n_predict, prompt.len().max(1));
-    let request = Request {
-        prompt: prompt.to_vec(),
-        sampler: sampler.config,
-        max_tokens: Some(n_predict),
-        stop: Vec::new(),
-        ignore_eos,
-    };
+    let request =
+        Request { prompt: prompt.to_vec(), sampler, max_tokens: Some(n_predict), stop: Vec::new(), ignore_eos };
     engine.admit(0, request);
     let (mut go_on, mut t1) = (true, None);
     while go_on && engine.busy() > 0 {

@@ -123,7 +123,7 @@ fn sample_pairs(target: &Path, draft: Option<&Path>, n: u64) -> BTreeMap<(u32, u
                 .unwrap();
                 got.ids
             }
-            _ => generate(&mut target, &tok, &mut sampler, &prompt, 4, true, &mut |_, _| Ok(true)).unwrap().ids,
+            _ => generate(&mut target, &tok, sampler.config, &prompt, 4, true, &mut |_, _| Ok(true)).unwrap().ids,
         };
         *counts.entry((ids[1], ids[2])).or_insert(0) += 1;
     }

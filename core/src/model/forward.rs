@@ -236,16 +236,6 @@ impl Model<'_> {
             });
         }
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
-        if c.attn_temperature.is_some() {
-            let mut row = 0;
-            for s in seqs.iter() {
-                for (i, q) in ws.q[row * qd..(row + s.n_tok) * qd].chunks_exact_mut(qd).enumerate() {
-                    let scale = c.query_scale(s.pos0 + i);
-                    q.iter_mut().for_each(|v| *v *= scale);
-                }
-                row += s.n_tok;
-            }
-        }
         let attn = resize(&mut ws.attn, n_tok * qd);
         let mut row = 0;
         for s in seqs.iter_mut() {
@@ -263,7 +253,13 @@ impl Model<'_> {
                 scale: c.attn_scale,
                 window,
             };
-            let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+            let (q, out) = (&mut ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+            if c.attn_temperature.is_some() {
+                for (pos, q) in (s.pos0..).zip(q.chunks_exact_mut(qd)) {
+                    let scale = c.query_scale(pos);
+                    q.iter_mut().for_each(|v| *v *= scale);
+                }
+            }
             attend(k_, heads, q, kc, vc, out, &mut ws.attn_scratch, par);
         }
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);

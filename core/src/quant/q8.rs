@@ -18,7 +18,7 @@ fn round_even(x: f32) -> f32 {
     }
 }
 
-fn abs_max(x: &[f32]) -> f32 {
+pub(super) fn abs_max(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 

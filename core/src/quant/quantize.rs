@@ -7,6 +7,7 @@ use bytemuck::bytes_of;
 use half::{bf16, f16};
 
 use super::blocks::*;
+use super::q8::abs_max;
 use super::quantize_k;
 use super::GgmlType;
 
@@ -62,7 +63,7 @@ pub fn quantize_weights(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Q
 }
 
 /// The element of largest magnitude, with its sign (the first one on ties).
-fn signed_abs_max(x: &[f32]) -> f32 {
+pub(super) fn signed_abs_max(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m })
 }
 
@@ -70,7 +71,8 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     x.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
-fn inverse(d: f32) -> f32 {
+/// `1 / d`, or 0 for a zero scale (whose levels are all zero).
+pub(super) fn inverse(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
     } else {
@@ -133,7 +135,7 @@ fn q5_1(x: &[f32]) -> BlockQ5_1 {
 }
 
 fn q8_0(x: &[f32]) -> BlockQ8_0 {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let d = amax / 127.0;
     let id = inverse(d);
     // Weights round half away from zero (ggml's reference), unlike activations.

@@ -7,6 +7,7 @@ use bytemuck::bytes_of;
 use half::f16;
 
 use super::blocks::*;
+use super::quantize::{inverse, signed_abs_max};
 use super::GgmlType;
 
 /// Candidate scales tried around the min/max one.
@@ -72,7 +73,7 @@ fn fit_with_min(x: &[f32], w: &[f32], top: i32) -> (f32, f32) {
 /// Fits `x ≈ scale * q` with `q` in `-half..half`, returning `scale`
 /// (negative when the largest magnitude is positive, as ggml does).
 fn fit_symmetric(x: &[f32], w: &[f32], half: i32) -> f32 {
-    let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let max = signed_abs_max(x);
     if max == 0.0 {
         return 0.0;
     }
@@ -112,21 +113,21 @@ fn fit_symmetric(x: &[f32], w: &[f32], half: i32) -> f32 {
 fn quantize_scales<const N: usize>(values: &[f32; N], top: i32) -> (f16, [i32; N]) {
     let max = values.iter().fold(0.0f32, |m, &v| m.max(v));
     let d = f16::from_f32(max / top as f32);
-    let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+    let inv = inverse(d.to_f32());
     (d, core::array::from_fn(|i| round(values[i] * inv).clamp(0, top)))
 }
 
 /// The same for signed scales, to `-half..half`.
 fn quantize_signed_scales(values: &[f32; 16], half: i32) -> (f16, [i32; 16]) {
-    let max = values.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let max = signed_abs_max(values);
     let d = f16::from_f32(max / -(half as f32));
-    let inv = if d.to_f32() != 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+    let inv = inverse(d.to_f32());
     (d, core::array::from_fn(|i| round(values[i] * inv).clamp(-half, half - 1)))
 }
 
 /// Levels for `x` given its stored scale and minimum.
 fn levels(x: &[f32], scale: f32, min: f32, lo: i32, hi: i32, q: &mut [i32]) {
-    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    let inv = inverse(scale);
     q.iter_mut().zip(x).for_each(|(q, &v)| *q = round((v + min) * inv).clamp(lo, hi));
 }
 

@@ -139,11 +139,11 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let (got, speculation) = match (&draft_file, &draft_g) {
         (Some(file), Some(dg)) => {
             let draft_model = super::loaded::model(dg)?;
-            if draft_model.config.n_vocab != g_vocab(&g)? {
+            let target_vocab = prima_core::model::Config::from_gguf(&g)?.n_vocab;
+            if draft_model.config.n_vocab != target_vocab {
                 anyhow::bail!(
-                    "the draft model has {} tokens in its vocabulary and the target {}: they must share one",
-                    draft_model.config.n_vocab,
-                    g_vocab(&g)?
+                    "the draft model has {} tokens in its vocabulary and the target {target_vocab}: they must share one",
+                    draft_model.config.n_vocab
                 );
             }
             let mut draft = Local::new(
@@ -165,7 +165,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         _ if a.draft.lookup => {
             speculate(&mut *session, &mut Drafter::Lookup, &a, &tok, &mut sampler, &prompt, &mut on_piece)?
         }
-        _ => (generate(session.as_mut(), &tok, &mut sampler, &prompt, a.n_predict, a.ignore_eos, &mut on_piece)?, None),
+        _ => (generate(session.as_mut(), &tok, config, &prompt, a.n_predict, a.ignore_eos, &mut on_piece)?, None),
     };
     let (generated, text) = (&got.ids, &got.text);
     let (prompt_s, gen_s) = (got.prompt_time.as_secs_f64(), got.generation_time.as_secs_f64());
@@ -215,11 +215,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The vocabulary size of a model file.
-fn g_vocab(g: &prima_core::Gguf<'_>) -> anyhow::Result<usize> {
-    Ok(prima_core::model::Config::from_gguf(g)?.n_vocab)
 }
 
 /// Speculative generation with `a`'s limits.

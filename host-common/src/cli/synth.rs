@@ -7,6 +7,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use prima_core::gguf::write::Writer;
+use prima_core::quant::scheme::Scheme;
 use prima_core::quant::{can_quantize, quantize_weights};
 use prima_core::sampler::Rng;
 use prima_core::GgmlType;
@@ -60,6 +61,8 @@ type Spec = (String, Vec<u64>, GgmlType);
 pub(super) fn synth(a: SynthArgs) -> anyhow::Result<()> {
     let ty = GgmlType::from_name(&a.ty).filter(|&t| can_quantize(t) && t != GgmlType::F32);
     let Some(ty) = ty else { bail!("--type {} is not a type prima can write (Q4_0, Q8_0, Q4_K, F16, …)", a.ty) };
+    // The plain scheme of that name: every matrix of the type.
+    let file_type = Scheme::from_name(ty.name()).map_or(0, |s| s.file_type);
     let head_dim = a.head_dim.unwrap_or(a.embd.checked_div(a.heads).unwrap_or(0));
     if a.embd == 0 || a.heads == 0 || a.kv_heads == 0 || a.layers == 0 || head_dim == 0 || !head_dim.is_multiple_of(2) {
         bail!("--embd, --heads, --kv-heads, --layers and --head-dim must be positive, and --head-dim even");
@@ -86,7 +89,7 @@ pub(super) fn synth(a: SynthArgs) -> anyhow::Result<()> {
     let key = |k: &str| format!("{arch}.{k}");
     w.kv_str("general.architecture", &arch)
         .kv_str("general.name", "prima-synth")
-        .kv_u32("general.file_type", file_type(ty))
+        .kv_u32("general.file_type", file_type)
         .kv_u32(&key("block_count"), a.layers)
         .kv_u32(&key("context_length"), 4096)
         .kv_u32(&key("embedding_length"), a.embd)
@@ -129,25 +132,6 @@ pub(super) fn synth(a: SynthArgs) -> anyhow::Result<()> {
     out.flush().with_context(full)?;
     eprintln!("wrote {} ({:.2} GB, {arch}, {} layers of {ty})", a.out.display(), w.file_len() as f64 / 1e9, a.layers);
     Ok(())
-}
-
-/// GGUF's `general.file_type` for a model whose matrices are all `ty`.
-fn file_type(ty: GgmlType) -> u32 {
-    use GgmlType::*;
-    match ty {
-        F16 => 1,
-        Q4_0 => 2,
-        Q4_1 => 3,
-        Q8_0 => 7,
-        Q5_0 => 8,
-        Q5_1 => 9,
-        Q2_K => 10,
-        Q3_K => 11,
-        Q4_K => 14,
-        Q5_K => 16,
-        Q6_K => 18,
-        _ => 32, // BF16
-    }
 }
 
 fn tensor_specs(arch: SynthArch, ty: GgmlType, a: &SynthArgs, n_vocab: u64, q: u64, kv: u64, hd: u64) -> Vec<Spec> {

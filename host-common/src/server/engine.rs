@@ -235,7 +235,7 @@ pub fn run(
             if !engine.is_free(i) {
                 continue;
             }
-            let job = match jobs.try_recv() {
+            let mut job = match jobs.try_recv() {
                 Ok(j) => j,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
                 Err(mpsc::error::TryRecvError::Empty) if engine.busy() > 0 => break,
@@ -252,7 +252,7 @@ pub fn run(
             };
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             forward.clear(i);
-            engine.admit(i, request(&job));
+            engine.admit(i, request(&mut job));
             *client = Some(job);
             stats.busy_slots.fetch_add(1, Ordering::Relaxed);
         }
@@ -330,11 +330,12 @@ fn deliver(slot: usize, out: Output, clients: &mut [Option<Job>], stats: &Stats,
     }
 }
 
-/// What core's engine needs of a job.
-fn request(job: &Job) -> Request {
+/// What core's engine needs of a job (which keeps its channel; the
+/// engine keeps the prompt).
+fn request(job: &mut Job) -> Request {
     let p = &job.params;
     Request {
-        prompt: job.prompt.clone(),
+        prompt: std::mem::take(&mut job.prompt),
         sampler: SamplerConfig { temperature: p.temperature, top_p: p.top_p, seed: p.seed, ..SamplerConfig::default() },
         max_tokens: p.max_tokens,
         stop: p.stop.clone(),
