@@ -80,6 +80,7 @@ fn bad_speculation_flags_are_named() {
     let err = fail(&["--model-draft", other_vocab.to_str().unwrap()]);
     assert!(err.contains("vocabulary"), "{err}");
     assert!(fail(&["--lookup", "--draft-max", "0"]).contains("--draft-max"));
+    assert!(fail(&["--lookup", "--draft-max", "1000000000"]).contains("--draft-max must be from 1 to 256"));
     assert!(fail(&["--lookup", "--model-draft", other_vocab.to_str().unwrap()]).contains("cannot be used with"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -61,6 +61,10 @@ pub(super) struct RunArgs {
     draft: DraftArgs,
 }
 
+/// Most draft tokens a pass may check: each costs the draft model a step
+/// and the target a row of logits, and the draft's cache holds them.
+const MAX_DRAFT: usize = 256;
+
 /// Speculative decoding, with llama.cpp's flag names.
 #[derive(Debug, Args)]
 struct DraftArgs {
@@ -102,8 +106,8 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             a.ctx
         );
     }
-    if (a.draft.model_draft.is_some() || a.draft.lookup) && a.draft.draft_max == 0 {
-        anyhow::bail!("--draft-max must be at least 1");
+    if (a.draft.model_draft.is_some() || a.draft.lookup) && !(1..=MAX_DRAFT).contains(&a.draft.draft_max) {
+        anyhow::bail!("--draft-max must be from 1 to {MAX_DRAFT}");
     }
     let config = SamplerConfig {
         temperature: a.temp,
