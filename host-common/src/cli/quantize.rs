@@ -33,8 +33,10 @@ pub(super) struct QuantizeArgs {
     threads: Option<usize>,
 }
 
-/// Rows converted per batch: bounds the memory a huge matrix needs.
+/// Rows converted per batch, and the most bytes a batch's output holds:
+/// bound the memory a huge matrix (or a file claiming very long rows) needs.
 const ROWS_PER_BATCH: usize = 256;
+const BATCH_BYTES: usize = 64 << 20;
 
 /// What happens to one tensor.
 struct Step<'a> {
@@ -130,8 +132,9 @@ fn write(
         }
         let n = s.info.dims[0] as usize;
         let (in_row, out_row) = (s.info.ty.row_bytes(n), s.to.row_bytes(n));
-        let mut batch = vec![0u8; out_row * ROWS_PER_BATCH];
-        for rows in data.chunks(in_row * ROWS_PER_BATCH) {
+        let per_batch = (BATCH_BYTES / out_row.max(1)).clamp(1, ROWS_PER_BATCH);
+        let mut batch = vec![0u8; out_row * per_batch];
+        for rows in data.chunks(in_row * per_batch) {
             let got = &mut batch[..rows.len() / in_row * out_row];
             got.par_chunks_mut(out_row).zip(rows.par_chunks(in_row)).try_for_each_init(
                 || vec![0.0f32; n],
