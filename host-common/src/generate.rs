@@ -2,12 +2,13 @@
 //! CLI and the C ABI.
 
 use prima_core::cost::ModelCost;
-use prima_core::engine::{Engine, Output, Request};
+use prima_core::engine::{DraftSource, Engine, Output, Request, Speculation, SpeculationStats};
 use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::time::{Duration, Instant};
 
+use crate::forward::{run_inputs, Drafts, Forward, OneSequence};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::stream::{self, run_shape, LayerStream};
@@ -128,6 +129,17 @@ pub struct Generated {
     pub generation_time: Duration,
 }
 
+/// Speculative decoding for [`generate_with`]: drafts from a small model
+/// on this device with the target's vocabulary, or from prompt lookup
+/// when there is no draft model.
+pub struct Speculate<'d, 'm> {
+    pub draft: Option<&'d mut (dyn Evaluate + 'm)>,
+    /// At most this many draft tokens per target pass.
+    pub max: usize,
+    /// Fewer drafts than this are not checked.
+    pub min: usize,
+}
+
 /// Evaluates `prompt`, then samples up to `n_predict` tokens, calling
 /// `on_piece(id, text)` for each; generation stops early at an
 /// end-of-generation token (unless `ignore_eos`) or when `on_piece` returns
@@ -142,31 +154,70 @@ pub fn generate(
     ignore_eos: bool,
     on_piece: &mut dyn FnMut(u32, &str) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Generated> {
+    let run = GenerateRun { tok, sampler, prompt, n_predict, ignore_eos };
+    generate_with(eval, None, run, on_piece).map(|(g, _)| g)
+}
+
+/// What [`generate_with`] generates.
+#[derive(Clone, Copy)]
+pub struct GenerateRun<'r> {
+    pub tok: &'r Tokenizer,
+    pub sampler: SamplerConfig,
+    pub prompt: &'r [u32],
+    pub n_predict: usize,
+    pub ignore_eos: bool,
+}
+
+/// [`generate`], speculating when `speculate` says so: the target then
+/// checks each draft in one pass (one trip round a ring), and the output
+/// is what plain decoding gives at temperature 0 and follows the same
+/// distribution otherwise. Returns what speculation did, when it ran.
+pub fn generate_with(
+    eval: &mut dyn Evaluate,
+    speculate: Option<Speculate<'_, '_>>,
+    run: GenerateRun<'_>,
+    on_piece: &mut dyn FnMut(u32, &str) -> anyhow::Result<bool>,
+) -> anyhow::Result<(Generated, Option<SpeculationStats>)> {
+    let GenerateRun { tok, sampler, prompt, n_predict, ignore_eos } = run;
     let mut out = Generated::default();
     let t0 = Instant::now();
     if n_predict == 0 {
         eval.eval(prompt, Want::Last)?;
         out.prompt_time = t0.elapsed();
-        return Ok(out);
+        return Ok((out, None));
     }
     // The whole prompt in one pass, as one device or a ring expects.
     let mut engine = Engine::new(1, prompt.len() + n_predict, prompt.len().max(1));
+    let mut draft_model = None;
+    if let Some(s) = speculate {
+        let source = if s.draft.is_some() { DraftSource::Model } else { DraftSource::Lookup };
+        engine = engine.with_speculation(Speculation { source, max: s.max, min: s.min });
+        draft_model = s.draft.map(|eval| OneSequence { eval });
+    }
+    let mut drafts = draft_model.as_mut().map(|f| Drafts::new(f));
+    let mut target = OneSequence { eval };
     let request =
         Request { prompt: prompt.to_vec(), sampler, max_tokens: Some(n_predict), stop: Vec::new(), ignore_eos };
     engine.admit(0, request);
     let (mut go_on, mut t1) = (true, None);
     while go_on && engine.busy() > 0 {
+        if let Some(d) = drafts.as_mut() {
+            d.propose(&mut engine)?;
+        }
         let inputs = engine.inputs();
-        let Some(input) = inputs.first() else { break };
-        let logits = eval.eval(&input.tokens, Want::Last)?;
+        if inputs.is_empty() {
+            break;
+        }
+        let logits = run_inputs(&mut target, &inputs)?;
         if t1.is_none() {
             out.prompt_time = t0.elapsed();
             t1 = Some(Instant::now());
         }
+        let n_vocab = logits.len() / inputs.iter().map(|i| i.rows).sum::<usize>().max(1);
         // Each token's text goes out with it (empty while its UTF-8 is
         // incomplete); text after the last token, with id u32::MAX.
         let mut shown: Vec<(u32, String)> = Vec::new();
-        engine.absorb(tok, &inputs, &logits, logits.len(), &mut |_, o| match o {
+        engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, o| match o {
             Output::Token(id) => {
                 out.ids.push(id);
                 shown.push((id, String::new()));
@@ -175,6 +226,12 @@ pub fn generate(
                 Some((_, piece)) if piece.is_empty() => *piece = text,
                 _ => shown.push((u32::MAX, text)),
             },
+            Output::Rewind(pos) => {
+                target.truncate(slot, pos);
+                if let Some(d) = drafts.as_mut() {
+                    d.rewind(slot, pos);
+                }
+            }
             Output::Done { .. } => {}
         });
         for (id, piece) in shown {
@@ -183,5 +240,5 @@ pub fn generate(
         }
     }
     out.generation_time = t1.map_or(Duration::ZERO, |t| t.elapsed());
-    Ok(out)
+    Ok((out, engine.speculation().map(|_| engine.speculation_stats())))
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod ffi;
+pub mod forward;
 pub mod generate;
 pub mod link;
 pub mod mapped;
@@ -15,7 +16,6 @@ pub mod profiler;
 pub mod ring;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod speculative;
 pub mod stream;
 
 /// Lower-case hexadecimal, two digits a byte (keys, digests, cache names).

@@ -4,16 +4,15 @@
 
 mod common;
 
-use common::{prima, ring_flag, Worker};
-use prima_core::sampler::{Sampler, SamplerConfig};
+use common::{prima, ring_flag, Server, Worker};
+use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{KvType, Model};
-use prima_host::generate::{generate, Local, SessionShape};
+use prima_host::generate::{generate, generate_with, GenerateRun, Local, SessionShape, Speculate};
 use prima_host::mapped::MappedFile;
 use prima_host::pool::Pool;
-use prima_host::speculative::{generate_speculative, DraftLimits, Drafter};
 use prima_tests::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,6 +66,56 @@ fn greedy_speculation_gives_plain_decodings_tokens_on_one_device_and_a_ring() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `prima serve` speculates too: with a draft model on three slots
+/// decoding at once, with prompt lookup, and with a draft model on the head
+/// of a ring, every reply is plain decoding's text, and the metrics count
+/// drafts that stood.
+#[test]
+fn speculating_servers_reply_as_plain_decoding() {
+    let dir = scratch_dir("speculative-serve");
+    let draft = draft_model(&dir);
+    let draft = draft.to_str().unwrap();
+    let questions = [
+        "List the days of the week, then list them again in the same order.",
+        "Count from one to ten in words, twice.",
+        "Name the four seasons, then name them again.",
+    ];
+    let n = if emulated() { 12 } else { 40 };
+    let ask = |server: &Server| -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = questions
+                .iter()
+                .map(|q| {
+                    let req =
+                        json!({ "messages": [{ "role": "user", "content": q }], "temperature": 0, "max_tokens": n });
+                    s.spawn(move || {
+                        let v = server.post("/v1/chat/completions", &req).unwrap();
+                        v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let want = ask(&Server::start(&["--parallel", "3"]));
+    let check = |mode: &str, flags: &[&str]| {
+        let server = Server::start(flags);
+        assert_eq!(ask(&server), want, "{mode}: replies differ from plain decoding");
+        let drafted = server.metric("prima_draft_tokens_total");
+        let accepted = server.metric("prima_draft_tokens_accepted_total");
+        eprintln!("{mode}: {accepted} of {drafted} drafts stood");
+        assert!(accepted > 0.0 && drafted >= accepted, "{mode}: {accepted} of {drafted} drafts stood");
+    };
+    check("draft model, 3 slots", &["--parallel", "3", "--model-draft", draft, "--draft-max", "6"]);
+    if !emulated() {
+        check("lookup, 3 slots", &["--parallel", "3", "--lookup"]);
+        let workers = [Worker::start(), Worker::start()];
+        let ring = ring_flag(&workers);
+        check("draft model, ring", &["-md", draft, "--ring", &ring, "--layer-window", "10,10,10"]);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_speculation_flags_are_named() {
     let dir = scratch_dir("speculative-bad");
@@ -103,28 +152,15 @@ fn sample_pairs(target: &Path, draft: Option<&Path>, n: u64) -> BTreeMap<(u32, u
     let mut counts = BTreeMap::new();
     for seed in 0..n {
         let mut target = Local::new(&tm, &tf, &tg, shape, &pool).unwrap();
-        let mut sampler = Sampler::new(SamplerConfig { seed, ..config });
+        let sampler = SamplerConfig { seed, ..config };
         let ids = match (&dm, &df, &dg) {
             (Some(dm), Some(df), Some(dg)) => {
                 let mut d = Local::new(dm, df, dg, shape, &pool).unwrap();
-                let draft_sampler = Sampler::new(SamplerConfig { seed: seed + 1_000_000, ..config });
-                let mut drafter = Drafter::Model { eval: &mut d, sampler: draft_sampler };
-                let limits = DraftLimits { max: 3, min: 1 };
-                let (got, _) = generate_speculative(
-                    &mut target,
-                    &mut drafter,
-                    limits,
-                    &tok,
-                    &mut sampler,
-                    &prompt,
-                    4,
-                    true,
-                    &mut |_, _| Ok(true),
-                )
-                .unwrap();
-                got.ids
+                let speculate = Speculate { draft: Some(&mut d), max: 3, min: 1 };
+                let run = GenerateRun { tok: &tok, sampler, prompt: &prompt, n_predict: 4, ignore_eos: true };
+                generate_with(&mut target, Some(speculate), run, &mut |_, _| Ok(true)).unwrap().0.ids
             }
-            _ => generate(&mut target, &tok, sampler.config, &prompt, 4, true, &mut |_, _| Ok(true)).unwrap().ids,
+            _ => generate(&mut target, &tok, sampler, &prompt, 4, true, &mut |_, _| Ok(true)).unwrap().ids,
         };
         *counts.entry((ids[1], ids[2])).or_insert(0) += 1;
     }

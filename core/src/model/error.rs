@@ -55,6 +55,11 @@ pub enum ModelError {
         rows: usize,
         claimed: usize,
     },
+    /// More logit rows were asked of a batch entry than it has tokens.
+    RowsWanted {
+        wanted: usize,
+        tokens: usize,
+    },
     /// A stage was asked of a model loaded without it (e.g. the output head on a worker).
     PartNotLoaded {
         part: &'static str,
@@ -98,6 +103,9 @@ impl fmt::Display for ModelError {
             }
             PartNotLoaded { part } => write!(f, "the {part} is not loaded on this device"),
             BatchRows { rows, claimed } => write!(f, "a batch of {rows} rows was given sequences of {claimed} tokens"),
+            RowsWanted { wanted, tokens } => {
+                write!(f, "{wanted} rows of logits were asked of a step of {tokens} tokens")
+            }
         }
     }
 }

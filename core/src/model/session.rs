@@ -172,7 +172,19 @@ impl<'m, 'a> Batch<'m, 'a> {
     /// and returns the logits of each entry's last token (`n_vocab` floats
     /// per entry, in order). Every entry needs at least one token.
     pub fn eval(&mut self, steps: &mut [(&mut KvCache, &[u32])], par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(steps, par, None)
+        self.eval_inner(steps, None, par, None)
+    }
+
+    /// [`Self::eval`], returning the logits of each entry's last `rows[i]`
+    /// tokens (speculation's drafts are judged row by row).
+    pub fn eval_rows(
+        &mut self,
+        steps: &mut [(&mut KvCache, &[u32])],
+        rows: &[usize],
+        par: &dyn Parallel,
+        hook: Option<&mut dyn LayerHook>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(steps, Some(rows), par, hook)
     }
 
     /// [`Self::eval`], running one layer at a time between `hook`'s calls.
@@ -182,20 +194,25 @@ impl<'m, 'a> Batch<'m, 'a> {
         par: &dyn Parallel,
         hook: &mut dyn LayerHook,
     ) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(steps, par, Some(hook))
+        self.eval_inner(steps, None, par, Some(hook))
     }
 
     fn eval_inner(
         &mut self,
         steps: &mut [(&mut KvCache, &[u32])],
+        wanted: Option<&[usize]>,
         par: &dyn Parallel,
         hook: Option<&mut dyn LayerHook>,
     ) -> Result<Vec<f32>, ModelError> {
         let c = &self.model.config;
         let n_embd = c.n_embd;
         let rows: usize = steps.iter().map(|(_, t)| t.len()).sum();
+        let wanted_at = |i: usize| wanted.map_or(1, |w| w.get(i).copied().unwrap_or(1));
         if steps.iter().any(|(_, t)| t.is_empty()) {
             return Err(ModelError::BatchRows { rows, claimed: 0 });
+        }
+        if let Some((i, (_, t))) = steps.iter().enumerate().find(|(i, (_, t))| wanted_at(*i) > t.len()) {
+            return Err(ModelError::RowsWanted { wanted: wanted_at(i), tokens: t.len() });
         }
         self.hidden.clear();
         self.hidden.resize(rows * n_embd, 0.0);
@@ -212,11 +229,11 @@ impl<'m, 'a> Batch<'m, 'a> {
         })?;
         self.last.clear();
         let mut end = 0;
-        for s in &seqs {
+        for (i, s) in seqs.iter().enumerate() {
             end += s.n_tok;
-            self.last.extend_from_slice(&self.hidden[(end - 1) * n_embd..end * n_embd]);
+            self.last.extend_from_slice(&self.hidden[(end - wanted_at(i)) * n_embd..end * n_embd]);
         }
-        let mut logits = alloc::vec![0.0; seqs.len() * c.n_vocab];
+        let mut logits = alloc::vec![0.0; self.last.len() / n_embd * c.n_vocab];
         self.model.output(&self.last, &mut logits, &mut self.ws, par)?;
         Ok(logits)
     }

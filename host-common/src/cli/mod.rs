@@ -10,6 +10,7 @@ macro_rules! outln {
 }
 
 mod bench;
+pub(crate) mod draft_args;
 mod eval;
 mod inspect;
 mod key;

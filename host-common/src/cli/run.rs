@@ -1,17 +1,15 @@
 use clap::Args;
-use prima_core::sampler::{Sampler, SamplerConfig};
+use prima_core::sampler::SamplerConfig;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
 
+use super::draft_args::{load_draft, DraftArgs};
 use super::loaded::{tokenizer, Loaded};
 use super::ring_args::{evaluator, RingArgs};
 use super::ModelArgs;
-use crate::generate::{generate, Generated, Local, SessionShape};
-use crate::mapped::MappedFile;
+use crate::generate::{generate_with, GenerateRun, Local, SessionShape, Speculate};
 use crate::ring::head::Ring;
 use crate::ring::recover::Models;
-use crate::speculative::{generate_speculative, DraftLimits, Drafter, SpeculationStats};
 
 #[derive(Debug, Args)]
 pub(super) struct RunArgs {
@@ -61,29 +59,6 @@ pub(super) struct RunArgs {
     draft: DraftArgs,
 }
 
-/// Most draft tokens a pass may check: each costs the draft model a step
-/// and the target a row of logits, and the draft's cache holds them.
-const MAX_DRAFT: usize = 256;
-
-/// Speculative decoding, with llama.cpp's flag names.
-#[derive(Debug, Args)]
-struct DraftArgs {
-    /// A small model with the same vocabulary that drafts tokens on this
-    /// device for the target to check several at a time.
-    /// (`-md FILE` as in llama.cpp works too.)
-    #[arg(long = "model-draft", value_name = "FILE")]
-    model_draft: Option<PathBuf>,
-    /// Draft from the text so far (prompt lookup) instead of a draft model.
-    #[arg(long, conflicts_with = "model_draft")]
-    lookup: bool,
-    /// Most draft tokens the target checks in one pass.
-    #[arg(long = "draft-max", default_value_t = 8)]
-    draft_max: usize,
-    /// Fewer drafts than this are not checked: one token is decoded plainly.
-    #[arg(long = "draft-min", default_value_t = 1)]
-    draft_min: usize,
-}
-
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     if a.ctx == 0 {
         anyhow::bail!("--ctx-size must be at least 1");
@@ -106,9 +81,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             a.ctx
         );
     }
-    if (a.draft.model_draft.is_some() || a.draft.lookup) && !(1..=MAX_DRAFT).contains(&a.draft.draft_max) {
-        anyhow::bail!("--draft-max must be from 1 to {MAX_DRAFT}");
-    }
+    let speculation = a.draft.settings()?;
     let config = SamplerConfig {
         temperature: a.temp,
         top_k: a.top_k,
@@ -119,7 +92,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         presence_penalty: a.presence_penalty,
         seed: a.seed,
     };
-    let mut sampler = Sampler::new(config);
     // The KV cache holds what this run needs, not the whole -c: on a device
     // short of memory every position of it is memory the layers lack.
     let n_ctx = prompt.len() + a.n_predict;
@@ -138,39 +110,23 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         Ok(true)
     };
-    let draft_file = a.draft.model_draft.as_deref().map(MappedFile::open).transpose()?;
+    let draft_file = a.draft.open()?;
     let draft_g = draft_file.as_ref().map(|f| f.gguf()).transpose()?;
-    let (got, speculation) = match (&draft_file, &draft_g) {
-        (Some(file), Some(dg)) => {
-            let draft_model = super::loaded::model(dg)?;
-            let target_vocab = prima_core::model::Config::from_gguf(&g)?.n_vocab;
-            if draft_model.config.n_vocab != target_vocab {
-                anyhow::bail!(
-                    "the draft model has {} tokens in its vocabulary and the target {target_vocab}: they must share one",
-                    draft_model.config.n_vocab
-                );
-            }
-            let mut draft = Local::new(
-                &draft_model,
-                file,
-                dg,
-                SessionShape { n_ctx: n_ctx + a.draft.draft_max, ..shape },
-                &l.pool,
-            )?;
-            let draft_sampler = Sampler::new(SamplerConfig {
-                repeat_penalty: 1.0,
-                presence_penalty: 0.0,
-                seed: a.seed ^ 0xd4af7,
-                ..config
-            });
-            let mut drafter = Drafter::Model { eval: &mut draft, sampler: draft_sampler };
-            speculate(&mut *session, &mut drafter, &a, &tok, &mut sampler, &prompt, &mut on_piece)?
-        }
-        _ if a.draft.lookup => {
-            speculate(&mut *session, &mut Drafter::Lookup, &a, &tok, &mut sampler, &prompt, &mut on_piece)?
-        }
-        _ => (generate(session.as_mut(), &tok, config, &prompt, a.n_predict, a.ignore_eos, &mut on_piece)?, None),
-    };
+    let target_vocab = prima_core::model::Config::from_gguf(&g)?.n_vocab;
+    let draft_model = draft_g.as_ref().map(|dg| load_draft(dg, target_vocab)).transpose()?;
+    let mut draft = None;
+    if let (Some(file), Some(dg), Some(dm)) = (&draft_file, &draft_g, &draft_model) {
+        let shape = SessionShape { n_ctx: n_ctx + a.draft.draft_max, ..shape };
+        draft = Some(Local::new(dm, file, dg, shape, &l.pool)?);
+    }
+    let speculate = speculation.map(|s| Speculate {
+        draft: draft.as_mut().map(|d| d as &mut dyn crate::generate::Evaluate),
+        max: s.max,
+        min: s.min,
+    });
+    let run =
+        GenerateRun { tok: &tok, sampler: config, prompt: &prompt, n_predict: a.n_predict, ignore_eos: a.ignore_eos };
+    let (got, speculation) = generate_with(session.as_mut(), speculate, run, &mut on_piece)?;
     let (generated, text) = (&got.ids, &got.text);
     let (prompt_s, gen_s) = (got.prompt_time.as_secs_f64(), got.generation_time.as_secs_f64());
     // The last sampled token is not evaluated, so decode steps = generated - 1.
@@ -195,8 +151,8 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
             "drafted": s.drafted,
             "accepted": s.accepted,
             "acceptance_rate": s.accepted as f64 / s.drafted.max(1) as f64,
-            // The prompt's pass is not a generation pass.
-            "tokens_per_target_pass": generated.len() as f64 / s.target_passes.saturating_sub(1).max(1) as f64,
+            // The first token comes from the prompt's pass, which is not counted.
+            "tokens_per_target_pass": generated.len() as f64 / s.target_passes.max(1) as f64,
         })),
     });
     if a.json {
@@ -219,22 +175,6 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Speculative generation with `a`'s limits.
-fn speculate(
-    target: &mut dyn crate::generate::Evaluate,
-    drafter: &mut Drafter<'_>,
-    a: &RunArgs,
-    tok: &prima_core::tokenizer::Tokenizer,
-    sampler: &mut Sampler,
-    prompt: &[u32],
-    on_piece: &mut dyn FnMut(u32, &str) -> anyhow::Result<bool>,
-) -> anyhow::Result<(Generated, Option<SpeculationStats>)> {
-    let limits = DraftLimits { max: a.draft.draft_max, min: a.draft.draft_min };
-    let (got, stats) =
-        generate_speculative(target, drafter, limits, tok, sampler, prompt, a.n_predict, a.ignore_eos, on_piece)?;
-    Ok((got, Some(stats)))
 }
 
 /// Each ring device's layers and where its time went, as JSON (and on

@@ -12,17 +12,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prima_core::engine::{self, Engine, Output, Request};
+use prima_core::engine::{self, Engine, Output, Request, Speculation};
 use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
-use prima_core::{Batch, KvCache, KvType, Model, Want};
 use tokio::sync::mpsc;
 
 use super::api::{Finish, Params, Usage};
-use crate::generate::Evaluate;
-use crate::pool::Pool;
-use crate::ring::head::DeviceReport;
-use crate::stream::LayerStream;
+use crate::forward::{run_inputs, Drafts};
+pub use crate::forward::{DeviceView, Forward, LocalSlots, OneSequence};
 
 /// What a request asks of the engine: prompt tokens and how to sample.
 #[derive(Debug)]
@@ -51,6 +48,9 @@ pub struct Stats {
     pub queued: AtomicUsize,
     /// Sum of per-token decode times, in microseconds (for mean TPOT).
     pub decode_micros: AtomicU64,
+    /// Draft tokens the target checked, and those that stood.
+    pub drafted: AtomicU64,
+    pub accepted: AtomicU64,
     pub cancelled: AtomicU64,
     /// The cluster view's devices on a ring (empty on one device).
     pub devices: std::sync::Mutex<Vec<DeviceView>>,
@@ -60,148 +60,20 @@ pub struct Stats {
 /// stall the others' decoding for long.
 pub const PREFILL_CHUNK: usize = 256;
 
-/// What the engine steps: sequences in slots, each with its own KV cache.
-pub trait Forward {
-    /// Sequences held at once.
-    fn slots(&self) -> usize;
-    /// Empties `slot` for a new sequence.
-    fn clear(&mut self, slot: usize);
-    /// One forward pass: appends each step's tokens to its slot and returns
-    /// the logits of each step's last token (`n_vocab` floats per step, in order).
-    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>>;
-    /// With nothing to run: keeps links alive. False: nothing to keep alive,
-    /// so the engine may sleep until a request comes.
-    fn idle(&mut self) -> anyhow::Result<bool> {
-        Ok(false)
-    }
-    /// A device at `addr` asks to join the ring.
-    fn join(&mut self, addr: String) -> anyhow::Result<()> {
-        anyhow::bail!("{addr} cannot join: this server runs on one device")
-    }
-    /// Each device's share of a token, for the page's cluster view; `None`
-    /// for one device.
-    fn devices(&self) -> Option<Vec<DeviceView>> {
-        None
-    }
-}
-
-/// One device's line in the cluster view.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceView {
-    pub name: String,
-    /// Such as `0-9,20-29`.
-    pub layers: String,
-    /// Seconds per generated token.
-    pub compute_s: f64,
-    pub network_s: f64,
-    pub disk_s: f64,
-}
-
-/// One device: `parallel` caches batched through one model.
-pub struct LocalSlots<'m, 'a, 's> {
-    batch: Batch<'m, 'a>,
-    caches: Vec<KvCache>,
-    pool: &'m Pool,
-    /// Layers that do not stay resident come through here.
-    stream: Option<&'s mut LayerStream<'m>>,
-}
-
-impl<'m, 'a, 's> LocalSlots<'m, 'a, 's> {
-    pub fn new(
-        model: &'m Model<'a>,
-        pool: &'m Pool,
-        parallel: usize,
-        n_ctx: usize,
-        stream: Option<&'s mut LayerStream<'m>>,
-    ) -> Self {
-        let batch = Batch::new(model);
-        let caches = (0..parallel).map(|_| batch.cache(n_ctx, KvType::F16)).collect();
-        Self { batch, caches, pool, stream }
-    }
-}
-
-impl Forward for LocalSlots<'_, '_, '_> {
-    fn slots(&self) -> usize {
-        self.caches.len()
-    }
-
-    fn clear(&mut self, slot: usize) {
-        self.caches[slot].clear();
-    }
-
-    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>> {
-        // `steps` is in slot order: pair each one's cache with its tokens.
-        let mut listed = steps.iter().peekable();
-        let mut pass: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(steps.len());
-        for (i, kv) in self.caches.iter_mut().enumerate() {
-            if let Some((_, tokens)) = listed.next_if(|(j, _)| *j == i) {
-                pass.push((kv, tokens));
-            }
-        }
-        let (batch, pool) = (&mut self.batch, self.pool);
-        match self.stream.as_deref_mut() {
-            None => pool.enter(|| batch.eval(&mut pass, pool)).map_err(anyhow::Error::from),
-            Some(s) => pool
-                .enter(|| batch.eval_streamed(&mut pass, pool, s))
-                .map_err(anyhow::Error::from)
-                .and_then(|l| s.take_error().map(|()| l)),
-        }
-    }
-}
-
-/// A ring (or any one-sequence evaluator): one slot, so requests take turns.
-pub struct OneSequence<'m> {
-    pub eval: Box<dyn Evaluate + 'm>,
-}
-
-impl Forward for OneSequence<'_> {
-    fn slots(&self) -> usize {
-        1
-    }
-
-    fn clear(&mut self, _slot: usize) {
-        self.eval.reset();
-    }
-
-    fn step(&mut self, steps: &[(usize, &[u32])]) -> anyhow::Result<Vec<f32>> {
-        match steps {
-            [(0, tokens)] => self.eval.eval(tokens, Want::Last),
-            _ => anyhow::bail!("one sequence at a time, not {} steps", steps.len()),
-        }
-    }
-
-    fn idle(&mut self) -> anyhow::Result<bool> {
-        self.eval.idle()
-    }
-
-    fn join(&mut self, addr: String) -> anyhow::Result<()> {
-        self.eval.join(addr)
-    }
-
-    fn devices(&self) -> Option<Vec<DeviceView>> {
-        let ring = self.eval.ring()?;
-        let view = |d: DeviceReport| {
-            let t = d.per_decode_step.unwrap_or_default();
-            let layers: Vec<String> = d.layers.iter().map(|r| format!("{}-{}", r.start, r.end - 1)).collect();
-            DeviceView {
-                name: d.name,
-                layers: layers.join(","),
-                compute_s: t.compute.as_secs_f64(),
-                network_s: t.network.as_secs_f64(),
-                disk_s: t.disk.as_secs_f64(),
-            }
-        };
-        Some(ring.report().into_iter().map(view).collect())
-    }
-}
-
 /// How often the cluster view is refreshed while the engine runs.
 const VIEW_EVERY: Duration = Duration::from_millis(250);
+
+/// Speculative decoding in the server: how, and the draft model's slots
+/// (one per target slot) when there is one.
+pub struct Speculating<'d> {
+    pub settings: Speculation,
+    pub draft: Option<&'d mut dyn Forward>,
+}
 
 /// Runs the engine until `jobs` closes. `n_ctx` is each slot's context.
 pub fn run(
     forward: &mut dyn Forward,
-    n_vocab: usize,
+    speculating: Option<Speculating<'_>>,
     tok: &Tokenizer,
     n_ctx: usize,
     mut jobs: mpsc::Receiver<Job>,
@@ -209,6 +81,12 @@ pub fn run(
     stats: Arc<Stats>,
 ) {
     let mut engine = Engine::new(forward.slots(), n_ctx, PREFILL_CHUNK);
+    let mut drafts = None;
+    if let Some(s) = speculating {
+        engine = engine.with_speculation(s.settings);
+        drafts = s.draft.map(Drafts::new);
+    }
+    let mut last_stats = engine.speculation_stats();
     // Each busy slot's job: where its events go.
     let mut clients: Vec<Option<Job>> = (0..forward.slots()).map(|_| None).collect();
     let mut keep_alive = true;
@@ -252,13 +130,16 @@ pub fn run(
             };
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             forward.clear(i);
+            if let Some(d) = drafts.as_mut() {
+                d.clear(i);
+            }
             engine.admit(i, request(&mut job));
             *client = Some(job);
             stats.busy_slots.fetch_add(1, Ordering::Relaxed);
         }
         // A request with no prompt tokens has nothing to run: it ends now.
         engine.end_empty(&mut |slot, out| {
-            refresh |= deliver(slot, out, &mut clients, &stats, forward);
+            refresh |= deliver(slot, out, &mut clients, &stats, forward, None);
         });
         // Clients that left free their slots before the step.
         for (i, client) in clients.iter_mut().enumerate() {
@@ -269,13 +150,16 @@ pub fn run(
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let t0 = Instant::now();
+        let drafted = match drafts.as_mut() {
+            Some(d) => d.propose(&mut engine),
+            None => Ok(()),
+        };
         let inputs = engine.inputs();
         if inputs.is_empty() {
             continue;
         }
-        let t0 = Instant::now();
-        let steps: Vec<(usize, &[u32])> = inputs.iter().map(|i| (i.slot, i.tokens.as_slice())).collect();
-        let logits = match forward.step(&steps) {
+        let logits = match drafted.and_then(|()| run_inputs(forward, &inputs)) {
             Ok(l) => l,
             Err(e) => {
                 // A failed pass leaves every cache in it unusable: end them all.
@@ -297,16 +181,35 @@ pub fn run(
                 stats.prompt_tokens.fetch_add(input.tokens.len() as u64, Ordering::Relaxed);
             }
         }
+        let n_vocab = logits.len() / inputs.iter().map(|i| i.rows).sum::<usize>().max(1);
         engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, out| {
-            refresh |= deliver(slot, out, &mut clients, &stats, forward);
+            refresh |= deliver(slot, out, &mut clients, &stats, forward, drafts.as_mut());
         });
+        let now = engine.speculation_stats();
+        stats.drafted.fetch_add((now.drafted - last_stats.drafted) as u64, Ordering::Relaxed);
+        stats.accepted.fetch_add((now.accepted - last_stats.accepted) as u64, Ordering::Relaxed);
+        last_stats = now;
     }
 }
 
 /// Passes one of core's outputs to its client; true when the job ended.
-fn deliver(slot: usize, out: Output, clients: &mut [Option<Job>], stats: &Stats, forward: &mut dyn Forward) -> bool {
+fn deliver(
+    slot: usize,
+    out: Output,
+    clients: &mut [Option<Job>],
+    stats: &Stats,
+    forward: &mut dyn Forward,
+    drafts: Option<&mut Drafts<'_>>,
+) -> bool {
     let Some(job) = clients[slot].as_ref() else { return false };
     match out {
+        Output::Rewind(pos) => {
+            forward.truncate(slot, pos);
+            if let Some(d) = drafts {
+                d.rewind(slot, pos);
+            }
+            false
+        }
         Output::Token(_) => {
             stats.completion_tokens.fetch_add(1, Ordering::Relaxed);
             false

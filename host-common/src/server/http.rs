@@ -192,6 +192,18 @@ async fn metrics(State(s): State<Shared>) -> String {
         ("prima_queue_depth", "gauge", "Requests waiting for a slot.", st.queued.load(Ordering::Relaxed) as f64),
         ("prima_slots_busy", "gauge", "Slots decoding.", st.busy_slots.load(Ordering::Relaxed) as f64),
         ("prima_time_per_output_token_seconds", "gauge", "Mean decode time per generated token.", tpot),
+        (
+            "prima_draft_tokens_total",
+            "counter",
+            "Draft tokens the target checked (speculative decoding).",
+            st.drafted.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "prima_draft_tokens_accepted_total",
+            "counter",
+            "Draft tokens that stood.",
+            st.accepted.load(Ordering::Relaxed) as f64,
+        ),
     ];
     rows.iter()
         .map(|(name, kind, help, v)| format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"))

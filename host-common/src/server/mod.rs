@@ -20,6 +20,8 @@ use prima_core::tokenizer::Tokenizer;
 use prima_core::{KvType, Model};
 use tokio::sync::mpsc;
 
+use crate::cli::draft_args::load_draft;
+use crate::forward::LocalSlots;
 use crate::generate::SessionShape;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -65,6 +67,8 @@ pub struct ServeArgs {
     /// which join between requests (0: never look again).
     #[arg(long = "rediscover", value_name = "SECS", default_value_t = 30.0)]
     pub rediscover: f64,
+    #[command(flatten)]
+    pub(crate) draft: crate::cli::draft_args::DraftArgs,
 }
 
 /// What the HTTP handlers share.
@@ -114,6 +118,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("--threads must be at least 1");
     }
     let file = MappedFile::open(&a.model)?;
+    let speculation = a.draft.settings()?;
+    let draft_file = a.draft.open()?;
     let (tokenizer, template) = {
         let g = file.gguf()?;
         let tokenizer = Tokenizer::from_gguf(&g).context("cannot load tokenizer")?;
@@ -155,10 +161,25 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Ok(c) => c.n_vocab,
             Err(e) => return fail(e.into()),
         };
+        // The draft model runs here, on the head, in slots matching the target's.
+        let draft_g = match draft_file.as_ref().map(|f| f.gguf()).transpose() {
+            Ok(g) => g,
+            Err(e) => return fail(e),
+        };
+        let draft_model = match draft_g.as_ref().map(|dg| load_draft(dg, n_vocab)).transpose() {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
         let run = |forward: &mut dyn engine::Forward, ready: Serving| {
             let slot_ctx = ready.slot_ctx;
+            let max = speculation.map_or(0, |s| s.max);
+            let mut draft = draft_model.as_ref().map(|m| LocalSlots::new(m, &pool, ready.slots, slot_ctx + max, None));
+            let speculating = speculation.map(|settings| engine::Speculating {
+                settings,
+                draft: draft.as_mut().map(|d| d as &mut dyn engine::Forward),
+            });
             let _ = ready_tx.send(Ok(ready));
-            engine::run(forward, n_vocab, &engine_tok, slot_ctx, jobs_rx, joins_rx, engine_stats);
+            engine::run(forward, speculating, &engine_tok, slot_ctx, jobs_rx, joins_rx, engine_stats);
         };
         // On a ring, one sequence at a time holds the whole context.
         match ring.handshake(&file, &g, &path, a.ctx, KvType::F16, &pool) {
@@ -172,7 +193,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 let resilient = Resilient::new(hs, &models, &file, &pool, &g, shape);
                 match resilient {
                     Ok(r) => {
-                        let mut forward = engine::OneSequence { eval: Box::new(r) };
+                        let mut r = r;
+                        let mut forward = engine::OneSequence { eval: &mut r };
                         let layers = engine::Forward::devices(&forward).map_or(1, |d| d.len());
                         run(
                             &mut forward,
@@ -200,7 +222,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 match loaded {
                     Ok((model, mut stream)) => {
                         let layers = format!("0-{}", model.config.n_layer.saturating_sub(1));
-                        let mut forward = engine::LocalSlots::new(&model, &pool, parallel, slot_ctx, stream.as_mut());
+                        let mut forward = LocalSlots::new(&model, &pool, parallel, slot_ctx, stream.as_mut());
                         run(&mut forward, Serving { slots: parallel, slot_ctx, layers, ring: false })
                     }
                     Err(e) => fail(e),
