@@ -65,7 +65,7 @@ fn sign_to_y(x: __m256i, y: __m256i, signed: bool) -> (__m256i, __m256i) {
 /// the target features and `$sum4` sums each group of four byte products
 /// into one i32 lane.
 macro_rules! tile_kernels {
-    ($features:literal, $sum4:expr) => {
+    ($features:literal, $sum4:expr, halve_tiles: $halve:literal) => {
         use super::*;
 
         /// Products of 32 byte pairs, summed into 8 f32 lanes.
@@ -130,30 +130,40 @@ macro_rules! tile_kernels {
             }
         }
 
-        /// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1 elsewhere.
+        /// Any shape, by whole 4x4 / 4x1 / 1x4 tiles where possible and 1x1
+        /// elsewhere. With 16 vector registers a 4x4 tile's 16 accumulators
+        /// spill, so there it runs as two 2x4 tiles (each weight block is
+        /// still unpacked once; the activations, hot in L1, load twice).
         #[target_feature(enable = $features)]
         pub(super) fn tile_any<const TY: u8>(n: usize, w: &[&[u8]], a: &[&[u8]], out: &mut TileOut) {
+            if $halve && w.len() == 4 && a.len() == 4 {
+                let mut half = [[0.0; 4]; 4];
+                tile::<TY, 2, 4>(n, &w[..2], a, out);
+                tile::<TY, 2, 4>(n, &w[2..], a, &mut half);
+                out[2..].copy_from_slice(&half[..2]);
+                return;
+            }
             tile_by_shape!(tile [TY] [] n, w, a, out)
         }
     };
 }
 
 mod avx2 {
-    tile_kernels!("avx2,fma,f16c", |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)));
+    tile_kernels!("avx2,fma,f16c", |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)), halve_tiles: true);
 }
 
 mod vnni {
-    tile_kernels!("avx2,fma,f16c,avxvnni", |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y));
+    tile_kernels!("avx2,fma,f16c,avxvnni", |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y), halve_tiles: true);
 }
 
 /// 256-bit vectors still, but AVX-512VL's 32 registers hold a 4x4 tile's
 /// accumulators without spilling.
 mod avx512 {
-    tile_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", |x, y| _mm256_dpbusd_epi32(
-        _mm256_setzero_si256(),
-        x,
-        y
-    ));
+    tile_kernels!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        |x, y| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y),
+        halve_tiles: false
+    );
 }
 
 /// The AVX2 tile kernel for `ty`, if it is a 32-element block type.
