@@ -33,6 +33,11 @@ pub(super) struct BenchArgs {
     /// of PP tokens then TG generated, timed together.
     #[arg(long = "pg", value_name = "PP,TG", value_parser = parse_pg)]
     pg: Vec<(usize, usize)>,
+    /// Parallel sequences (llama-batched-bench's `-npl`): each generation
+    /// test also runs with this many sequences decoding together, one
+    /// batched pass per step, reported as tokens/s over all of them.
+    #[arg(long = "npl", value_delimiter = ',')]
+    npl: Vec<usize>,
     /// Context depths: each test runs after this many tokens are already
     /// in the KV cache (untimed), as llama-bench's `-d`.
     #[arg(short = 'd', long = "n-depth", value_delimiter = ',', default_value = "0")]
@@ -67,6 +72,8 @@ enum Test {
     Prompt(usize),
     Gen(usize),
     PromptGen(usize, usize),
+    /// `n` generated tokens in each of `b` sequences decoding together.
+    GenParallel(usize, usize),
 }
 
 impl Test {
@@ -75,6 +82,7 @@ impl Test {
             Test::Prompt(n) => format!("pp{n}"),
             Test::Gen(n) => format!("tg{n}"),
             Test::PromptGen(p, g) => format!("pp{p}+tg{g}"),
+            Test::GenParallel(n, b) => format!("tg{n} x{b}"),
         };
         if depth > 0 {
             format!("{base} @ d{depth}")
@@ -86,6 +94,15 @@ impl Test {
         match self {
             Test::Prompt(n) | Test::Gen(n) => n,
             Test::PromptGen(p, g) => p + g,
+            Test::GenParallel(n, b) => n * b,
+        }
+    }
+
+    /// Positions each sequence's cache needs.
+    fn positions(self) -> usize {
+        match self {
+            Test::GenParallel(n, _) => n,
+            t => t.tokens(),
         }
     }
 }
@@ -112,8 +129,12 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .map(|&n| Test::Prompt(n))
         .chain(a.n_gen.iter().filter(|&&n| n > 0).map(|&n| Test::Gen(n)))
         .chain(a.pg.iter().filter(|pg| pg.0 + pg.1 > 0).map(|&(p, g)| Test::PromptGen(p, g)))
+        .chain(a.npl.iter().flat_map(|&b| a.n_gen.iter().filter(|&&n| n > 0).map(move |&n| Test::GenParallel(n, b))))
         .collect();
-    let n_ctx = a.depth.iter().max().unwrap_or(&0) + tests.iter().map(|t| t.tokens()).max().unwrap_or(1);
+    if a.npl.contains(&0) || a.npl.iter().any(|&b| b > MAX_PARALLEL) {
+        anyhow::bail!("--npl values must be from 1 to {MAX_PARALLEL}");
+    }
+    let n_ctx = a.depth.iter().max().unwrap_or(&0) + tests.iter().map(|t| t.positions()).max().unwrap_or(1);
     let size_mib = file.bytes().len() as f64 / (1024.0 * 1024.0);
     let params = n_params as f64 / 1e6;
     match output {
@@ -136,6 +157,13 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
             for &test in &tests {
                 let mut rates = Vec::with_capacity(a.reps);
                 for rep in 0..=a.reps {
+                    if let Test::GenParallel(n, b) = test {
+                        let rate = parallel_rate(&model, &pool, &mut rng, (n, b, depth), n_ctx, a.kv_type.into())?;
+                        if rep > 0 {
+                            rates.push(rate);
+                        }
+                        continue;
+                    }
                     session.clear();
                     let mut random =
                         |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % n_vocab) as u32).collect() };
@@ -147,6 +175,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
                         Test::Prompt(n) => (random(n), Vec::new()),
                         Test::Gen(n) => (Vec::new(), random(n)),
                         Test::PromptGen(p, g) => (random(p), random(g)),
+                        Test::GenParallel(..) => unreachable!("timed by parallel_rate"),
                     };
                     let start = Instant::now();
                     if !prompt.is_empty() {
@@ -165,6 +194,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     Test::Prompt(n) => (n, 0),
                     Test::Gen(n) => (0, n),
                     Test::PromptGen(p, g) => (p, g),
+                    Test::GenParallel(n, _) => (0, n),
                 };
                 let kernels = model.kernels.name();
                 let row = json!({
@@ -195,6 +225,39 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         outln!("]");
     }
     Ok(())
+}
+
+/// Most sequences `--npl` may ask for (each holds a KV cache).
+const MAX_PARALLEL: usize = 256;
+
+/// Tokens per second over `b` sequences (each after `depth` random tokens,
+/// untimed) decoding `n` tokens each, one batched pass per step.
+fn parallel_rate(
+    model: &prima_core::Model<'_>,
+    pool: &Pool,
+    rng: &mut Rng,
+    (n, b, depth): (usize, usize, usize),
+    n_ctx: usize,
+    kv: prima_core::KvType,
+) -> anyhow::Result<f64> {
+    let mut batch = prima_core::Batch::new(model);
+    let mut caches: Vec<_> = (0..b).map(|_| batch.cache(n_ctx, kv)).collect();
+    let n_vocab = model.config.n_vocab as u64;
+    let mut random = |k: usize| -> Vec<u32> { (0..k).map(|_| (rng.next_u64() % n_vocab) as u32).collect() };
+    if depth > 0 {
+        for kv in caches.iter_mut() {
+            let context = random(depth);
+            pool.enter(|| batch.eval(&mut [(kv, &context[..])], pool))?;
+        }
+    }
+    let tokens: Vec<Vec<u32>> = (0..n).map(|_| random(b)).collect();
+    let start = Instant::now();
+    for step in &tokens {
+        let mut pass: Vec<(&mut prima_core::KvCache, &[u32])> =
+            caches.iter_mut().zip(step).map(|(kv, t)| (kv, std::slice::from_ref(t))).collect();
+        pool.enter(|| batch.eval(&mut pass, pool))?;
+    }
+    Ok((n * b) as f64 / start.elapsed().as_secs_f64())
 }
 
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
