@@ -189,6 +189,20 @@ impl Kernels {
         attn::dot_rows(q, keys, out)
     }
 
+    /// [`Self::dot_rows`] for several queries of `hd` (the rows of `qs`)
+    /// against the same keys: `out` holds each query's scores in turn. The
+    /// same sums, with each key read once for all the queries.
+    pub fn dot_rows_multi(&self, qs: &[f32], hd: usize, keys: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::DOT_ROWS_MULTI_AVX2(qs, hd, keys, out);
+        }
+        let n = out.len() / (qs.len() / hd.max(1)).max(1);
+        for (q, o) in qs.chunks_exact(hd.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+            self.dot_rows(q, keys, o);
+        }
+    }
+
     /// `out = sum_j p[j] * values[j]` over `p.len()` value rows (attention
     /// output), in `axpy_f16`'s arithmetic order.
     pub fn weighted_sum(&self, p: &[f32], values: &[f32], out: &mut [f32]) {

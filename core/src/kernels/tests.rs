@@ -96,6 +96,36 @@ fn attention_kernels_match_scalar() {
     assert!(o1.iter().zip(&o2).all(|(x, y)| (x - y).abs() < 1e-6));
 }
 
+/// Several queries scored together give each query's `dot_rows` scores bit
+/// for bit, whatever the head size (tails past whole vectors included), the
+/// number of queries or of keys.
+#[test]
+fn multi_query_scores_equal_one_query_at_a_time() {
+    let mut rng = Rng::new(17);
+    for k in variants() {
+        for hd in [64, 72, 128] {
+            for nq in 1..=5 {
+                for n in [1, 2, 7, 33] {
+                    let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.next_f64() as f32 - 0.5).collect() };
+                    let (qs, keys) = (rand(nq * hd), rand(n * hd));
+                    let mut together = vec![f32::NAN; nq * n];
+                    k.dot_rows_multi(&qs, hd, &keys, &mut together);
+                    for (i, q) in qs.chunks_exact(hd).enumerate() {
+                        let mut alone = vec![f32::NAN; n];
+                        k.dot_rows(q, &keys, &mut alone);
+                        let got = &together[i * n..(i + 1) * n];
+                        assert!(
+                            got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{} hd {hd}, {nq} queries, {n} keys, query {i}: {got:?} vs {alone:?}",
+                            k.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn forcing_no_caps_gives_scalar() {
     assert_eq!(Kernels::with_caps(CpuCaps::NONE).name(), "scalar");

@@ -10,6 +10,9 @@ use crate::parallel::{for_each_chunk_mut, Parallel};
 
 /// Prompts of at least this many tokens take the blocked path.
 const TOKEN_BLOCK: usize = 16;
+/// Query heads of a group scored against the keys together (the AVX2
+/// kernel's most).
+const QUERIES_AT_ONCE: usize = 4;
 
 /// The attention problem of one layer for `n_tok` new tokens at `pos0..`.
 #[derive(Debug, Clone, Copy)]
@@ -158,19 +161,28 @@ fn attend_blocked(
             kc.widen(k, row.clone(), &mut keys[j * hd..(j + 1) * hd]);
             vc.widen(k, row, &mut values[j * hd..(j + 1) * hd]);
         }
-        let mut scores = vec![0.0f32; ctx_end];
-        let mut qh = vec![0.0f32; hd];
+        // The group's query heads go through the keys together, up to
+        // QUERIES_AT_ONCE at a time, so each key is read once for all of them.
+        let mut scores = vec![0.0f32; QUERIES_AT_ONCE * ctx_end];
+        let mut qh = vec![0.0f32; QUERIES_AT_ONCE * hd];
         for t in t0..t1 {
             let n_ctx = h.pos0 + t + 1;
             let first = h.first_seen(n_ctx - 1);
-            for hi in 0..group {
-                let head = g * group + hi;
-                rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, &mut qh);
-                let s = &mut scores[..n_ctx - first];
-                k.dot_rows(&qh, &keys[first * hd..n_ctx * hd], s);
-                probabilities(k, s, h.scale, vc);
-                let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
-                k.weighted_sum(s, &values[first * hd..n_ctx * hd], o);
+            let m = n_ctx - first;
+            for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
+                let his = h0..(h0 + QUERIES_AT_ONCE).min(group);
+                for (i, hi) in his.clone().enumerate() {
+                    let head = g * group + hi;
+                    rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, &mut qh[i * hd..(i + 1) * hd]);
+                }
+                let nq = his.len();
+                k.dot_rows_multi(&qh[..nq * hd], hd, &keys[first * hd..n_ctx * hd], &mut scores[..nq * m]);
+                for (i, hi) in his.enumerate() {
+                    let s = &mut scores[i * m..(i + 1) * m];
+                    probabilities(k, s, h.scale, vc);
+                    let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
+                    k.weighted_sum(s, &values[first * hd..n_ctx * hd], o);
+                }
             }
         }
     });

@@ -57,6 +57,12 @@ pub(super) const ROWS_AVX2: (fn(&[f16], &mut [f32]), fn(&[f32], &[f32], &mut [f3
     |p, v, o| unsafe { weighted_sum(p, v, o) },
 );
 
+/// [`dot_rows_multi`], which the kernel table uses only after detection
+/// confirmed AVX2+FMA+F16C.
+// SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+pub(super) const DOT_ROWS_MULTI_AVX2: fn(&[f32], usize, &[f32], &mut [f32]) =
+    |q, hd, k, o| unsafe { dot_rows_multi(q, hd, k, o) };
+
 /// `round_to_f16`, used only after detection confirmed AVX2+FMA+F16C.
 // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
 pub(super) const ROUND_F16_AVX2: fn(&mut [f32]) = |x| unsafe { round_to_f16(x) };
@@ -111,6 +117,62 @@ fn dot_rows(q: &[f32], keys: &[f32], out: &mut [f32]) {
     for (i, o) in groups.into_remainder().iter_mut().enumerate() {
         let k = &keys[(j + i) * hd..(j + i + 1) * hd];
         *o = hsum(lane_sums(k)) + super::attn::dot_in_order(&k[n8..], &q[n8..]);
+    }
+}
+
+/// `out[i * n + j] = qs[i] · keys[j]` for up to four queries of `hd` (rows
+/// of `qs`) against `n = out.len() / n_queries` keys, each score exactly as
+/// [`dot_rows`] computes it: each key's chunks are loaded once for every
+/// query, two keys at a time.
+#[target_feature(enable = "avx2,fma")]
+fn dot_rows_multi(qs: &[f32], hd: usize, keys: &[f32], out: &mut [f32]) {
+    match qs.len() / hd.max(1) {
+        1 => dot_rows(qs, keys, out),
+        2 => dot_rows_by::<2>(qs, hd, keys, out),
+        3 => dot_rows_by::<3>(qs, hd, keys, out),
+        4 => dot_rows_by::<4>(qs, hd, keys, out),
+        nq => {
+            let n = out.len() / nq.max(1);
+            for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(n)) {
+                dot_rows(q, keys, o);
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn dot_rows_by<const NQ: usize>(qs: &[f32], hd: usize, keys: &[f32], out: &mut [f32]) {
+    let n = out.len() / NQ;
+    let n8 = hd / 8 * 8;
+    let q: [&[f32]; NQ] = core::array::from_fn(|i| &qs[i * hd..(i + 1) * hd]);
+    let key = |j: usize| &keys[j * hd..(j + 1) * hd];
+    let tail = |i: usize, j: usize| super::attn::dot_in_order(&key(j)[n8..], &q[i][n8..]);
+    let mut j = 0;
+    while j + 2 <= n {
+        let (k0, k1) = (key(j), key(j + 1));
+        // [query][key] lanes, as `lane_sums` runs them: one FMA chain per pair.
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in (0..n8).step_by(8) {
+            let (a, b) = (load_f32x8(&k0[c..]), load_f32x8(&k1[c..]));
+            for i in 0..NQ {
+                let y = load_f32x8(&q[i][c..]);
+                acc[2 * i] = _mm256_fmadd_ps(a, y, acc[2 * i]);
+                acc[2 * i + 1] = _mm256_fmadd_ps(b, y, acc[2 * i + 1]);
+            }
+        }
+        let mut sums = [0f32; 8];
+        store_f32x8(&mut sums, hsum8(acc));
+        for i in 0..NQ {
+            out[i * n + j] = sums[2 * i] + tail(i, j);
+            out[i * n + j + 1] = sums[2 * i + 1] + tail(i, j + 1);
+        }
+        j += 2;
+    }
+    if j < n {
+        for i in 0..NQ {
+            out[i * n + j] = hsum(lane_sums(&key(j)[..n8], &q[i][..n8])) + tail(i, j);
+        }
     }
 }
 
