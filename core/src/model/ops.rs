@@ -57,9 +57,17 @@ pub fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.0, 88.0);
-    // n = round(x / ln 2), by the add-and-subtract trick (ties to even).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Selects and bit moves only (no `clamp`, no saturating `as i32`), so
+    // loops over it vectorize; NaN stays NaN.
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    // n = round(x / ln 2), by the add-and-subtract trick (ties to even):
+    // between 2^23 and 2^24 floats are the integers, so the shifted value's
+    // bits, less the shift's, are n itself.
+    const SHIFT: f32 = 12_582_912.0;
+    let shifted = x * LOG2E + SHIFT;
+    let n = shifted - SHIFT;
+    let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 / 720.0;
     let p = p * r + 1.0 / 120.0;
@@ -67,16 +75,28 @@ pub fn exp_approx(x: f32) -> f32 {
     let p = p * r + 1.0 / 6.0;
     let p = p * r + 0.5;
     let p = (p * r) * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    p * f32::from_bits((n_int.wrapping_add(127) as u32) << 23)
 }
 
-/// In-place softmax with the sum in f64.
+/// In-place softmax with the sum in f64. The maximum and the sum run in
+/// eight independent lanes, so they vectorize instead of waiting on one
+/// chain (the maximum is the same in any order).
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+    }
+    let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for v in x.iter_mut() {
         *v = exp_approx(*v - max);
     }
-    let sum: f64 = x.iter().map(|&v| v as f64).sum();
+    let mut sums = [0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        sums.iter_mut().zip(c).for_each(|(s, &v)| *s += v as f64);
+    }
+    let sum: f64 = sums.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
