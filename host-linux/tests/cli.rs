@@ -153,7 +153,7 @@ fn bench_runs_llama_bench_depths_and_prompt_generation_tests_in_each_format() {
         let out = prima()
             .args(["bench", "-m"])
             .arg(smollm2_path())
-            .args(["-p", "16", "-n", "4", "-pg", "8,2", "-d", "0,16", "-t", "2", "-r", "1", "-o", format])
+            .args(["-p", "16", "-n", "4", "-pg", "8,2", "--npl", "3", "-d", "0,16", "-t", "2", "-r", "1", "-o", format])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -161,23 +161,25 @@ fn bench_runs_llama_bench_depths_and_prompt_generation_tests_in_each_format() {
     };
     let rows: Vec<serde_json::Value> = serde_json::from_str(&bench("json")).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["test"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pp16", "tg4", "pp8+tg2", "pp16 @ d16", "tg4 @ d16", "pp8+tg2 @ d16"]);
-    assert_eq!(rows[5]["n_depth"], 16);
+    assert_eq!(names, ["pp16", "tg4", "pp8+tg2", "tg4 x3", "pp16 @ d16", "tg4 @ d16", "pp8+tg2 @ d16", "tg4 x3 @ d16"]);
+    assert_eq!(rows[6]["n_depth"], 16);
+    // Three sequences of 4 tokens: 12 tokens timed.
+    assert_eq!(rows[3]["n_tokens"], 12);
     assert_eq!((rows[2]["n_prompt"].as_u64(), rows[2]["n_gen"].as_u64()), (Some(8), Some(2)));
     let csv = bench("csv");
     let lines: Vec<&str> = csv.lines().collect();
-    assert!(lines[0].starts_with("model,size_bytes,params,kernels,threads,test,") && lines.len() == 7, "{csv}");
+    assert!(lines[0].starts_with("model,size_bytes,params,kernels,threads,test,") && lines.len() == 9, "{csv}");
     let md = bench("md");
     assert!(md.lines().nth(2).unwrap().starts_with("| ") && md.contains("| pp8+tg2 @ d16 |"), "{md}");
 }
 
 #[test]
 fn bench_rejects_zero_repetitions_and_zero_threads() {
-    for bad in [["-r", "0"], ["-t", "0"]] {
+    for bad in [["-r", "0"], ["-t", "0"], ["--npl", "0"]] {
         let out = prima().args(["bench", "-m"]).arg(smollm2_path()).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("must be at least 1"), "{err}");
+        assert!(err.contains("must be at least 1") || err.contains("must be from 1 to"), "{err}");
     }
 }
 
