@@ -51,6 +51,9 @@ pub struct SessionShape {
     pub n_ctx: usize,
     pub n_batch: usize,
     pub kv: KvType,
+    /// Bytes this process holds besides this session (a draft model, or
+    /// the target beside a draft): its memory plan leaves them alone.
+    pub beside: u64,
 }
 
 /// One device: a session, the pool it runs on, and the stream of the
@@ -76,12 +79,12 @@ impl<'m, 'a> Local<'m, 'a> {
         shape: SessionShape,
         pool: &'m Pool,
     ) -> anyhow::Result<Self> {
-        let SessionShape { n_ctx, n_batch, kv } = shape;
+        let SessionShape { n_ctx, n_batch, kv, beside } = shape;
         let session = Session::with_kv_type(model, n_ctx, kv);
         let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         let run = run_shape(n_ctx, n_batch, kv, pool.threads());
         let whole = cost.single_device_bytes(&run);
-        let Some(stream) = stream::plan(file, g, &model.parts, &cost, &run, "this device")? else {
+        let Some(stream) = stream::plan(file, g, &model.parts, &cost, &run, "this device", beside)? else {
             return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         };
         // Streamed layers are in memory at most STAGING_LAYERS at a time.

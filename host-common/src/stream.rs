@@ -157,8 +157,9 @@ pub fn open<'f>(
 
 /// The stream of the layers `parts` holds for one device running `run`
 /// with the head's parts (it also holds the output head), or `None` when
-/// they all stay resident (then read in now). Without a memory figure
-/// everything is taken as resident.
+/// they all stay resident (then read in now). `beside` bytes of the memory
+/// available are left to the rest of the process (a draft model). Without
+/// a memory figure everything is taken as resident.
 pub fn plan<'f>(
     file: &'f MappedFile,
     g: &Gguf<'_>,
@@ -166,8 +167,9 @@ pub fn plan<'f>(
     cost: &ModelCost,
     run: &RunShape,
     who: &str,
+    beside: u64,
 ) -> anyhow::Result<Option<LayerStream<'f>>> {
-    let Ok(available) = crate::profiler::system::memory().map(|m| m.available) else {
+    let Ok(available) = crate::profiler::system::memory().map(|m| m.available.saturating_sub(beside)) else {
         file.load_ahead(model_ranges(g, parts, |_| true))?;
         return Ok(None);
     };

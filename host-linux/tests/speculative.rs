@@ -116,6 +116,31 @@ fn speculating_servers_reply_as_plain_decoding() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Under `--mem`, the target's memory plan leaves the draft model its
+/// weights and cache: where the target alone stays resident, with a draft
+/// beside it the two stream parts of their layers, and the tokens stay
+/// plain decoding's.
+#[test]
+fn a_draft_models_memory_is_left_out_of_the_targets_plan() {
+    let dir = scratch_dir("speculative-memory");
+    let draft = draft_model(&dir);
+    let run = |extra: &[&str]| {
+        let mut cmd: Command = prima();
+        cmd.args(["run", "-m"]).arg(smollm2_path()).args(["-p", PROMPT, "-n", "16", "--temp", "0", "-t", "2"]);
+        let out = cmd.args(["--json", "--mem", "170"]).args(extra).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (v["generated_ids"].clone(), stderr.lines().filter(|l| l.contains("streams")).count())
+    };
+    let (plain, plain_streaming) = run(&[]);
+    assert_eq!(plain_streaming, 0, "the target alone fits 170 MiB");
+    let (drafted, streaming) = run(&["--model-draft", draft.to_str().unwrap()]);
+    assert_eq!(drafted, plain);
+    assert_eq!(streaming, 2, "both models stream part of their layers beside each other");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_speculation_flags_are_named() {
     let dir = scratch_dir("speculative-bad");
@@ -146,7 +171,7 @@ fn sample_pairs(target: &Path, draft: Option<&Path>, n: u64) -> BTreeMap<(u32, u
     let tm = Model::load(&tg, kernels).unwrap();
     let dm = dg.as_ref().map(|g| Model::load(g, kernels).unwrap());
     let tok = Tokenizer::from_gguf(&tg).unwrap();
-    let shape = SessionShape { n_ctx: 16, n_batch: 16, kv: KvType::F16 };
+    let shape = SessionShape { n_ctx: 16, n_batch: 16, kv: KvType::F16, beside: 0 };
     let config = SamplerConfig { temperature: 1.0, top_k: 6, top_p: 1.0, min_p: 0.0, ..Default::default() };
     let prompt = [1, 2, 3, 4];
     let mut counts = BTreeMap::new();

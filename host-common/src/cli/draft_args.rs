@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use prima_core::engine::{DraftSource, Speculation};
-use prima_core::{Gguf, Model};
+use prima_core::{Gguf, KvCache, KvType, Model};
 use std::path::PathBuf;
 
 use crate::mapped::MappedFile;
@@ -50,6 +50,15 @@ impl DraftArgs {
     pub fn open(&self) -> anyhow::Result<Option<MappedFile>> {
         self.model_draft.as_deref().map(MappedFile::open).transpose()
     }
+}
+
+/// The memory a draft model in `file` takes beside the target: its weights,
+/// and `slots` KV caches of `n_ctx` positions.
+pub fn draft_bytes(file: &MappedFile, g: &Gguf<'_>, slots: usize, n_ctx: usize) -> anyhow::Result<u64> {
+    let c = prima_core::model::Config::from_gguf(g).context("cannot read the draft model's shape")?;
+    let every_layer = 0..c.n_layer;
+    let kv = KvCache::bytes_for(std::slice::from_ref(&every_layer), n_ctx, c.kv_dim(), KvType::F16);
+    Ok((file.bytes().len() as u64).saturating_add(kv.saturating_mul(slots as u64)))
 }
 
 /// Loads the draft model from `g`, which must share the target's vocabulary.

@@ -3,7 +3,7 @@ use prima_core::sampler::SamplerConfig;
 use serde_json::json;
 use std::io::Write;
 
-use super::draft_args::{load_draft, DraftArgs};
+use super::draft_args::{draft_bytes, load_draft, DraftArgs};
 use super::loaded::{tokenizer, Loaded};
 use super::ring_args::{evaluator, RingArgs};
 use super::ModelArgs;
@@ -95,9 +95,18 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     // The KV cache holds what this run needs, not the whole -c: on a device
     // short of memory every position of it is memory the layers lack.
     let n_ctx = prompt.len() + a.n_predict;
+    // The draft model is opened first: the target's memory plan leaves
+    // the draft its weights and cache.
+    let draft_file = a.draft.open()?;
+    let draft_g = draft_file.as_ref().map(|f| f.gguf()).transpose()?;
+    let draft_ctx = n_ctx + a.draft.draft_max;
+    let beside = match (&draft_file, &draft_g) {
+        (Some(f), Some(dg)) => draft_bytes(f, dg, 1, draft_ctx)?,
+        _ => 0,
+    };
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, a.kv_type.into(), &l.pool)?;
     let models = Models::new();
-    let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into() };
+    let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into(), beside };
     let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape)?;
     let kernels = crate::detect_kernels();
     let stdout = std::io::stdout();
@@ -110,13 +119,13 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         Ok(true)
     };
-    let draft_file = a.draft.open()?;
-    let draft_g = draft_file.as_ref().map(|f| f.gguf()).transpose()?;
     let target_vocab = prima_core::model::Config::from_gguf(&g)?.n_vocab;
     let draft_model = draft_g.as_ref().map(|dg| load_draft(dg, target_vocab)).transpose()?;
     let mut draft = None;
     if let (Some(file), Some(dg), Some(dm)) = (&draft_file, &draft_g, &draft_model) {
-        let shape = SessionShape { n_ctx: n_ctx + a.draft.draft_max, ..shape };
+        // The draft's own plan leaves the target what it planned to take.
+        let beside = session.predicted_peak().unwrap_or(0);
+        let shape = SessionShape { n_ctx: draft_ctx, beside, ..shape };
         draft = Some(Local::new(dm, file, dg, shape, &l.pool)?);
     }
     let speculate = speculation.map(|s| Speculate {

@@ -20,7 +20,7 @@ use prima_core::tokenizer::Tokenizer;
 use prima_core::{KvType, Model};
 use tokio::sync::mpsc;
 
-use crate::cli::draft_args::load_draft;
+use crate::cli::draft_args::{draft_bytes, load_draft};
 use crate::forward::LocalSlots;
 use crate::generate::SessionShape;
 use crate::mapped::MappedFile;
@@ -170,10 +170,20 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
+        // What the draft holds (at most `parallel` caches of a slot and a
+        // draft each), which the target's memory plan leaves alone.
+        let draft_max = speculation.map_or(0, |s| s.max);
+        let draft_bytes = match (&draft_file, &draft_g) {
+            (Some(f), Some(dg)) => match draft_bytes(f, dg, parallel, slot_ctx + draft_max) {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            },
+            _ => 0,
+        };
         let run = |forward: &mut dyn engine::Forward, ready: Serving| {
             let slot_ctx = ready.slot_ctx;
-            let max = speculation.map_or(0, |s| s.max);
-            let mut draft = draft_model.as_ref().map(|m| LocalSlots::new(m, &pool, ready.slots, slot_ctx + max, None));
+            let mut draft =
+                draft_model.as_ref().map(|m| LocalSlots::new(m, &pool, ready.slots, slot_ctx + draft_max, None));
             let speculating = speculation.map(|settings| engine::Speculating {
                 settings,
                 draft: draft.as_mut().map(|d| d as &mut dyn engine::Forward),
@@ -189,7 +199,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                     eprintln!("notice: on a ring, requests are decoded one at a time (--parallel 1)");
                 }
                 let models = crate::ring::recover::Models::new();
-                let shape = SessionShape { n_ctx: a.ctx, n_batch: engine::PREFILL_CHUNK, kv: KvType::F16 };
+                let shape =
+                    SessionShape { n_ctx: a.ctx, n_batch: engine::PREFILL_CHUNK, kv: KvType::F16, beside: draft_bytes };
                 let resilient = Resilient::new(hs, &models, &file, &pool, &g, shape);
                 match resilient {
                     Ok(r) => {
@@ -216,7 +227,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                     // Every slot's KV cache, and a prompt chunk per slot at most.
                     let run =
                         crate::stream::run_shape(slot_ctx * parallel, engine::PREFILL_CHUNK, KvType::F16, threads);
-                    let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server")?;
+                    let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server", draft_bytes)?;
                     anyhow::Ok((model, stream))
                 })();
                 match loaded {
