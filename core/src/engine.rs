@@ -229,17 +229,16 @@ impl Engine {
         self.slots.get(slot).and_then(|s| s.as_ref()).map_or(&[], |s| &s.context)
     }
 
-    /// With a draft model: the decoding slots that want a draft, and how
-    /// many tokens each. The host runs the draft model over the slot's
-    /// [`Self::context`] and passes each row of logits to [`Self::draft`].
-    pub fn draft_wanted(&self) -> Vec<(usize, usize)> {
+    /// With a draft model: the decoding slots that want a draft. The host
+    /// runs the draft model over each slot's [`Self::context`] and passes
+    /// each row of logits to [`Self::draft`] until it says the draft is whole.
+    pub fn draft_wanted(&self) -> Vec<usize> {
         let Some(spec) = self.speculation.filter(|s| s.source == DraftSource::Model) else {
             return Vec::new();
         };
         let wanted = |(slot, s): (usize, &Option<Sequence>)| {
             let s = s.as_ref().filter(|s| s.next.is_some() && s.draft.tokens.is_empty())?;
-            let len = s.draft_room(spec);
-            (len > 0).then_some((slot, len))
+            (s.draft_room(spec) > 0).then_some(slot)
         };
         self.slots.iter().enumerate().filter_map(wanted).collect()
     }
@@ -302,18 +301,12 @@ impl Engine {
         }
     }
 
-    /// Takes the pass's logits (`n_vocab` floats for each of each input's
-    /// `rows`, in the order of `inputs`), samples where a slot's prompt is
-    /// done, judges drafts, and passes each slot's outputs to `emit`.
-    /// Slots that finish are free afterwards.
-    pub fn absorb(
-        &mut self,
-        tok: &Tokenizer,
-        inputs: &[Input],
-        logits: &[f32],
-        n_vocab: usize,
-        emit: &mut dyn FnMut(usize, Output),
-    ) {
+    /// Takes the pass's logits (a row of the vocabulary's size for each of
+    /// each input's `rows`, in the order of `inputs`), samples where a
+    /// slot's prompt is done, judges drafts, and passes each slot's outputs
+    /// to `emit`. Slots that finish are free afterwards.
+    pub fn absorb(&mut self, tok: &Tokenizer, inputs: &[Input], logits: &[f32], emit: &mut dyn FnMut(usize, Output)) {
+        let n_vocab = logits.len() / inputs.iter().map(|i| i.rows).sum::<usize>().max(1);
         let mut rows = logits.chunks_exact(n_vocab.max(1));
         if inputs.iter().any(|i| i.decoding) {
             self.stats.target_passes += 1;

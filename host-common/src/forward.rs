@@ -214,7 +214,7 @@ impl<'f> Drafts<'f> {
         let mut feed: Vec<(usize, Vec<u32>)> = engine
             .draft_wanted()
             .into_iter()
-            .map(|(slot, _)| (slot, engine.context(slot)[self.done[slot]..].to_vec()))
+            .map(|slot| (slot, engine.context(slot)[self.done[slot]..].to_vec()))
             .filter(|(_, tokens)| !tokens.is_empty())
             .collect();
         while !feed.is_empty() {

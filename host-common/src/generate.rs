@@ -216,11 +216,10 @@ pub fn generate_with(
             out.prompt_time = t0.elapsed();
             t1 = Some(Instant::now());
         }
-        let n_vocab = logits.len() / inputs.iter().map(|i| i.rows).sum::<usize>().max(1);
         // Each token's text goes out with it (empty while its UTF-8 is
         // incomplete); text after the last token, with id u32::MAX.
         let mut shown: Vec<(u32, String)> = Vec::new();
-        engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, o| match o {
+        engine.absorb(tok, &inputs, &logits, &mut |slot, o| match o {
             Output::Token(id) => {
                 out.ids.push(id);
                 shown.push((id, String::new()));

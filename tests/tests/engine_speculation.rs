@@ -62,7 +62,7 @@ fn drive(
     }
     while engine.busy() > 0 {
         if let Some(d) = draft {
-            for (slot, _) in engine.draft_wanted() {
+            for slot in engine.draft_wanted() {
                 let context = engine.context(slot).to_vec();
                 let cache = &mut draft_caches[slot];
                 assert!(context.starts_with(cache), "the draft's cache holds what the sequence does not");
@@ -82,7 +82,7 @@ fn drive(
                 logits.extend(target.logits(&cache[..end], n_vocab));
             }
         }
-        engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, out| match out {
+        engine.absorb(tok, &inputs, &logits, &mut |slot, out| match out {
             Output::Rewind(pos) => {
                 assert!(pos < caches[slot].len(), "a rewind that forgets nothing");
                 caches[slot].truncate(pos);

@@ -176,7 +176,8 @@ impl<'m, 'a> Batch<'m, 'a> {
     }
 
     /// [`Self::eval`], returning the logits of each entry's last `rows[i]`
-    /// tokens (speculation's drafts are judged row by row).
+    /// tokens (speculation's drafts are judged row by row), and running one
+    /// layer at a time between `hook`'s calls when there is one.
     pub fn eval_rows(
         &mut self,
         steps: &mut [(&mut KvCache, &[u32])],
@@ -185,16 +186,6 @@ impl<'m, 'a> Batch<'m, 'a> {
         hook: Option<&mut dyn LayerHook>,
     ) -> Result<Vec<f32>, ModelError> {
         self.eval_inner(steps, Some(rows), par, hook)
-    }
-
-    /// [`Self::eval`], running one layer at a time between `hook`'s calls.
-    pub fn eval_streamed(
-        &mut self,
-        steps: &mut [(&mut KvCache, &[u32])],
-        par: &dyn Parallel,
-        hook: &mut dyn LayerHook,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(steps, None, par, Some(hook))
     }
 
     fn eval_inner(

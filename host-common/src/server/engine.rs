@@ -86,7 +86,6 @@ pub fn run(
         engine = engine.with_speculation(s.settings);
         drafts = s.draft.map(Drafts::new);
     }
-    let mut last_stats = engine.speculation_stats();
     // Each busy slot's job: where its events go.
     let mut clients: Vec<Option<Job>> = (0..forward.slots()).map(|_| None).collect();
     let mut keep_alive = true;
@@ -181,14 +180,12 @@ pub fn run(
                 stats.prompt_tokens.fetch_add(input.tokens.len() as u64, Ordering::Relaxed);
             }
         }
-        let n_vocab = logits.len() / inputs.iter().map(|i| i.rows).sum::<usize>().max(1);
-        engine.absorb(tok, &inputs, &logits, n_vocab, &mut |slot, out| {
+        engine.absorb(tok, &inputs, &logits, &mut |slot, out| {
             refresh |= deliver(slot, out, &mut clients, &stats, forward, drafts.as_mut());
         });
-        let now = engine.speculation_stats();
-        stats.drafted.fetch_add((now.drafted - last_stats.drafted) as u64, Ordering::Relaxed);
-        stats.accepted.fetch_add((now.accepted - last_stats.accepted) as u64, Ordering::Relaxed);
-        last_stats = now;
+        let spec = engine.speculation_stats();
+        stats.drafted.store(spec.drafted as u64, Ordering::Relaxed);
+        stats.accepted.store(spec.accepted as u64, Ordering::Relaxed);
     }
 }
 
