@@ -3,14 +3,17 @@
 
 Starts `prima serve` on MODEL with --parallel N, then times one stream alone
 and N streams at once (each generating --tokens tokens, EOS ignored) and
-prints tokens/s for both and their ratio. Usage:
-    scripts/serve-bench.py MODEL [--clients 8] [--tokens 64] [--threads 2] [--rounds 3]
+prints tokens/s for both and their ratio. Arguments after `--` go to
+`prima serve` (such as a ring: `-- --ring HOST:PORT,… --layer-window 10,10,10`).
+Usage:
+    scripts/serve-bench.py MODEL [--clients 8] [--tokens 64] [--threads 2] [--rounds 3] [-- SERVE ARGS]
 """
 
 import argparse
 import json
 import pathlib
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -18,9 +21,9 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def start(model, clients, threads):
+def start(model, clients, threads, extra):
     cmd = [str(ROOT / "target/release/prima"), "serve", "-m", model, "--port", "0", "-t", str(threads),
-           "--parallel", str(clients), "-c", str(clients * 512)]
+           "--parallel", str(clients), "-c", str(clients * 512)] + extra
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if " on http://" in line:
@@ -55,8 +58,11 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
-    proc, url = start(a.model, a.clients, a.threads)
+    args = sys.argv[1:]
+    cut = args.index("--") if "--" in args else len(args)
+    a = ap.parse_args(args[:cut])
+    extra = args[cut + 1:]
+    proc, url = start(a.model, a.clients, a.threads, extra)
     try:
         complete(url, "warm up", 4)
         rows = []

@@ -32,6 +32,6 @@ pub mod stop;
 pub mod tokenizer;
 
 pub use gguf::{Gguf, GgufError};
-pub use model::{Batch, KvCache, KvType, LayerHook, Model, ModelError, Parts, Session, Want, Workspace};
+pub use model::{Batch, KvCache, KvType, LayerHook, Model, ModelError, Parts, SeqRows, Session, Want, Workspace};
 
 pub use quant::GgmlType;

@@ -200,7 +200,7 @@ pub unsafe extern "C" fn prima_generate(
             &model,
             &m.file,
             &g,
-            SessionShape { n_ctx: n_ctx as usize, n_batch: ids.len(), kv: KvType::F16, beside: 0 },
+            SessionShape { n_ctx: n_ctx as usize, n_batch: ids.len(), kv: KvType::F16, beside: 0, slots: 1 },
             &m.pool,
         )
         .map_err(failed)?;

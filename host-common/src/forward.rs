@@ -1,48 +1,80 @@
 //! What core's [`Engine`] is stepped over: sequences in slots, each with
-//! its own KV cache, on one device (batched) or a ring (one at a time),
-//! and the draft model that proposes tokens for them to check.
+//! its own KV cache, turned into logits by one device or a ring, both
+//! batched; and the draft model that proposes tokens for them to check.
 
+use prima_core::cost::ModelCost;
 use prima_core::engine::{Engine, Input};
-use prima_core::{Batch, KvCache, KvType, Model, Want};
+use prima_core::{Batch, Gguf, KvCache, Model, Want};
+use std::time::Duration;
 
-use crate::generate::Evaluate;
+use crate::generate::SessionShape;
+use crate::mapped::MappedFile;
 use crate::pool::Pool;
-use crate::ring::head::DeviceReport;
-use crate::stream::LayerStream;
+use crate::ring::head::{DeviceReport, Ring};
+use crate::stream::{self, run_shape, LayerStream};
 
 /// One slot's share of a forward pass.
 #[derive(Debug, Clone, Copy)]
 pub struct Step<'t> {
     pub slot: usize,
     pub tokens: &'t [u32],
-    /// Logit rows wanted, for the last this many tokens.
+    /// Logit rows wanted, for the last this many tokens (0: none).
     pub rows: usize,
 }
 
-/// Sequences in slots, each with its own KV cache.
-pub trait Forward {
+/// Sequences in slots, each with its own KV cache, turned into logits: one
+/// device, or a ring (whose batched sequences travel round it together).
+pub trait Evaluate {
     /// Sequences held at once.
-    fn slots(&self) -> usize;
+    fn slots(&self) -> usize {
+        1
+    }
     /// Empties `slot` for a new sequence.
     fn clear(&mut self, slot: usize);
-    /// Forgets `slot`'s positions from `pos` on (rejected drafts).
+    /// Forgets `slot`'s positions from `pos` on (rejected drafts); its next
+    /// tokens continue at `pos`.
     fn truncate(&mut self, slot: usize, pos: usize);
     /// One forward pass: appends each step's tokens to its slot and returns
     /// the logits of each step's last `rows` tokens (`n_vocab` floats a row,
-    /// in order). Steps are in slot order.
+    /// in order). Steps are in slot order, each slot at most once.
     fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>>;
-    /// With nothing to run: keeps links alive. False: nothing to keep alive,
-    /// so the engine may sleep until a request comes.
+    /// Slot 0 alone: appends `tokens` and returns logits as `want` says.
+    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        let rows = match want {
+            Want::Last => tokens.len().min(1),
+            Want::All => tokens.len(),
+            Want::None => 0,
+        };
+        self.step(&[Step { slot: 0, tokens, rows }])
+    }
+    /// Empties slot 0, for a new sequence from position 0.
+    fn reset(&mut self) {
+        self.clear(0);
+    }
+    /// With nothing to run: keeps links alive and notices lost devices.
+    /// False: nothing to keep alive, so a server may sleep until a request.
     fn idle(&mut self) -> anyhow::Result<bool> {
         Ok(false)
     }
-    /// A device at `addr` asks to join the ring.
+    /// A device at `addr` asks to join (a ring that re-plans takes it in
+    /// between requests).
     fn join(&mut self, addr: String) -> anyhow::Result<()> {
-        anyhow::bail!("{addr} cannot join: this server runs on one device")
+        anyhow::bail!("{addr} cannot join: this is not a ring that re-plans")
     }
-    /// Each device's share of a token, for the page's cluster view; `None`
+    fn ring(&self) -> Option<&Ring<'_, '_>> {
+        None
+    }
+    /// Each device's share of a step, for the page's cluster view; `None`
     /// for one device.
     fn devices(&self) -> Option<Vec<DeviceView>> {
+        Some(self.ring()?.report().into_iter().map(DeviceView::from).collect())
+    }
+    /// Time spent waiting for streamed layers, when layers stream.
+    fn disk_stall(&self) -> Option<Duration> {
+        None
+    }
+    /// The peak memory this evaluator's memory model predicts for itself.
+    fn predicted_peak(&self) -> Option<u64> {
         None
     }
 }
@@ -53,42 +85,88 @@ pub struct DeviceView {
     pub name: String,
     /// Such as `0-9,20-29`.
     pub layers: String,
-    /// Seconds per generated token.
+    /// Seconds per decode step (one token for every sequence decoding).
     pub compute_s: f64,
     pub network_s: f64,
     pub disk_s: f64,
 }
 
+impl From<DeviceReport> for DeviceView {
+    fn from(d: DeviceReport) -> Self {
+        let t = d.per_decode_step.unwrap_or_default();
+        let layers: Vec<String> = d.layers.iter().map(|r| format!("{}-{}", r.start, r.end - 1)).collect();
+        Self {
+            name: d.name,
+            layers: layers.join(","),
+            compute_s: t.compute.as_secs_f64(),
+            network_s: t.network.as_secs_f64(),
+            disk_s: t.disk.as_secs_f64(),
+        }
+    }
+}
+
 /// The forward pass for the engine's `inputs`.
-pub fn run_inputs(forward: &mut dyn Forward, inputs: &[Input]) -> anyhow::Result<Vec<f32>> {
+pub fn run_inputs(forward: &mut dyn Evaluate, inputs: &[Input]) -> anyhow::Result<Vec<f32>> {
     let steps: Vec<Step<'_>> = inputs.iter().map(|i| Step { slot: i.slot, tokens: &i.tokens, rows: i.rows }).collect();
     forward.step(&steps)
 }
 
+/// Checks that `steps` name slots below `slots` in increasing order, and
+/// want no more rows than they have tokens.
+pub fn check_steps(steps: &[Step<'_>], slots: usize) -> anyhow::Result<()> {
+    for (i, s) in steps.iter().enumerate() {
+        if s.slot >= slots || i > 0 && steps[i - 1].slot >= s.slot {
+            anyhow::bail!("step for slot {} is out of order or past the {slots} slots", s.slot);
+        }
+        if s.rows > s.tokens.len() {
+            anyhow::bail!("slot {} wants {} logit rows of {} tokens", s.slot, s.rows, s.tokens.len());
+        }
+    }
+    Ok(())
+}
+
 /// One device: `parallel` caches batched through one model.
-pub struct LocalSlots<'m, 'a, 's> {
+pub struct LocalSlots<'m, 'a> {
     batch: Batch<'m, 'a>,
     caches: Vec<KvCache>,
     pool: &'m Pool,
     /// Layers that do not stay resident come through here.
-    stream: Option<&'s mut LayerStream<'m>>,
+    stream: Option<LayerStream<'m>>,
 }
 
-impl<'m, 'a, 's> LocalSlots<'m, 'a, 's> {
+impl<'m, 'a> LocalSlots<'m, 'a> {
     pub fn new(
         model: &'m Model<'a>,
         pool: &'m Pool,
         parallel: usize,
         n_ctx: usize,
-        stream: Option<&'s mut LayerStream<'m>>,
+        stream: Option<LayerStream<'m>>,
     ) -> Self {
         let batch = Batch::new(model);
-        let caches = (0..parallel).map(|_| batch.cache(n_ctx, KvType::F16)).collect();
+        let caches = (0..parallel).map(|_| batch.cache(n_ctx, prima_core::KvType::F16)).collect();
         Self { batch, caches, pool, stream }
+    }
+
+    /// `shape.slots` caches of `shape.n_ctx` positions; when the layers and
+    /// every cache do not fit the memory available, the layers that do not
+    /// fit stream from `file` (a line on stderr says so).
+    pub fn planned(
+        model: &'m Model<'a>,
+        file: &'m MappedFile,
+        g: &Gguf<'_>,
+        shape: SessionShape,
+        pool: &'m Pool,
+    ) -> anyhow::Result<Self> {
+        let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
+        let run = run_shape(shape.n_ctx * shape.slots, shape.n_batch, shape.kv, pool.threads());
+        let stream = stream::plan(file, g, &model.parts, &cost, &run, "this device", shape.beside)?;
+        let batch = Batch::new(model);
+        let caches = (0..shape.slots).map(|_| batch.cache(shape.n_ctx, shape.kv)).collect();
+        Ok(Self { batch, caches, pool, stream })
     }
 }
 
-impl Forward for LocalSlots<'_, '_, '_> {
+impl Evaluate for LocalSlots<'_, '_> {
     fn slots(&self) -> usize {
         self.caches.len()
     }
@@ -102,6 +180,7 @@ impl Forward for LocalSlots<'_, '_, '_> {
     }
 
     fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
+        check_steps(steps, self.caches.len())?;
         // Pair each step with its slot's cache.
         let mut listed = steps.iter().peekable();
         let mut pass: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(steps.len());
@@ -112,11 +191,8 @@ impl Forward for LocalSlots<'_, '_, '_> {
                 rows.push(s.rows);
             }
         }
-        if let Some(s) = listed.next() {
-            anyhow::bail!("step for slot {} is out of order or past the {} slots", s.slot, self.caches.len());
-        }
         let (batch, pool) = (&mut self.batch, self.pool);
-        match self.stream.as_deref_mut() {
+        match self.stream.as_mut() {
             None => pool.enter(|| batch.eval_rows(&mut pass, &rows, pool, None)).map_err(anyhow::Error::from),
             Some(s) => pool
                 .enter(|| batch.eval_rows(&mut pass, &rows, pool, Some(&mut *s)))
@@ -124,72 +200,21 @@ impl Forward for LocalSlots<'_, '_, '_> {
                 .and_then(|l| s.take_error().map(|()| l)),
         }
     }
-}
 
-/// A ring (or any one-sequence evaluator): one slot, so requests take turns.
-pub struct OneSequence<'e, 'm> {
-    pub eval: &'e mut (dyn Evaluate + 'm),
-}
-
-impl Forward for OneSequence<'_, '_> {
-    fn slots(&self) -> usize {
-        1
-    }
-
-    fn clear(&mut self, _slot: usize) {
-        self.eval.reset();
-    }
-
-    fn truncate(&mut self, _slot: usize, pos: usize) {
-        self.eval.truncate(pos);
-    }
-
-    fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
-        let [Step { slot: 0, tokens, rows }] = steps else {
-            anyhow::bail!("one sequence at a time, not {} steps", steps.len())
-        };
-        if *rows <= 1 {
-            return self.eval.eval(tokens, Want::Last);
-        }
-        let all = self.eval.eval(tokens, Want::All)?;
-        let n_vocab = all.len() / tokens.len().max(1);
-        Ok(all[(tokens.len() - rows.min(&tokens.len())) * n_vocab..].to_vec())
-    }
-
-    fn idle(&mut self) -> anyhow::Result<bool> {
-        self.eval.idle()
-    }
-
-    fn join(&mut self, addr: String) -> anyhow::Result<()> {
-        self.eval.join(addr)
-    }
-
-    fn devices(&self) -> Option<Vec<DeviceView>> {
-        let ring = self.eval.ring()?;
-        let view = |d: DeviceReport| {
-            let t = d.per_decode_step.unwrap_or_default();
-            let layers: Vec<String> = d.layers.iter().map(|r| format!("{}-{}", r.start, r.end - 1)).collect();
-            DeviceView {
-                name: d.name,
-                layers: layers.join(","),
-                compute_s: t.compute.as_secs_f64(),
-                network_s: t.network.as_secs_f64(),
-                disk_s: t.disk.as_secs_f64(),
-            }
-        };
-        Some(ring.report().into_iter().map(view).collect())
+    fn disk_stall(&self) -> Option<Duration> {
+        self.stream.as_ref().map(|s| s.disk)
     }
 }
 
 /// A draft model in slots matching the target's, and how many of each
 /// slot's tokens it has evaluated.
 pub struct Drafts<'f> {
-    forward: &'f mut dyn Forward,
+    forward: &'f mut dyn Evaluate,
     done: Vec<usize>,
 }
 
 impl<'f> Drafts<'f> {
-    pub fn new(forward: &'f mut dyn Forward) -> Self {
+    pub fn new(forward: &'f mut dyn Evaluate) -> Self {
         let done = vec![0; forward.slots()];
         Self { forward, done }
     }

@@ -8,41 +8,11 @@ use prima_core::tokenizer::Tokenizer;
 use prima_core::{Gguf, KvType, Model, Session, Want};
 use std::time::{Duration, Instant};
 
-use crate::forward::{run_inputs, Drafts, Forward, OneSequence};
+pub use crate::forward::Evaluate;
+use crate::forward::{check_steps, run_inputs, Drafts, LocalSlots, Step};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::stream::{self, run_shape, LayerStream};
-
-/// Something that turns tokens into logits: one device, or a ring.
-pub trait Evaluate {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
-    /// Forgets the sequence, for a new one from position 0.
-    fn reset(&mut self);
-    /// Forgets every position from `pos` on (draft tokens the target
-    /// rejected); the next eval continues at `pos`.
-    fn truncate(&mut self, pos: usize);
-    /// Between requests: keeps links alive and notices lost devices.
-    /// Returns false when there is nothing to keep alive.
-    fn idle(&mut self) -> anyhow::Result<bool> {
-        Ok(false)
-    }
-    /// A device at `addr` asks to join (a ring that re-plans takes it in
-    /// between requests).
-    fn join(&mut self, addr: String) -> anyhow::Result<()> {
-        anyhow::bail!("{addr} cannot join: this is not a ring that re-plans")
-    }
-    fn ring(&self) -> Option<&crate::ring::head::Ring<'_, '_>> {
-        None
-    }
-    /// Time spent waiting for streamed layers, when layers stream.
-    fn disk_stall(&self) -> Option<Duration> {
-        None
-    }
-    /// The peak memory this evaluator's memory model predicts for itself.
-    fn predicted_peak(&self) -> Option<u64> {
-        None
-    }
-}
 
 /// What a local session holds: `n_ctx` positions of `kv` elements, and
 /// forward passes of up to `n_batch` tokens.
@@ -54,6 +24,8 @@ pub struct SessionShape {
     /// Bytes this process holds besides this session (a draft model, or
     /// the target beside a draft): its memory plan leaves them alone.
     pub beside: u64,
+    /// Sequences held at once, each with a cache of `n_ctx` positions.
+    pub slots: usize,
 }
 
 /// One device: a session, the pool it runs on, and the stream of the
@@ -79,7 +51,7 @@ impl<'m, 'a> Local<'m, 'a> {
         shape: SessionShape,
         pool: &'m Pool,
     ) -> anyhow::Result<Self> {
-        let SessionShape { n_ctx, n_batch, kv, beside } = shape;
+        let SessionShape { n_ctx, n_batch, kv, beside, .. } = shape;
         let session = Session::with_kv_type(model, n_ctx, kv);
         let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
         let run = run_shape(n_ctx, n_batch, kv, pool.threads());
@@ -93,8 +65,23 @@ impl<'m, 'a> Local<'m, 'a> {
     }
 }
 
-impl Evaluate for Local<'_, '_> {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+/// One device holding `shape.slots` sequences: a session for one, batched
+/// slots for more.
+pub fn local<'m, 'a>(
+    model: &'m Model<'a>,
+    file: &'m MappedFile,
+    g: &Gguf<'_>,
+    shape: SessionShape,
+    pool: &'m Pool,
+) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
+    Ok(match shape.slots {
+        0 | 1 => Box::new(Local::new(model, file, g, shape, pool)?),
+        _ => Box::new(LocalSlots::planned(model, file, g, shape, pool)?),
+    })
+}
+
+impl Local<'_, '_> {
+    fn eval_want(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
         let (s, pool) = (&mut self.session, self.pool);
         match &mut self.stream {
             None => pool.enter(|| s.eval(tokens, want, pool)).map_err(anyhow::Error::from),
@@ -105,13 +92,35 @@ impl Evaluate for Local<'_, '_> {
             }
         }
     }
+}
 
-    fn reset(&mut self) {
+impl Evaluate for Local<'_, '_> {
+    fn clear(&mut self, _slot: usize) {
         self.session.clear();
     }
 
-    fn truncate(&mut self, pos: usize) {
+    fn truncate(&mut self, _slot: usize, pos: usize) {
         self.session.kv.truncate(pos);
+    }
+
+    fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
+        check_steps(steps, 1)?;
+        let [Step { tokens, rows, .. }] = steps else { anyhow::bail!("one sequence holds no {} steps", steps.len()) };
+        let want = match rows {
+            0 => Want::None,
+            1 => Want::Last,
+            _ => Want::All,
+        };
+        let mut logits = self.eval_want(tokens, want)?;
+        if *rows > 1 {
+            let n_vocab = logits.len() / tokens.len().max(1);
+            logits.drain(..(tokens.len() - rows) * n_vocab);
+        }
+        Ok(logits)
+    }
+
+    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        self.eval_want(tokens, want)
     }
 
     fn disk_stall(&self) -> Option<Duration> {
@@ -191,14 +200,12 @@ pub fn generate_with(
     }
     // The whole prompt in one pass, as one device or a ring expects.
     let mut engine = Engine::new(1, prompt.len() + n_predict, prompt.len().max(1));
-    let mut draft_model = None;
+    let mut drafts = None;
     if let Some(s) = speculate {
         let source = if s.draft.is_some() { DraftSource::Model } else { DraftSource::Lookup };
         engine = engine.with_speculation(Speculation { source, max: s.max, min: s.min });
-        draft_model = s.draft.map(|eval| OneSequence { eval });
+        drafts = s.draft.map(|d| Drafts::new(d as &mut dyn Evaluate));
     }
-    let mut drafts = draft_model.as_mut().map(|f| Drafts::new(f));
-    let mut target = OneSequence { eval };
     let request =
         Request { prompt: prompt.to_vec(), sampler, max_tokens: Some(n_predict), stop: Vec::new(), ignore_eos };
     engine.admit(0, request);
@@ -211,7 +218,7 @@ pub fn generate_with(
         if inputs.is_empty() {
             break;
         }
-        let logits = run_inputs(&mut target, &inputs)?;
+        let logits = run_inputs(eval, &inputs)?;
         if t1.is_none() {
             out.prompt_time = t0.elapsed();
             t1 = Some(Instant::now());
@@ -229,7 +236,7 @@ pub fn generate_with(
                 _ => shown.push((u32::MAX, text)),
             },
             Output::Rewind(pos) => {
-                target.truncate(slot, pos);
+                eval.truncate(slot, pos);
                 if let Some(d) = drafts.as_mut() {
                     d.rewind(slot, pos);
                 }

@@ -111,6 +111,58 @@ fn a_ring_serves_what_one_device_runs_and_takes_back_a_lost_worker() {
     assert_eq!(content(&back), content(&got));
 }
 
+/// On a ring the slots' tokens travel round it together: four clients at
+/// once each get what they get alone, in far fewer trips than tokens. When
+/// a worker is killed while they decode, the ring is re-planned, every
+/// slot's caches are rebuilt from its own history, and the replies do not
+/// change.
+#[test]
+fn a_ring_batches_clients_and_keeps_their_replies_when_a_worker_dies_mid_flight() {
+    if emulated() {
+        return; // the ring and the server each run under the emulator elsewhere
+    }
+    let profile = saved_profile();
+    let profile = profile.to_str().unwrap();
+    let mut workers = vec![Worker::start_with(&["--profile", profile]), Worker::start_with(&["--profile", profile])];
+    let ring = ring_flag(&workers);
+    let server =
+        Server::start(&["--ring", &ring, "--layer-window", "10,10,10", "--peer-timeout", "5", "--parallel", "4"]);
+    let questions: Vec<String> = (0..4).map(|i| format!("Name {} animals that live in the sea.", i + 2)).collect();
+    let ask = |q: &String| content(&server.post("/v1/chat/completions", &chat(q, 32)).unwrap());
+    let alone: Vec<String> = questions.iter().map(ask).collect();
+    let generated = || server.metric("prima_completion_tokens_total");
+    let passes = || server.metric("prima_forward_passes_total");
+
+    let (passes_before, tokens_before) = (passes(), generated());
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions.iter().map(|q| s.spawn(move || ask(q))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    let (trips, tokens) = (passes() - passes_before, generated() - tokens_before);
+    assert!(
+        trips * 2.0 < tokens,
+        "{trips} trips round the ring for {tokens} tokens: the slots did not travel together"
+    );
+
+    let start = generated();
+    let (replies, at_kill) = std::thread::scope(|s| {
+        let handles: Vec<_> = questions.iter().map(|q| s.spawn(move || ask(q))).collect();
+        while generated() < start + 8.0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let at_kill = generated();
+        drop(workers.pop());
+        let replies: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (replies, at_kill)
+    });
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(generated() > at_kill, "every token came before the kill");
+    assert!(log.contains("ring: lost") && log.contains("recovered"), "{log}");
+    assert_eq!(replies, alone);
+    assert_eq!(server.cluster()["devices"].as_array().unwrap().len(), 2, "{}", server.cluster());
+}
+
 /// A worker started with `--join URL` is taken into a serving ring that
 /// Halda plans (memory is short, so Halda uses every device it has), and
 /// the replies stay one device's. A join naming no usable port is a 400.
@@ -123,7 +175,7 @@ fn a_worker_that_asks_to_join_is_taken_into_the_ring() {
     let profile = profile.to_str().unwrap();
     let short = ["--mem", "50", "--profile", profile];
     let first = Worker::start_with(&short);
-    let server = Server::start(&["-c", "128", "--mem", "60", "--ring", &first.addr]);
+    let server = Server::start(&["-c", "128", "--parallel", "1", "--mem", "60", "--ring", &first.addr]);
     let req = chat("What is the capital of France?", 12);
     let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
     let alone = run_json(&prompt, 12);

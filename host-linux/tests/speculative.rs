@@ -171,7 +171,7 @@ fn sample_pairs(target: &Path, draft: Option<&Path>, n: u64) -> BTreeMap<(u32, u
     let tm = Model::load(&tg, kernels).unwrap();
     let dm = dg.as_ref().map(|g| Model::load(g, kernels).unwrap());
     let tok = Tokenizer::from_gguf(&tg).unwrap();
-    let shape = SessionShape { n_ctx: 16, n_batch: 16, kv: KvType::F16, beside: 0 };
+    let shape = SessionShape { n_ctx: 16, n_batch: 16, kv: KvType::F16, beside: 0, slots: 1 };
     let config = SamplerConfig { temperature: 1.0, top_k: 6, top_p: 1.0, min_p: 0.0, ..Default::default() };
     let prompt = [1, 2, 3, 4];
     let mut counts = BTreeMap::new();

@@ -4,7 +4,7 @@
 //! every batch came out of the output head: no activation is lost.
 
 use prima_core::ring::node::{Event, Node, RingPlan};
-use prima_core::ring::wire::ActType;
+use prima_core::ring::wire::{ActType, Span, Spans};
 use prima_core::sampler::Rng;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,6 +26,11 @@ struct Sim {
     silent: Vec<usize>,
     /// Devices whose outgoing bytes vanish (a dead link).
     dead: Option<usize>,
+}
+
+/// Batch `seq`'s one row: slot 0's token at position `seq`.
+fn at(seq: u32) -> Spans {
+    Spans::from_slice(&[Span { slot: 0, pos0: seq, n_tokens: 1 }]).unwrap()
 }
 
 impl Sim {
@@ -54,7 +59,8 @@ impl Sim {
                 while let Some(ev) = self.nodes[i].poll_event() {
                     progress = true;
                     match ev {
-                        Event::Compute { seq, layers, mut hidden, .. } => {
+                        Event::Compute { seq, layers, spans, mut hidden, .. } => {
+                            assert_eq!(spans[..], at(seq)[..], "batch {seq}: its spans changed on the way");
                             let trace = self.trace.entry(seq).or_default();
                             for l in layers {
                                 // The hidden state counts the layers run so far.
@@ -121,7 +127,7 @@ impl Sim {
     fn run(&mut self, batches: u32) {
         for seq in 0..batches {
             let now = self.now;
-            self.nodes[0].submit(now, seq, seq, vec![0.0, 1.0, 2.0, 3.0]);
+            self.nodes[0].submit(now, seq, at(seq), vec![0.0, 1.0, 2.0, 3.0]);
             while self.outputs.len() <= seq as usize && self.step() {}
         }
     }
@@ -155,7 +161,7 @@ fn a_dead_link_is_reported_by_the_head_after_the_timeout() {
     let mut sim = Sim::new(&[2, 2, 2], 1, 7, ActType::F16);
     sim.dead = Some(1);
     let now = sim.now;
-    sim.nodes[0].submit(now, 0, 0, vec![0.0, 1.0, 2.0, 3.0]);
+    sim.nodes[0].submit(now, 0, at(0), vec![0.0, 1.0, 2.0, 3.0]);
     while sim.step() {}
     assert!(sim.outputs.is_empty());
     assert_eq!(sim.silent, [0], "the head, which waits for the ring to come back, notices");
@@ -166,7 +172,7 @@ fn a_dead_link_is_reported_by_the_head_after_the_timeout() {
 fn prefetch_comes_before_compute_and_release_after() {
     let plan = RingPlan::from_windows(&[2, 2], 2).unwrap();
     let mut head = Node::new(0, plan, 4, ActType::F32, 1_000);
-    head.submit(0, 0, 0, vec![0.0; 4]);
+    head.submit(0, 0, at(0), vec![0.0; 4]);
     let mut seen = VecDeque::new();
     while let Some(e) = head.poll_event() {
         seen.push_back(e);
@@ -199,14 +205,23 @@ fn hostile_bytes_from_a_peer_become_an_error_event() {
 fn frames_outside_the_plan_become_an_error_event() {
     use prima_core::ring::wire::{encode_activations, encode_control, Control, WireError};
     let plan = RingPlan::from_windows(&[1, 1], 2).unwrap();
-    let meta = encode_control(&Control::TokenMeta { seq: 0, pos0: 0, n_tokens: 1, want_all: false }).unwrap();
+    let span = |slot, n_tokens| Span { slot, pos0: 0, n_tokens };
+    let meta = |spans: &[Span]| {
+        let spans = spans.iter().copied().collect();
+        encode_control(&Control::TokenMeta { seq: 0, spans, want_all: false }).unwrap()
+    };
+    let one = meta(&[span(0, 1)]);
+    let row = encode_activations(0, 0, ActType::F32, 4, &[0.0; 4]).unwrap();
     let cases = [
-        (encode_activations(0, 2, ActType::F32, 4, &[0.0; 4]).unwrap(), "round the plan does not have"),
-        (encode_activations(0, 0, ActType::F32, 2, &[0.0; 2]).unwrap(), "wrong width"),
-        (encode_activations(9, 0, ActType::F32, 4, &[0.0; 4]).unwrap(), "without their token meta"),
+        (one.clone(), encode_activations(0, 2, ActType::F32, 4, &[0.0; 4]).unwrap(), "round the plan does not have"),
+        (one.clone(), encode_activations(0, 0, ActType::F32, 2, &[0.0; 2]).unwrap(), "wrong width"),
+        (one.clone(), encode_activations(9, 0, ActType::F32, 4, &[0.0; 4]).unwrap(), "without their token meta"),
+        (meta(&[span(0, 2)]), row.clone(), "spans do not fit"),
+        (meta(&[span(0, 1), span(1, 1)]), row.clone(), "spans do not fit"),
+        (meta(&[span(2, 1)]), row.clone(), "spans do not fit"),
     ];
-    for (activations, why) in cases {
-        let mut worker = Node::new(1, plan.clone(), 4, ActType::F32, 1_000);
+    for (meta, activations, why) in cases {
+        let mut worker = Node::new(1, plan.clone().with_slots(2), 4, ActType::F32, 1_000);
         worker.handle_bytes(0, &meta);
         worker.handle_bytes(0, &activations);
         let events: Vec<Event> = std::iter::from_fn(|| worker.poll_event()).collect();

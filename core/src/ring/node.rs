@@ -13,7 +13,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::wire::{
-    decode_values, encode_activations, encode_control, ActType, Control, Frame, FrameDecoder, WireError,
+    decode_values, encode_activations, encode_control, spans_fit, ActType, Control, Frame, FrameDecoder, Span, Spans,
+    WireError,
 };
 
 /// Microseconds on the host's clock; the node only compares them.
@@ -26,6 +27,8 @@ pub struct RingPlan {
     pub windows: Vec<Vec<Range<usize>>>,
     pub k: usize,
     pub n_layer: usize,
+    /// Sequences carried at once, each in its own KV slot.
+    pub slots: usize,
 }
 
 /// A plan that does not cover the model's layers exactly once.
@@ -50,7 +53,7 @@ impl RingPlan {
                     .collect()
             })
             .collect();
-        Ok(Self { windows, k, n_layer: per_round * k })
+        Ok(Self { windows, k, n_layer: per_round * k, slots: 1 })
     }
 
     /// Device `index`'s part of a plan, which is all a worker is told: its
@@ -63,7 +66,13 @@ impl RingPlan {
         let k = own.len();
         let mut windows = alloc::vec![Vec::new(); devices];
         windows[index] = own;
-        Ok(Self { windows, k, n_layer })
+        Ok(Self { windows, k, n_layer, slots: 1 })
+    }
+
+    /// The plan for `slots` sequences at once.
+    pub fn with_slots(mut self, slots: usize) -> Self {
+        self.slots = slots.max(1);
+        self
     }
 
     pub fn devices(&self) -> usize {
@@ -74,9 +83,9 @@ impl RingPlan {
 /// What the host must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Run `layers` on `hidden` (`n_tokens` rows) of batch `seq`, then call
-    /// [`Node::handle_computed`].
-    Compute { seq: u32, round: usize, layers: Range<usize>, pos0: u32, hidden: Vec<f32> },
+    /// Run `layers` on `hidden`, whose rows `spans` assign to sequences,
+    /// of batch `seq`, then call [`Node::handle_computed`].
+    Compute { seq: u32, round: usize, layers: Range<usize>, spans: Vec<Span>, hidden: Vec<f32> },
     /// Start reading these layers' weights (madvise WILLNEED): they run next.
     Prefetch { layers: Range<usize> },
     /// These layers will not run again this token; drop them if memory is short.
@@ -108,9 +117,9 @@ pub struct Node {
     act: ActType,
     timeout: Micros,
     decoder: FrameDecoder,
-    pending_meta: Option<(u32, u32)>,
-    /// The batch being computed here: (seq, round, pos0).
-    computing: Option<(u32, usize, u32)>,
+    pending_meta: Option<(u32, Spans)>,
+    /// The batch being computed here: (seq, round, spans).
+    computing: Option<(u32, usize, Spans)>,
     /// When activations were last expected from the predecessor, if they are.
     waiting_since: Option<Micros>,
     transmits: VecDeque<Transmit>,
@@ -142,23 +151,25 @@ impl Node {
         self.index == 0
     }
 
-    /// Head only: starts batch `seq` of embedded tokens at position `pos0`.
-    pub fn submit(&mut self, now: Micros, seq: u32, pos0: u32, hidden: Vec<f32>) {
+    /// Head only: starts batch `seq` of embedded tokens, whose rows `spans`
+    /// assign to sequences.
+    pub fn submit(&mut self, now: Micros, seq: u32, spans: Spans, hidden: Vec<f32>) {
         debug_assert!(self.is_head());
         let _ = now;
-        self.start(seq, 0, pos0, hidden);
+        self.start(seq, 0, spans, hidden);
     }
 
-    fn start(&mut self, seq: u32, round: usize, pos0: u32, hidden: Vec<f32>) {
+    fn start(&mut self, seq: u32, round: usize, spans: Spans, hidden: Vec<f32>) {
         let layers = self.plan.windows[self.index][round].clone();
-        self.computing = Some((seq, round, pos0));
+        let listed = spans.to_vec();
+        self.computing = Some((seq, round, spans));
         self.waiting_since = None;
-        self.events.push_back(Event::Compute { seq, round, layers, pos0, hidden });
+        self.events.push_back(Event::Compute { seq, round, layers, spans: listed, hidden });
     }
 
     /// The host finished the last `Compute` event with these hidden states.
     pub fn handle_computed(&mut self, now: Micros, hidden: Vec<f32>) {
-        let Some((seq, round, pos0)) = self.computing.take() else { return };
+        let Some((seq, round, spans)) = self.computing.take() else { return };
         let done = self.plan.windows[self.index][round].clone();
         if let Some(next) = self.plan.windows[self.index].get(round + 1) {
             self.events.push_back(Event::Prefetch { layers: next.clone() });
@@ -167,13 +178,12 @@ impl Node {
         if self.is_head() && self.plan.devices() == 1 {
             // Alone: every round is ours.
             return if round + 1 < self.plan.k {
-                self.start(seq, round + 1, pos0, hidden)
+                self.start(seq, round + 1, spans, hidden)
             } else {
                 self.events.push_back(Event::Output { seq, hidden })
             };
         }
-        let n_tokens = (hidden.len() / self.n_embd.max(1)) as u32;
-        let meta = Control::TokenMeta { seq, pos0, n_tokens, want_all: false };
+        let meta = Control::TokenMeta { seq, spans, want_all: false };
         // The successor needs the meta before the activations it describes.
         match (encode_control(&meta), encode_activations(seq, round as u16, self.act, self.n_embd as u32, &hidden)) {
             (Ok(m), Ok(a)) => {
@@ -196,7 +206,7 @@ impl Node {
             match self.decoder.next_frame() {
                 Ok(None) => return,
                 Ok(Some(Frame::Control(c))) => match *c {
-                    Control::TokenMeta { seq, pos0, .. } => self.pending_meta = Some((seq, pos0)),
+                    Control::TokenMeta { seq, spans, .. } => self.pending_meta = Some((seq, spans)),
                     Control::Heartbeat { .. } => self.waiting_since = self.waiting_since.map(|_| now),
                     Control::Stop { reason } => {
                         self.events.push_back(Event::PeerStopped { reason: reason.as_str().into(), error: false })
@@ -214,6 +224,8 @@ impl Node {
                         Some("activations for a round the plan does not have")
                     } else if meta.is_none() {
                         Some("activations without their token meta")
+                    } else if !meta.as_ref().is_some_and(|m| spans_fit(&m.1, h.n_tokens as usize, self.plan.slots)) {
+                        Some("token meta whose spans do not fit the activations or the plan's slots")
                     } else {
                         None
                     };
@@ -221,7 +233,7 @@ impl Node {
                         self.events.push_back(Event::PeerError(WireError::Unexpected(why)));
                         return;
                     }
-                    let Some((seq, pos0)) = meta else { return };
+                    let Some((seq, spans)) = meta else { return };
                     let mut hidden = Vec::new();
                     decode_values(&h, &raw, &mut hidden);
                     let round = h.round as usize;
@@ -231,7 +243,7 @@ impl Node {
                         self.waiting_since = None;
                         self.events.push_back(Event::Output { seq, hidden });
                     } else {
-                        self.start(seq, round, pos0, hidden);
+                        self.start(seq, round, spans, hidden);
                     }
                 }
                 Err(e) => {

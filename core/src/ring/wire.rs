@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::profile::DeviceProfile;
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
+/// Most sequences (KV slots) a ring carries at once, and so the most
+/// spans a token batch has.
+pub const MAX_SLOTS: usize = 64;
 /// Largest payload accepted: 64 MiB (a 512-token f32 batch of 8192-wide
 /// activations is 16 MiB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
@@ -31,7 +34,9 @@ const KIND_CONTROL: u8 = 0;
 const KIND_ACTIVATIONS: u8 = 1;
 const ACT_HEADER: usize = 16;
 
-/// Control messages between the head and the workers.
+/// Control messages between the head and the workers. Decoded into a box
+/// ([`Frame::Control`]), so the bounded lists' size costs no copies.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Control {
     /// First message on a connection, both ways (the frame carries the version).
@@ -54,6 +59,9 @@ pub enum Control {
         /// Identifies the model file, so a worker's cached layers are reused
         /// only for the same file.
         model: [u8; 32],
+        /// Sequences held at once: each device keeps a KV cache of `n_ctx`
+        /// positions per slot (1..=[`MAX_SLOTS`]).
+        slots: u16,
     },
     /// A worker's answer to the plan: whether the head must send its layers.
     Need {
@@ -72,11 +80,11 @@ pub enum Control {
     },
     /// A worker has mapped its layers and connected to its successor.
     Ready,
-    /// What the next activation frames carry.
+    /// What the next activation frame carries: each sequence's rows, in
+    /// order (batched sequences travel together).
     TokenMeta {
         seq: u32,
-        pos0: u32,
-        n_tokens: u32,
+        spans: Spans,
         want_all: bool,
     },
     /// KV-cache edits every device applies to its layers.
@@ -104,6 +112,29 @@ pub enum Control {
     WeightsDigest {
         sha256: [u8; 32],
     },
+}
+
+/// One sequence's rows of a token batch: `n_tokens` consecutive rows at
+/// positions `pos0..` of slot `slot`'s caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub slot: u16,
+    pub pos0: u32,
+    pub n_tokens: u32,
+}
+
+/// The spans of one token batch, slots in increasing order.
+pub type Spans = heapless::Vec<Span, MAX_SLOTS>;
+
+/// Whether `spans` describe a batch of `rows` rows for a ring of `slots`
+/// slots: each slot once, in increasing order, each with rows, positions
+/// that do not wrap, and rows that add up.
+pub fn spans_fit(spans: &[Span], rows: usize, slots: usize) -> bool {
+    let ordered = spans.windows(2).all(|w| w[0].slot < w[1].slot);
+    let each =
+        spans.iter().all(|s| s.n_tokens > 0 && (s.slot as usize) < slots && s.pos0.checked_add(s.n_tokens).is_some());
+    let total: u64 = spans.iter().map(|s| s.n_tokens as u64).sum();
+    !spans.is_empty() && ordered && each && total == rows as u64
 }
 
 /// Layers `start..end`.

@@ -4,9 +4,10 @@
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
-use prima_core::{Gguf, KvType, Want};
+use prima_core::{Gguf, KvType};
 
-use crate::generate::{Evaluate, Local, SessionShape};
+use crate::forward::Step;
+use crate::generate::{Evaluate, SessionShape};
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,13 +52,16 @@ pub(crate) struct RingArgs {
 }
 
 impl RingArgs {
-    /// Connects to the ring's workers and plans it, or `None` without `--ring`.
+    /// Connects to the ring's workers and plans it for `slots` sequences
+    /// of `n_ctx` tokens, or `None` without `--ring`.
+    #[allow(clippy::too_many_arguments)]
     pub fn handshake(
         &self,
         file: &MappedFile,
         g: &Gguf<'_>,
         model_path: &Path,
         n_ctx: usize,
+        slots: usize,
         kv: KvType,
         pool: &Pool,
     ) -> anyhow::Result<Option<Handshake>> {
@@ -104,6 +108,7 @@ impl RingArgs {
                 ActArg::F32 => ActType::F32,
             },
             n_ctx,
+            slots,
             kv,
             peer_timeout: Duration::from_secs_f64(self.peer_timeout),
             head_profile,
@@ -165,14 +170,17 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
 }
 
 impl Evaluate for Ring<'_, '_> {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
-        Ring::eval(self, tokens, want)
+    fn slots(&self) -> usize {
+        Ring::slots(self)
     }
-    fn reset(&mut self) {
-        Ring::reset(self);
+    fn clear(&mut self, slot: usize) {
+        Ring::clear(self, slot);
     }
-    fn truncate(&mut self, pos: usize) {
-        Ring::truncate(self, pos);
+    fn truncate(&mut self, slot: usize, pos: usize) {
+        Ring::truncate(self, slot, pos);
+    }
+    fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
+        Ring::step(self, steps)
     }
     fn idle(&mut self) -> anyhow::Result<bool> {
         Ring::idle(self).map(|()| true)
@@ -197,7 +205,7 @@ pub(crate) fn evaluator<'m, 'a>(
         Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
         None => {
             let model = models.alloc(super::loaded::model(g)?);
-            Box::new(Local::new(model, file, g, shape, pool)?)
+            crate::generate::local(model, file, g, shape, pool)?
         }
     })
 }

@@ -6,8 +6,8 @@ use anyhow::bail;
 use prima_core::cost::{ModelCost, RunShape};
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
-use prima_core::ring::wire::{encode_control, Control};
-use prima_core::{KvCache, LayerHook, Model, Workspace};
+use prima_core::ring::wire::{encode_control, Control, Span};
+use prima_core::{KvCache, LayerHook, Model, SeqRows, Workspace};
 use std::ops::Range;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -27,38 +27,48 @@ pub struct Times {
     pub disk: Duration,
 }
 
-/// This device's layers: the weights, their KV cache and the stream that
-/// reads the ones that do not stay resident.
+/// This device's layers: the weights, their KV cache for each slot and the
+/// stream that reads the ones that do not stay resident.
 pub struct LocalLayers<'m, 'a> {
     pub model: &'m Model<'a>,
-    pub kv: KvCache,
+    pub kv: Vec<KvCache>,
     pub ws: Workspace,
     pub pool: &'m Pool,
     pub stream: LayerStream<'m>,
 }
 
 impl LocalLayers<'_, '_> {
+    /// Runs `layers` on `hidden`, whose rows `spans` assign to slots (in
+    /// increasing order, as the node checked).
     fn compute(
         &mut self,
         layers: Range<usize>,
-        pos0: u32,
+        spans: &[Span],
         hidden: &mut [f32],
         times: &mut Times,
     ) -> anyhow::Result<()> {
-        let (model, kv, ws, pool, stream) = (self.model, &mut self.kv, &mut self.ws, self.pool, &mut self.stream);
+        let (model, ws, pool, stream) = (self.model, &mut self.ws, self.pool, &mut self.stream);
+        let n_slots = self.kv.len();
+        let mut caches = self.kv.iter_mut().enumerate();
+        let mut seqs = Vec::with_capacity(spans.len());
+        for s in spans {
+            let Some((_, kv)) = caches.find(|(i, _)| *i == s.slot as usize) else {
+                bail!("a batch names slot {} of {n_slots}, or names slots out of order", s.slot);
+            };
+            seqs.push(SeqRows { kv, pos0: s.pos0 as usize, n_tok: s.n_tokens as usize });
+        }
         let disk_before = stream.disk;
         let t = Instant::now();
         if stream.streams() {
             for l in layers {
                 stream.before(l);
-                pool.enter(|| model.forward_layers_at(l..l + 1, pos0 as usize, kv, hidden, ws, pool))
+                pool.enter(|| model.forward_seqs(l..l + 1, &mut seqs, hidden, ws, pool))
                     .map_err(anyhow::Error::from)?;
                 stream.after(l);
                 stream.take_error()?;
             }
         } else {
-            pool.enter(|| model.forward_layers_at(layers, pos0 as usize, kv, hidden, ws, pool))
-                .map_err(anyhow::Error::from)?;
+            pool.enter(|| model.forward_seqs(layers, &mut seqs, hidden, ws, pool)).map_err(anyhow::Error::from)?;
         }
         let disk = stream.disk - disk_before;
         times.disk += disk;
@@ -150,8 +160,8 @@ impl Driver {
         loop {
             while let Some(ev) = self.node.poll_event() {
                 match ev {
-                    Event::Compute { layers: range, pos0, mut hidden, .. } => {
-                        layers.compute(range, pos0, &mut hidden, &mut self.times)?;
+                    Event::Compute { layers: range, spans, mut hidden, .. } => {
+                        layers.compute(range, &spans, &mut hidden, &mut self.times)?;
                         // Before the activations, so the head has them when the batch returns.
                         self.send_stats();
                         let now = self.now();

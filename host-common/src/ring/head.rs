@@ -7,8 +7,8 @@ use prima_core::cost::ModelCost;
 use prima_core::halda::{self, solve, Problem};
 use prima_core::profile::{DeviceProfile, LinkProfile, PROFILE_VERSION};
 use prima_core::ring::node::{Node, RingPlan};
-use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder, LayerRange};
-use prima_core::{Gguf, KvCache, KvType, Model, Parts, Want, Workspace};
+use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder, LayerRange, Span, Spans, MAX_SLOTS};
+use prima_core::{Gguf, KvCache, KvType, Model, Parts, Workspace};
 use std::ops::Range;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
 use super::driver::{layer_memory, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
+use crate::forward::{check_steps, Step as SlotStep};
 use crate::link::{Link, LinkWriter, RingKey};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
@@ -31,7 +32,11 @@ pub struct RingOptions {
     /// Layers per device per round, head first; `None` asks Halda.
     pub windows: Option<Vec<usize>>,
     pub act: ActType,
+    /// Each slot's context.
     pub n_ctx: usize,
+    /// Sequences the ring carries at once, each in its own KV slot on
+    /// every device.
+    pub slots: usize,
     pub kv: KvType,
     pub peer_timeout: Duration,
     /// The head's own profile, for Halda (only needed without `windows`).
@@ -52,7 +57,12 @@ impl RingOptions {
     /// the head's profile: a worker's own differ little in stack).
     pub fn run_shape(&self) -> prima_core::cost::RunShape {
         let threads = self.head_profile.as_ref().map_or(1, |p| p.threads as usize);
-        run_shape(self.n_ctx, N_BATCH, self.kv, threads)
+        self.run_shape_with(threads)
+    }
+
+    /// The run's shape for a device of `threads` threads: every slot's cache.
+    fn run_shape_with(&self, threads: usize) -> prima_core::cost::RunShape {
+        run_shape(self.n_ctx * self.slots, N_BATCH, self.kv, threads)
     }
 }
 
@@ -102,6 +112,9 @@ impl Handshake {
     pub fn connect(opts: RingOptions, g: &Gguf<'_>) -> anyhow::Result<Self> {
         if opts.addrs.is_empty() {
             bail!("--ring needs at least one worker address");
+        }
+        if !(1..=MAX_SLOTS).contains(&opts.slots) {
+            bail!("a ring carries 1 to {MAX_SLOTS} sequences at once, not {}", opts.slots);
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let mut peers = Vec::new();
@@ -192,6 +205,7 @@ impl Handshake {
             bail!("{k} rounds per token; a plan message carries at most {MAX_ROUNDS} windows per device (use larger windows)");
         }
         let plan = RingPlan::from_windows(&sizes, k).map_err(|_| anyhow!("bad windows {sizes:?} × {k} rounds"))?;
+        let plan = plan.with_slots(opts.slots);
         Ok(Self { rt, peers, kept, plan, prediction, opts, cost })
     }
 
@@ -249,7 +263,7 @@ impl Handshake {
         let held = |pos: usize| -> Vec<usize> { plan.windows[pos].iter().flat_map(|w| w.clone()).collect() };
         let mut residency = vec![(0, held(0).len())];
         for (pos, p) in ring.iter().enumerate().map(|(j, p)| (j + 1, p)) {
-            let run = run_shape(opts.n_ctx, N_BATCH, opts.kv, p.profile.threads as usize);
+            let run = opts.run_shape_with(p.profile.threads as usize);
             let memory = layer_memory(Some(&p.profile), &cost, &run, false);
             let held = held(pos);
             residency.push((held.len() - memory.streamed(&held, &spans).len(), held.len()));
@@ -277,6 +291,7 @@ impl Handshake {
                     n_ctx: opts.n_ctx as u32,
                     kv_f32: opts.kv == KvType::F32,
                     model: model_id,
+                    slots: opts.slots as u16,
                 };
                 let answer = async {
                     send_control(&mut p.link, &msg, &names[pos]).await?;
@@ -353,7 +368,9 @@ impl Handshake {
         residency[0].0 = stream.resident_count();
         let layers = LocalLayers {
             model,
-            kv: KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv),
+            kv: (0..opts.slots)
+                .map(|_| KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv))
+                .collect(),
             ws: Workspace::default(),
             pool,
             stream,
@@ -368,7 +385,8 @@ impl Handshake {
             decode_from: None,
             decode_steps: 0,
             seq: 0,
-            pos: 0,
+            pos: vec![0; opts.slots],
+            n_ctx: opts.n_ctx,
             n_batch: 512,
             hidden: Vec::new(),
             residency,
@@ -447,7 +465,10 @@ pub struct Ring<'m, 'a> {
     decode_from: Option<Vec<Times>>,
     decode_steps: usize,
     seq: u32,
-    pos: usize,
+    /// Each slot's next position.
+    pos: Vec<usize>,
+    /// Each slot's context.
+    n_ctx: usize,
     /// Largest number of tokens sent round the ring at once.
     pub n_batch: usize,
     hidden: Vec<f32>,
@@ -471,9 +492,47 @@ pub struct DeviceReport {
     pub held_layers: usize,
 }
 
+/// Part of a step sent round the ring in one pass: `tokens` of `slot`, of
+/// which the last `rows` need logits.
+struct Piece<'t> {
+    slot: usize,
+    tokens: &'t [u32],
+    rows: usize,
+}
+
+/// Splits `steps` into passes of at most `n_batch` tokens, in order: steps
+/// share a pass while they fit, and a step longer than `n_batch` goes in
+/// chunks of its own. Each step's logits thus come out in step order.
+fn passes<'t>(steps: &[SlotStep<'t>], n_batch: usize) -> Vec<Vec<Piece<'t>>> {
+    let n_batch = n_batch.max(1);
+    let mut passes: Vec<Vec<Piece<'t>>> = vec![Vec::new()];
+    let mut filled = 0;
+    for s in steps {
+        let mut at = 0;
+        for chunk in s.tokens.chunks(n_batch) {
+            if filled + chunk.len() > n_batch {
+                passes.push(Vec::new());
+                filled = 0;
+            }
+            at += chunk.len();
+            // The step's last `rows` tokens that fall in this chunk.
+            let rows = chunk.len().min((at + s.rows).saturating_sub(s.tokens.len()));
+            let piece = Piece { slot: s.slot, tokens: chunk, rows };
+            match passes.last_mut() {
+                Some(pass) => pass.push(piece),
+                None => passes.push(vec![piece]),
+            }
+            filled += chunk.len();
+        }
+    }
+    passes.retain(|p| !p.is_empty());
+    passes
+}
+
 impl Ring<'_, '_> {
-    pub fn pos(&self) -> usize {
-        self.pos
+    /// Sequences carried at once.
+    pub fn slots(&self) -> usize {
+        self.pos.len()
     }
 
     /// One-token evals (decode steps) so far.
@@ -481,17 +540,17 @@ impl Ring<'_, '_> {
         self.decode_steps
     }
 
-    /// Starts a new sequence at position 0. The devices' caches need no
-    /// message: attention reads only the positions before each token, and
-    /// evaluating from 0 again overwrites the old ones.
-    pub fn reset(&mut self) {
-        self.pos = 0;
+    /// Starts a new sequence in `slot` at position 0. The devices' caches
+    /// need no message: attention reads only the positions before each
+    /// token, and evaluating from 0 again overwrites the old ones.
+    pub fn clear(&mut self, slot: usize) {
+        self.pos[slot] = 0;
     }
 
-    /// Goes back to position `pos` (never forward); as with [`Self::reset`],
-    /// the devices need no message.
-    pub fn truncate(&mut self, pos: usize) {
-        self.pos = self.pos.min(pos);
+    /// Takes `slot` back to position `pos` (never forward); as with
+    /// [`Self::clear`], the devices need no message.
+    pub fn truncate(&mut self, slot: usize, pos: usize) {
+        self.pos[slot] = self.pos[slot].min(pos);
     }
 
     /// Between requests: see [`Driver::idle`].
@@ -499,18 +558,22 @@ impl Ring<'_, '_> {
         self.driver.idle()
     }
 
-    /// Appends `tokens` and returns logits as `want` says, as `Session::eval` does.
-    pub fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+    /// Appends each step's tokens to its slot and returns the logits of each
+    /// step's last `rows` tokens, as [`crate::forward::Evaluate::step`] says.
+    /// The slots' tokens travel round the ring together.
+    pub fn step(&mut self, steps: &[SlotStep<'_>]) -> anyhow::Result<Vec<f32>> {
         let model = self.layers.model;
         let c = &model.config;
-        if self.pos + tokens.len() > self.layers.kv.n_ctx {
+        check_steps(steps, self.pos.len())?;
+        if let Some(s) = steps.iter().find(|s| self.pos[s.slot] + s.tokens.len() > self.n_ctx) {
             bail!(
                 "context overflow: {} tokens do not fit a context of {}",
-                self.pos + tokens.len(),
-                self.layers.kv.n_ctx
+                self.pos[s.slot] + s.tokens.len(),
+                self.n_ctx
             );
         }
-        if tokens.len() == 1 {
+        let decoding = !steps.is_empty() && steps.iter().all(|s| s.tokens.len() == 1);
+        if decoding {
             if self.decode_from.is_none() {
                 self.driver.drain_inbound()?;
                 self.decode_from = Some(self.all_times());
@@ -518,40 +581,49 @@ impl Ring<'_, '_> {
             self.decode_steps += 1;
         }
         // A later request's prompt: its time is not a decode step's.
-        let prompt_from = (tokens.len() > 1 && self.decode_from.is_some())
+        let prompt_from = (!decoding && self.decode_from.is_some())
             .then(|| self.driver.drain_inbound().map(|()| self.all_times()))
             .transpose()?;
         let mut logits = Vec::new();
-        let n_chunks = tokens.len().div_ceil(self.n_batch.max(1));
-        for (i, batch) in tokens.chunks(self.n_batch.max(1)).enumerate() {
+        for pass in passes(steps, self.n_batch) {
+            let n_tokens: usize = pass.iter().map(|p| p.tokens.len()).sum();
             self.hidden.clear();
-            self.hidden.resize(batch.len() * c.n_embd, 0.0);
-            model.embed(batch, &mut self.hidden).map_err(anyhow::Error::from)?;
+            self.hidden.resize(n_tokens * c.n_embd, 0.0);
+            let mut at = 0;
+            let mut spans = Spans::new();
+            for p in &pass {
+                model.embed(p.tokens, &mut self.hidden[at * c.n_embd..(at + p.tokens.len()) * c.n_embd])?;
+                at += p.tokens.len();
+                let span = Span { slot: p.slot as u16, pos0: self.pos[p.slot] as u32, n_tokens: p.tokens.len() as u32 };
+                spans.push(span).map_err(|_| anyhow!("more than {MAX_SLOTS} sequences in one pass"))?;
+            }
             self.seq = self.seq.wrapping_add(1);
             let now = self.driver.epoch.elapsed().as_micros() as u64;
-            self.driver.node.submit(now, self.seq, self.pos as u32, std::mem::take(&mut self.hidden));
+            self.driver.node.submit(now, self.seq, spans, std::mem::take(&mut self.hidden));
             let hidden = match self.driver.run(&mut self.layers)? {
                 Step::Output { seq, hidden } if seq == self.seq => hidden,
                 Step::Output { seq, .. } => bail!("batch {seq} came back while {} was due", self.seq),
                 Step::Ended(why) => bail!("the ring ended: {why}"),
             };
-            self.pos += batch.len();
-            let rows = match want {
-                Want::All => &hidden[..],
-                Want::Last if i + 1 == n_chunks => &hidden[(batch.len() - 1) * c.n_embd..],
-                _ => {
-                    self.hidden = hidden;
-                    continue;
-                }
-            };
+            // The rows that need logits, gathered.
+            let mut rows = Vec::new();
+            let mut end = 0;
+            for p in &pass {
+                self.pos[p.slot] += p.tokens.len();
+                end += p.tokens.len();
+                rows.extend_from_slice(&hidden[(end - p.rows) * c.n_embd..end * c.n_embd]);
+            }
+            self.hidden = hidden;
+            if rows.is_empty() {
+                continue;
+            }
             let start = logits.len();
             logits.resize(start + rows.len() / c.n_embd * c.n_vocab, 0.0);
             let (ws, pool) = (&mut self.layers.ws, self.layers.pool);
             // The output head is the head's compute too (Halda's prediction counts it).
             let t = Instant::now();
-            pool.enter(|| model.output(rows, &mut logits[start..], ws, pool)).map_err(anyhow::Error::from)?;
+            pool.enter(|| model.output(&rows, &mut logits[start..], ws, pool)).map_err(anyhow::Error::from)?;
             self.driver.times.compute += t.elapsed();
-            self.hidden = hidden;
         }
         if let Some(before) = prompt_from {
             self.driver.drain_inbound()?;
@@ -612,5 +684,34 @@ impl Drop for Ring<'_, '_> {
         for o in &self.outs {
             o.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each pass holds at most `n_batch` tokens, the pieces run in step
+    /// order, and each step gets exactly the rows it wants, from its end.
+    #[test]
+    fn passes_keep_step_order_and_each_steps_last_rows() {
+        let (a, b, c) = (vec![1; 3], vec![2; 700], vec![3; 1]);
+        let steps = [
+            SlotStep { slot: 0, tokens: &a, rows: 1 },
+            SlotStep { slot: 2, tokens: &b, rows: 300 },
+            SlotStep { slot: 5, tokens: &c, rows: 1 },
+        ];
+        let got = passes(&steps, 512);
+        let shape: Vec<Vec<(usize, usize, usize)>> =
+            got.iter().map(|p| p.iter().map(|x| (x.slot, x.tokens.len(), x.rows)).collect()).collect();
+        assert_eq!(shape, [vec![(0, 3, 1)], vec![(2, 512, 112)], vec![(2, 188, 188), (5, 1, 1)]]);
+        // Decode steps share one pass.
+        let one = [7u32];
+        let decode: Vec<SlotStep<'_>> = (0..8).map(|slot| SlotStep { slot, tokens: &one, rows: 1 }).collect();
+        assert_eq!(passes(&decode, 512).len(), 1);
+        // Rows wanted: none, and every token of a chunked step.
+        assert!(passes(&[SlotStep { slot: 0, tokens: &b, rows: 0 }], 512).iter().flatten().all(|p| p.rows == 0));
+        let all = passes(&[SlotStep { slot: 0, tokens: &b, rows: 700 }], 512);
+        assert!(all.iter().flatten().all(|p| p.rows == p.tokens.len()));
     }
 }

@@ -10,7 +10,7 @@
 //! ring is planned anew with it.
 
 use anyhow::{anyhow, bail};
-use prima_core::{Gguf, Model, Want};
+use prima_core::{Gguf, Model};
 use std::time::{Duration, Instant};
 use typed_arena::Arena;
 
@@ -18,7 +18,8 @@ use super::balance::Balance;
 use super::driver::PeerLost;
 use super::head::DeviceLost;
 use super::head::{Handshake, Ring, RingOptions};
-use crate::generate::{Evaluate, Local, SessionShape};
+use crate::forward::Step;
+use crate::generate::{local, Evaluate, SessionShape};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 
@@ -40,7 +41,7 @@ pub fn start<'m, 'a>(
         Box::new(hs.start(model, file, pool, g)?)
     } else {
         eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
-        Box::new(Local::new(model, file, g, shape, pool)?)
+        local(model, file, g, shape, pool)?
     })
 }
 
@@ -64,9 +65,10 @@ pub struct Resilient<'m, 'a> {
     /// Devices that asked to join and were never in a ring: dropped, not
     /// retried, when they do not answer or cannot be planned with.
     newcomers: Vec<String>,
-    /// Every successful call since the last reset, to replay on a new ring.
-    history: Vec<Vec<u32>>,
-    /// Devices lost since the last reset.
+    /// Per slot: the tokens of every successful call since it was
+    /// cleared, to replay on a new ring.
+    history: Vec<Vec<Vec<u32>>>,
+    /// Devices lost since every slot was last empty.
     lost_in_run: usize,
     /// Each device's measured time against Halda's prediction.
     balance: Balance,
@@ -114,7 +116,7 @@ impl<'m, 'a> Resilient<'m, 'a> {
             rejoin_wait: REJOIN_WAIT,
             probe: None,
             newcomers: Vec::new(),
-            history: Vec::new(),
+            history: vec![Vec::new(); shape.slots.max(1)],
             lost_in_run: 0,
             balance: Balance::new(),
             recoveries: Vec::new(),
@@ -184,7 +186,7 @@ impl<'m, 'a> Resilient<'m, 'a> {
             eprintln!("ring: no worker is left; the head runs every layer");
             let model = Model::load(self.g, crate::detect_kernels()).map_err(anyhow::Error::from)?;
             let model = self.models.alloc(model);
-            Box::new(Local::new(model, self.file, self.g, self.shape, self.pool)?)
+            local(model, self.file, self.g, self.shape, self.pool)?
         } else {
             let hs = Handshake::connect(opts, self.g)?;
             let model = self.models.alloc(head_model(self.g, &hs)?);
@@ -192,9 +194,14 @@ impl<'m, 'a> Resilient<'m, 'a> {
         };
         self.balance.restart();
         let current = self.current.insert(next);
-        // The layers' arithmetic does not depend on which logits are wanted.
-        for tokens in &self.history {
-            current.eval(tokens, Want::None)?;
+        // The layers' arithmetic does not depend on which logits are wanted,
+        // nor on which sequences share a pass: each slot's calls, in order.
+        let calls = self.history.iter().map(Vec::len).max().unwrap_or(0);
+        for call in 0..calls {
+            let steps: Vec<Step<'_>> = (self.history.iter().enumerate())
+                .filter_map(|(slot, h)| Some(Step { slot, tokens: h.get(call)?, rows: 0 }))
+                .collect();
+            current.step(&steps)?;
         }
         Ok(current.ring().map_or(1, |r| r.plan.devices()))
     }
@@ -332,15 +339,22 @@ const MAX_DEVICES: usize = 64;
 const MAX_RECOVERIES: usize = 8;
 
 impl Evaluate for Resilient<'_, '_> {
-    fn eval(&mut self, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+    fn slots(&self) -> usize {
+        self.history.len()
+    }
+
+    fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
+        crate::forward::check_steps(steps, self.history.len())?;
         if self.current.is_none() {
             // An earlier re-plan failed (a serving head): try again now.
             self.replan()?;
         }
         loop {
-            match self.current()?.eval(tokens, want) {
+            match self.current()?.step(steps) {
                 Ok(logits) => {
-                    self.history.push(tokens.to_vec());
+                    for s in steps.iter().filter(|s| !s.tokens.is_empty()) {
+                        self.history[s.slot].push(s.tokens.to_vec());
+                    }
                     return Ok(logits);
                 }
                 Err(e) => self.after_failure(e)?,
@@ -348,27 +362,29 @@ impl Evaluate for Resilient<'_, '_> {
         }
     }
 
-    fn truncate(&mut self, pos: usize) {
+    fn truncate(&mut self, slot: usize, pos: usize) {
         // The replay after a loss must end at `pos` too.
         let mut kept = 0;
-        self.history.retain_mut(|tokens| {
+        self.history[slot].retain_mut(|tokens| {
             tokens.truncate(pos.saturating_sub(kept));
             kept += tokens.len();
             !tokens.is_empty()
         });
         if let Some(c) = self.current.as_mut() {
-            c.truncate(pos);
+            c.truncate(slot, pos);
         }
     }
 
-    fn reset(&mut self) {
-        self.history.clear();
-        self.lost_in_run = 0;
-        if let Some(ring) = self.current.as_ref().and_then(|c| c.ring()) {
-            self.balance.look(ring, &mut self.original.layer_factors);
+    fn clear(&mut self, slot: usize) {
+        self.history[slot].clear();
+        if self.history.iter().all(Vec::is_empty) {
+            self.lost_in_run = 0;
+            if let Some(ring) = self.current.as_ref().and_then(|c| c.ring()) {
+                self.balance.look(ring, &mut self.original.layer_factors);
+            }
         }
         if let Some(c) = self.current.as_mut() {
-            c.reset();
+            c.clear(slot);
         }
     }
 
@@ -421,6 +437,7 @@ mod tests {
             windows: Some(windows.to_vec()),
             act: ActType::F32,
             n_ctx: 64,
+            slots: 1,
             kv: prima_core::KvType::F16,
             peer_timeout: Duration::from_secs(1),
             head_profile: None,

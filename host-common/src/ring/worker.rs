@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context};
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Node, RingPlan};
-use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder};
+use prima_core::ring::wire::{encode_control, ActType, Control, FrameDecoder, MAX_SLOTS};
 use prima_core::{KvCache, KvType, Model, Parts, Workspace};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -201,12 +201,14 @@ struct Assignment {
     next: String,
     act: ActType,
     n_ctx: usize,
+    slots: usize,
     kv: KvType,
     model: [u8; 32],
 }
 
 fn assignment(plan: Control) -> anyhow::Result<Assignment> {
-    let Control::Plan { session, index, devices, k, windows, next, f32_activations, n_ctx, kv_f32, model } = plan
+    let Control::Plan { session, index, devices, k, windows, next, f32_activations, n_ctx, kv_f32, model, slots } =
+        plan
     else {
         bail!("expected a plan from the head, got {plan:?}");
     };
@@ -219,6 +221,9 @@ fn assignment(plan: Control) -> anyhow::Result<Assignment> {
     if n_ctx == 0 || n_ctx > MAX_CTX {
         bail!("the head asked for a context of {n_ctx} tokens (limit {MAX_CTX})");
     }
+    if !(1..=MAX_SLOTS).contains(&(slots as usize)) {
+        bail!("the head asked for {slots} sequences at once (1 to {MAX_SLOTS})");
+    }
     Ok(Assignment {
         session,
         index: index as usize,
@@ -227,6 +232,7 @@ fn assignment(plan: Control) -> anyhow::Result<Assignment> {
         next: next.to_string(),
         act: if f32_activations { ActType::F32 } else { ActType::F16 },
         n_ctx: n_ctx as usize,
+        slots: slots as usize,
         kv: if kv_f32 { KvType::F32 } else { KvType::F16 },
         model,
     })
@@ -283,6 +289,7 @@ async fn session(mut s: Link, mut dec: FrameDecoder, shared: &Shared, cfg: &Work
         devices: a.devices,
         act: a.act,
         n_ctx: a.n_ctx,
+        slots: a.slots,
         kv: a.kv,
         cfg: cfg.clone(),
     };
@@ -358,6 +365,7 @@ struct Job {
     devices: usize,
     act: ActType,
     n_ctx: usize,
+    slots: usize,
     kv: KvType,
     cfg: WorkerConfig,
 }
@@ -394,12 +402,13 @@ impl Job {
             }
         };
         let c = &model.config;
-        let kv_bytes = KvCache::bytes_for(&self.windows, self.n_ctx, c.kv_dim(), self.kv);
+        let kv_bytes = KvCache::bytes_for(&self.windows, self.n_ctx, c.kv_dim(), self.kv) * self.slots as u64;
         let available = available_memory(Some(&self.cfg.profile));
         if kv_bytes > available {
             let e = anyhow!(
-                "the head asked for a {}-token context, whose KV cache here needs {} MiB; this device has {} MiB",
+                "the head asked for a {}-token context for each of {} sequences, whose KV caches here need {} MiB; this device has {} MiB",
                 self.n_ctx,
+                self.slots,
                 kv_bytes >> 20,
                 available >> 20
             );
@@ -407,19 +416,22 @@ impl Job {
             return Err(e);
         }
         let pool = Pool::new(self.cfg.threads)?;
-        let run = run_shape(self.n_ctx, N_BATCH, self.kv, self.cfg.threads);
+        let run = run_shape(self.n_ctx * self.slots, N_BATCH, self.kv, self.cfg.threads);
         let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
         let stream = stream::open(&file, &g, &model.parts, &memory, "this worker")?;
         let mut layers = LocalLayers {
             model: &model,
-            kv: KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv),
+            kv: (0..self.slots)
+                .map(|_| KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv))
+                .collect(),
             ws: Workspace::default(),
             pool: &pool,
             stream,
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
-            .map_err(|_| anyhow!("bad windows {:?} for {n_layer} layers", self.windows))?;
+            .map_err(|_| anyhow!("bad windows {:?} for {n_layer} layers", self.windows))?
+            .with_slots(self.slots);
         let mut node = Node::new(self.index, plan, c.n_embd, self.act, self.cfg.peer_timeout.as_micros() as u64);
         let _ = loaded.send(Ok(()));
         let Links { pred, succ, pending } = links.recv().map_err(|_| anyhow!("the ring was not set up"))?;

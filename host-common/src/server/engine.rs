@@ -5,8 +5,8 @@
 //! new slot's next prompt chunk), so the weights are read once per step for
 //! all of them: continuous batching. A sequence's logits do not depend on
 //! what it is batched with (tested bit for bit in core). On a ring the
-//! engine holds one slot ([`OneSequence`]): requests take turns, and between
-//! them the engine keeps the ring's links alive.
+//! slots' tokens travel round the ring together, one trip per step, and
+//! with no request the engine keeps the ring's links alive.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::api::{Finish, Params, Usage};
 use crate::forward::{run_inputs, Drafts};
-pub use crate::forward::{DeviceView, Forward, LocalSlots, OneSequence};
+pub use crate::forward::{DeviceView, Evaluate, LocalSlots};
 
 /// What a request asks of the engine: prompt tokens and how to sample.
 #[derive(Debug)]
@@ -52,6 +52,8 @@ pub struct Stats {
     pub drafted: AtomicU64,
     pub accepted: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Forward passes of the target model.
+    pub passes: AtomicU64,
     /// The cluster view's devices on a ring (empty on one device).
     pub devices: std::sync::Mutex<Vec<DeviceView>>,
 }
@@ -67,12 +69,12 @@ const VIEW_EVERY: Duration = Duration::from_millis(250);
 /// (one per target slot) when there is one.
 pub struct Speculating<'d> {
     pub settings: Speculation,
-    pub draft: Option<&'d mut dyn Forward>,
+    pub draft: Option<&'d mut dyn Evaluate>,
 }
 
 /// Runs the engine until `jobs` closes. `n_ctx` is each slot's context.
 pub fn run(
-    forward: &mut dyn Forward,
+    forward: &mut dyn Evaluate,
     speculating: Option<Speculating<'_>>,
     tok: &Tokenizer,
     n_ctx: usize,
@@ -172,6 +174,7 @@ pub fn run(
                 continue;
             }
         };
+        stats.passes.fetch_add(1, Ordering::Relaxed);
         let elapsed = t0.elapsed().as_micros() as u64;
         for input in &inputs {
             if input.decoding {
@@ -195,7 +198,7 @@ fn deliver(
     out: Output,
     clients: &mut [Option<Job>],
     stats: &Stats,
-    forward: &mut dyn Forward,
+    forward: &mut dyn Evaluate,
     drafts: Option<&mut Drafts<'_>>,
 ) -> bool {
     let Some(job) = clients[slot].as_ref() else { return false };
@@ -245,7 +248,7 @@ fn request(job: &mut Job) -> Request {
 
 /// One idle round; false when there is nothing to keep alive or keeping it
 /// alive failed (said once on stderr; the next request reports it too).
-fn idle(forward: &mut dyn Forward) -> bool {
+fn idle(forward: &mut dyn Evaluate) -> bool {
     match forward.idle() {
         Ok(more) => more,
         Err(e) => {

@@ -189,6 +189,12 @@ async fn metrics(State(s): State<Shared>) -> String {
             st.prompt_tokens.load(Ordering::Relaxed) as f64,
         ),
         ("prima_completion_tokens_total", "counter", "Tokens generated.", completion as f64),
+        (
+            "prima_forward_passes_total",
+            "counter",
+            "Forward passes; each carries every busy slot's tokens (on a ring, one trip round it).",
+            st.passes.load(Ordering::Relaxed) as f64,
+        ),
         ("prima_queue_depth", "gauge", "Requests waiting for a slot.", st.queued.load(Ordering::Relaxed) as f64),
         ("prima_slots_busy", "gauge", "Slots decoding.", st.busy_slots.load(Ordering::Relaxed) as f64),
         ("prima_time_per_output_token_seconds", "gauge", "Mean decode time per generated token.", tpot),

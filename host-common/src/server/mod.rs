@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
-use prima_core::cost::ModelCost;
 use prima_core::tokenizer::Tokenizer;
 use prima_core::{KvType, Model};
 use tokio::sync::mpsc;
@@ -180,60 +179,46 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             },
             _ => 0,
         };
-        let run = |forward: &mut dyn engine::Forward, ready: Serving| {
+        let run = |forward: &mut dyn engine::Evaluate, ready: Serving| {
             let slot_ctx = ready.slot_ctx;
             let mut draft =
                 draft_model.as_ref().map(|m| LocalSlots::new(m, &pool, ready.slots, slot_ctx + draft_max, None));
             let speculating = speculation.map(|settings| engine::Speculating {
                 settings,
-                draft: draft.as_mut().map(|d| d as &mut dyn engine::Forward),
+                draft: draft.as_mut().map(|d| d as &mut dyn engine::Evaluate),
             });
             let _ = ready_tx.send(Ok(ready));
             engine::run(forward, speculating, &engine_tok, slot_ctx, jobs_rx, joins_rx, engine_stats);
         };
-        // On a ring, one sequence at a time holds the whole context.
-        match ring.handshake(&file, &g, &path, a.ctx, KvType::F16, &pool) {
+        // Every slot's KV cache, and a prompt chunk per slot at most; on a
+        // ring the slots' tokens travel together.
+        let shape = SessionShape {
+            n_ctx: slot_ctx,
+            n_batch: engine::PREFILL_CHUNK,
+            kv: KvType::F16,
+            beside: draft_bytes,
+            slots: parallel,
+        };
+        let models = crate::ring::recover::Models::new();
+        match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, &pool) {
             Err(e) => fail(e),
-            Ok(Some(hs)) => {
-                if parallel > 1 {
-                    eprintln!("notice: on a ring, requests are decoded one at a time (--parallel 1)");
+            Ok(Some(hs)) => match Resilient::new(hs, &models, &file, &pool, &g, shape) {
+                Ok(mut forward) => {
+                    let devices = engine::Evaluate::devices(&forward).map_or(1, |d| d.len());
+                    let layers = format!("a ring of {devices} devices");
+                    run(&mut forward, Serving { slots: parallel, slot_ctx, layers, ring: true })
                 }
-                let models = crate::ring::recover::Models::new();
-                let shape =
-                    SessionShape { n_ctx: a.ctx, n_batch: engine::PREFILL_CHUNK, kv: KvType::F16, beside: draft_bytes };
-                let resilient = Resilient::new(hs, &models, &file, &pool, &g, shape);
-                match resilient {
-                    Ok(r) => {
-                        let mut r = r;
-                        let mut forward = engine::OneSequence { eval: &mut r };
-                        let layers = engine::Forward::devices(&forward).map_or(1, |d| d.len());
-                        run(
-                            &mut forward,
-                            Serving {
-                                slots: 1,
-                                slot_ctx: a.ctx,
-                                layers: format!("a ring of {layers} devices"),
-                                ring: true,
-                            },
-                        )
-                    }
-                    Err(e) => fail(e),
-                }
-            }
+                Err(e) => fail(e),
+            },
             Ok(None) => {
-                let loaded = (|| {
-                    let model = Model::load(&g, crate::detect_kernels()).context("cannot load the model")?;
-                    let cost = ModelCost::from_gguf(&g).context("cannot read the model's costs")?;
-                    // Every slot's KV cache, and a prompt chunk per slot at most.
-                    let run =
-                        crate::stream::run_shape(slot_ctx * parallel, engine::PREFILL_CHUNK, KvType::F16, threads);
-                    let stream = crate::stream::plan(&file, &g, &model.parts, &cost, &run, "the server", draft_bytes)?;
-                    anyhow::Ok((model, stream))
-                })();
-                match loaded {
-                    Ok((model, mut stream)) => {
+                let loaded = Model::load(&g, crate::detect_kernels()).context("cannot load the model");
+                let slots = loaded.and_then(|model| {
+                    let model: &Model = models.alloc(model);
+                    LocalSlots::planned(model, &file, &g, shape, &pool).map(|s| (model, s))
+                });
+                match slots {
+                    Ok((model, mut forward)) => {
                         let layers = format!("0-{}", model.config.n_layer.saturating_sub(1));
-                        let mut forward = LocalSlots::new(&model, &pool, parallel, slot_ctx, stream.as_mut());
                         run(&mut forward, Serving { slots: parallel, slot_ctx, layers, ring: false })
                     }
                     Err(e) => fail(e),

@@ -19,6 +19,7 @@ fn every_control() -> Vec<Control> {
             n_ctx: 4096,
             kv_f32: false,
             model: [9; 32],
+            slots: 8,
         },
         Control::Need { weights: true },
         Control::Weights { offset: 1 << 33, total: 1 << 34, bytes: alloc::vec![1, 2, 3] },
@@ -26,7 +27,7 @@ fn every_control() -> Vec<Control> {
         Control::Pred { session: 7 },
         Control::Stats { compute_us: 1, network_us: 2, disk_us: 3 },
         Control::Ready,
-        Control::TokenMeta { seq: 1, pos0: 17, n_tokens: 3, want_all: true },
+        Control::TokenMeta { seq: 1, spans: spans(&[(0, 17, 3), (5, 2, 1)]), want_all: true },
         Control::Kv(KvOp::Clear),
         Control::Kv(KvOp::Remove { start: 4, end: 9 }),
         Control::Kv(KvOp::Shift { start: 9, end: 20, delta: -5 }),
@@ -34,6 +35,49 @@ fn every_control() -> Vec<Control> {
         Control::Stop { reason: String::try_from("done").unwrap() },
         Control::Error { reason: String::try_from("bad frame").unwrap() },
     ]
+}
+
+fn spans(list: &[(u16, u32, u32)]) -> Spans {
+    list.iter().map(|&(slot, pos0, n_tokens)| Span { slot, pos0, n_tokens }).collect()
+}
+
+#[test]
+fn spans_must_name_each_slot_once_in_order_and_add_up_to_the_rows() {
+    assert!(spans_fit(&spans(&[(0, 17, 3), (5, 2, 1)]), 4, 6));
+    let refused = [
+        (spans(&[]), 0, 1),                     // no sequence
+        (spans(&[(0, 0, 3)]), 4, 1),            // rows do not add up
+        (spans(&[(1, 0, 1), (0, 0, 1)]), 2, 2), // out of order
+        (spans(&[(1, 0, 1), (1, 5, 1)]), 2, 2), // a slot twice
+        (spans(&[(2, 0, 1)]), 1, 2),            // past the plan's slots
+        (spans(&[(0, 0, 0), (1, 0, 2)]), 2, 2), // an empty span
+        (spans(&[(0, u32::MAX, 2)]), 2, 1),     // positions that wrap
+    ];
+    for (s, rows, slots) in refused {
+        assert!(!spans_fit(&s, rows, slots), "{s:?} for {rows} rows, {slots} slots");
+    }
+}
+
+#[test]
+fn a_token_meta_with_more_spans_than_slots_does_not_decode() {
+    // postcard writes [variant][seq][span count][spans…][want_all], one byte
+    // each for these small values: claim MAX_SLOTS + 1 spans and send them.
+    let one =
+        postcard::to_allocvec(&Control::TokenMeta { seq: 1, spans: spans(&[(0, 0, 1)]), want_all: false }).unwrap();
+    let (head, span, tail) = (&one[..2], &one[3..one.len() - 1], &one[one.len() - 1..]);
+    let mut payload = WIRE_VERSION.to_le_bytes().to_vec();
+    payload.extend_from_slice(head);
+    payload.push((MAX_SLOTS + 1) as u8);
+    (0..=MAX_SLOTS).for_each(|_| payload.extend_from_slice(span));
+    payload.extend_from_slice(tail);
+    let mut d = FrameDecoder::default();
+    d.push(&frame(KIND_CONTROL, &payload).unwrap());
+    assert_eq!(d.next_frame(), Err(WireError::Malformed));
+    // The same bytes with MAX_SLOTS spans decode.
+    payload[4] = MAX_SLOTS as u8;
+    payload.drain(5..5 + span.len());
+    d.push(&frame(KIND_CONTROL, &payload).unwrap());
+    assert!(matches!(d.next_frame(), Ok(Some(Frame::Control(_)))));
 }
 
 #[test]
