@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
         dec.push(piece);
         while let Ok(Some(_)) = dec.next_frame() {}
     }
-    // A worker in the middle of a 3-device ring, 2 rounds, 8-wide activations.
-    let Ok(plan) = RingPlan::from_windows(&[1, 1, 1], 2) else { return };
+    // A worker in the middle of a 3-device ring, 2 rounds, 4 slots, 8-wide activations.
+    let Ok(plan) = RingPlan::from_windows(&[1, 1, 1], 2).map(|p| p.with_slots(4)) else { return };
     let act = if cut % 2 == 0 { ActType::F16 } else { ActType::F32 };
     let mut node = Node::new(1, plan, 8, act, 1_000_000);
     for (i, piece) in rest.chunks(cut).enumerate() {
