@@ -5,7 +5,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::bytes::byte_to_char;
+use super::merge::{merge, Symbol};
 use super::pretok::{split, Split};
+use core::cmp::Reverse;
 
 /// Byte-level BPE: pre-split, map bytes to characters, merge by rank.
 #[derive(Debug)]
@@ -53,23 +55,11 @@ impl Bpe {
                     continue;
                 }
             }
-            let mut syms: Vec<u32> = word.bytes().filter_map(|b| self.byte_ids[b as usize]).collect();
-            self.merge(&mut syms);
-            out.extend_from_slice(&syms);
-        }
-    }
-
-    /// Repeatedly merges the adjacent pair of lowest rank (leftmost on ties).
-    fn merge(&self, syms: &mut Vec<u32>) {
-        loop {
-            let best = syms
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, w)| self.merges.get(&(w[0], w[1])).map(|&(rank, id)| (rank, i, id)))
-                .min();
-            let Some((_, i, id)) = best else { break };
-            syms[i] = id;
-            syms.remove(i + 1);
+            let bytes = word.bytes().filter_map(|b| self.byte_ids[b as usize]);
+            let syms = bytes.enumerate().map(|(at, id)| Symbol::new(at, 1, id)).collect();
+            // The lowest rank first (the leftmost on ties).
+            let ranked = |l: &Symbol, r: &Symbol| self.merges.get(&(l.id, r.id)).map(|&(rank, id)| (Reverse(rank), id));
+            out.extend(merge(syms, ranked).iter().map(|s| s.id));
         }
     }
 }

@@ -5,6 +5,7 @@
 mod bpe;
 mod bytes;
 mod ids;
+mod merge;
 mod pretok;
 mod spm;
 mod stream;

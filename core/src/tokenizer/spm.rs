@@ -1,9 +1,11 @@
 use super::ids::Ids;
+use super::merge::{merge, Score, Symbol};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// SentencePiece-style tokenizer: merges the best-scoring adjacent pair whose
-/// concatenation is a token, then falls back to `<0xXX>` byte tokens.
+/// concatenation is a token (the leftmost on ties), then falls back to
+/// `<0xXX>` byte tokens.
 #[derive(Debug)]
 pub(super) struct Spm {
     scores: Vec<f32>,
@@ -30,26 +32,17 @@ impl Spm {
             s.push(SPACE);
         }
         s.extend(text.chars().map(|c| if c == ' ' { SPACE } else { c }));
-        let mut syms: Vec<String> = s.chars().map(String::from).collect();
-        loop {
-            let mut best: Option<(f32, usize, u32)> = None;
-            for i in 0..syms.len().saturating_sub(1) {
-                let joined = [syms[i].as_str(), syms[i + 1].as_str()].concat();
-                if let Some(id) = ids.get(&joined) {
-                    let score = self.scores[id as usize];
-                    if best.is_none_or(|(b, _, _)| score > b) {
-                        best = Some((score, i, id));
-                    }
-                }
-            }
-            let Some((_, i, _)) = best else { break };
-            let right = syms.remove(i + 1);
-            syms[i].push_str(&right);
-        }
-        for sym in &syms {
-            match ids.get(sym) {
+        // Units are bytes of `s`; each symbol starts as one character.
+        let chars = s.char_indices().map(|(at, c)| Symbol::new(at, c.len_utf8(), 0)).collect();
+        let joined = |l: &Symbol, r: &Symbol| {
+            let id = ids.get(&s[l.start..r.start + r.len])?;
+            Some((Score(self.scores[id as usize]), id))
+        };
+        for sym in merge(chars, joined) {
+            let piece = &s[sym.start..sym.start + sym.len];
+            match ids.get(piece) {
                 Some(id) => out.push(id),
-                None => out.extend(sym.bytes().filter_map(|b| self.byte_ids[b as usize])),
+                None => out.extend(piece.bytes().filter_map(|b| self.byte_ids[b as usize])),
             }
         }
     }

@@ -59,3 +59,81 @@ fn spm_merges_best_scoring_pairs_and_falls_back_to_bytes() {
     }
     assert_eq!(bytes, b" hi!");
 }
+
+/// The merge as first written (each round scans every pair, n² in all):
+/// the oracle for the heap-based one.
+fn spm_pieces_by_scanning(s: &str, scores: &[f32], ids: super::ids::Ids<'_>) -> Vec<String> {
+    let mut syms: Vec<String> = s.chars().map(String::from).collect();
+    loop {
+        let mut best: Option<(f32, usize)> = None;
+        for i in 0..syms.len().saturating_sub(1) {
+            let joined = [syms[i].as_str(), syms[i + 1].as_str()].concat();
+            if let Some(id) = ids.get(&joined) {
+                let score = scores[id as usize];
+                if best.is_none_or(|(b, _)| score > b) {
+                    best = Some((score, i));
+                }
+            }
+        }
+        let Some((_, i)) = best else { break };
+        let right = syms.remove(i + 1);
+        syms[i].push_str(&right);
+    }
+    syms
+}
+
+proptest::proptest! {
+    /// Random vocabularies over a small alphabet (scores drawn from a few
+    /// values, so ties are common) and random texts: the heap merge gives
+    /// the scanning merge's tokens.
+    #[test]
+    fn spm_heap_merge_equals_the_scanning_merge(
+        pieces in proptest::collection::vec("[ab▁é]{2,4}", 1..40),
+        score_picks in proptest::collection::vec(0usize..4, 40),
+        text in "[ab é]{0,60}",
+    ) {
+        use alloc::string::ToString;
+        let mut tokens: Vec<String> = ["a", "b", "\u{2581}", "é"].iter().map(|s| s.to_string()).collect();
+        tokens.extend(pieces);
+        let levels = [-1.0f32, -2.0, -2.0, -0.5];
+        let scores: Vec<f32> = (0..tokens.len()).map(|i| levels[score_picks[i % score_picks.len()]]).collect();
+        let order = super::ids::TextOrder::new(&tokens);
+        let ids = super::ids::Ids { tokens: &tokens, order: &order };
+        let spm = super::spm::Spm::new(scores.clone(), true, &tokens);
+        let mut got = Vec::new();
+        spm.encode(&text, true, ids, &mut got);
+        let spaced: String =
+            core::iter::once('\u{2581}').chain(text.chars().map(|c| if c == ' ' { '\u{2581}' } else { c })).collect();
+        // Every character is a token here, so every piece is one.
+        let want: Vec<u32> = spm_pieces_by_scanning(&spaced, &scores, ids).iter().filter_map(|p| ids.get(p)).collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+
+    /// Random merge tables and words: the heap merge gives the tokens of
+    /// the scan that BPE first used (the lowest rank, the leftmost on ties).
+    #[test]
+    fn bpe_heap_merge_equals_the_scanning_merge(
+        table in proptest::collection::vec(((0u32..6, 0u32..6), 0u32..10), 0..30),
+        word in proptest::collection::vec(0u32..6, 0..50),
+    ) {
+        use super::merge::{merge, Symbol};
+        let mut merges = alloc::collections::BTreeMap::new();
+        for (rank, (pair, id)) in table.into_iter().enumerate() {
+            merges.entry(pair).or_insert((rank as u32, id));
+        }
+        let mut want = word.clone();
+        while let Some((_, i, id)) = want
+            .windows(2)
+            .enumerate()
+            .filter_map(|(i, w)| merges.get(&(w[0], w[1])).map(|&(rank, id)| (rank, i, id)))
+            .min()
+        {
+            want[i] = id;
+            want.remove(i + 1);
+        }
+        let syms = word.iter().enumerate().map(|(at, &id)| Symbol::new(at, 1, id)).collect();
+        let ranked = |l: &Symbol, r: &Symbol| merges.get(&(l.id, r.id)).map(|&(rank, id)| (core::cmp::Reverse(rank), id));
+        let got: Vec<u32> = merge(syms, ranked).iter().map(|s| s.id).collect();
+        proptest::prop_assert_eq!(got, want);
+    }
+}
