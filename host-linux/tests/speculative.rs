@@ -119,7 +119,7 @@ fn speculating_servers_reply_as_plain_decoding() {
 /// Under `--mem`, the target's memory plan leaves the draft model its
 /// weights and cache: where the target alone stays resident, with a draft
 /// beside it the two stream parts of their layers, and the tokens stay
-/// plain decoding's.
+/// plain decoding's; on a ring's head as on one device.
 #[test]
 fn a_draft_models_memory_is_left_out_of_the_targets_plan() {
     let dir = scratch_dir("speculative-memory");
@@ -138,6 +138,26 @@ fn a_draft_models_memory_is_left_out_of_the_targets_plan() {
     let (drafted, streaming) = run(&["--model-draft", draft.to_str().unwrap()]);
     assert_eq!(drafted, plain);
     assert_eq!(streaming, 2, "both models stream part of their layers beside each other");
+
+    // A ring's head leaves the draft its memory too (here 130 MiB: its 15
+    // layers stay resident alone, and stream beside the draft). Rings run
+    // under the emulator in the ring tests.
+    if emulated() {
+        return std::fs::remove_dir_all(dir).unwrap();
+    }
+    let worker = Worker::start();
+    let ring = ["--ring", &worker.addr, "--layer-window", "15,15"];
+    let on_ring = |extra: &[&str]| {
+        let mut cmd: Command = prima();
+        cmd.args(["run", "-m"]).arg(smollm2_path()).args(["-p", PROMPT, "-n", "16", "--temp", "0", "-t", "2"]);
+        let out = cmd.args(["--json", "--mem", "130"]).args(ring).args(extra).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (v["generated_ids"].clone(), stderr.lines().any(|l| l.contains("the head keeps")))
+    };
+    assert_eq!(on_ring(&[]), (plain.clone(), false), "the head's layers fit 130 MiB alone");
+    assert_eq!(on_ring(&["--model-draft", draft.to_str().unwrap()]), (plain, true));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

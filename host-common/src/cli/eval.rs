@@ -45,7 +45,7 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
     let n_ctx = a.ids.len().max(1);
-    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, 1, KvType::F16, &l.pool)?;
+    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, 1, KvType::F16, 0, &l.pool)?;
     let models = Models::new();
     let n_vocab = prima_core::model::Config::from_gguf(&g).map_err(anyhow::Error::from)?.n_vocab;
     let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16, beside: 0, slots: 1 };

@@ -53,7 +53,8 @@ pub(crate) struct RingArgs {
 
 impl RingArgs {
     /// Connects to the ring's workers and plans it for `slots` sequences
-    /// of `n_ctx` tokens, or `None` without `--ring`.
+    /// of `n_ctx` tokens, leaving the head `beside` bytes for what else it
+    /// holds (a draft model), or `None` without `--ring`.
     #[allow(clippy::too_many_arguments)]
     pub fn handshake(
         &self,
@@ -63,6 +64,7 @@ impl RingArgs {
         n_ctx: usize,
         slots: usize,
         kv: KvType,
+        beside: u64,
         pool: &Pool,
     ) -> anyhow::Result<Option<Handshake>> {
         // Before anything reads a memory figure: the profile, then the session.
@@ -114,6 +116,7 @@ impl RingArgs {
             head_profile,
             layer_check,
             key,
+            beside,
             layer_factors: Vec::new(),
         };
         Handshake::connect(opts, g).map(Some)

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{layer_memory, Driver, LocalLayers, Step, Times, POLL};
+use super::driver::{available_memory, layer_memory, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::forward::{check_steps, Step as SlotStep};
 use crate::link::{Link, LinkWriter, RingKey};
@@ -22,7 +22,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use crate::stream::{self, layer_spans, run_shape, N_BATCH};
+use crate::stream::{self, layer_spans, run_shape, LayerMemory, N_BATCH};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -46,6 +46,9 @@ pub struct RingOptions {
     pub layer_check: Option<LayerCheck>,
     /// The ring's key: every link is authenticated and encrypted with it.
     pub key: Option<RingKey>,
+    /// Bytes the head's process holds besides its share of the ring (a
+    /// draft model): its memory plan, and Halda's, leave them alone.
+    pub beside: u64,
     /// Measured against predicted layer time, per device (by address; the
     /// head's is ""), which Halda's layer times are multiplied by: how a
     /// serving head re-balances a device that runs slower than planned.
@@ -143,8 +146,9 @@ impl Handshake {
                 ((0..w.len()).collect::<Vec<_>>(), w.clone(), n_layer / per_round, None)
             }
             None => {
-                let head =
+                let mut head =
                     opts.head_profile.clone().ok_or_else(|| anyhow!("automatic windows need the head's profile"))?;
+                head.ram_available_bytes = head.ram_available_bytes.saturating_sub(opts.beside);
                 let mut profiles = vec![head];
                 for p in &peers {
                     let mut prof = p.profile.clone();
@@ -363,7 +367,8 @@ impl Handshake {
             stats_to: None,
             peer_times: vec![Times::default(); n],
         };
-        let memory = layer_memory(opts.head_profile.as_ref(), &cost, &opts.run_shape(), true);
+        let available = available_memory(opts.head_profile.as_ref()).saturating_sub(opts.beside);
+        let memory = LayerMemory::new(&cost, &opts.run_shape(), available, true);
         let stream = stream::open(file, g, &model.parts, &memory, "the head")?;
         residency[0].0 = stream.resident_count();
         let layers = LocalLayers {

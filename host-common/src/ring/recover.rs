@@ -443,6 +443,7 @@ mod tests {
             head_profile: None,
             layer_check: None,
             key: None,
+            beside: 0,
             layer_factors: Vec::new(),
         }
     }

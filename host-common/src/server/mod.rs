@@ -200,7 +200,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             slots: parallel,
         };
         let models = crate::ring::recover::Models::new();
-        match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, &pool) {
+        match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, draft_bytes, &pool) {
             Err(e) => fail(e),
             Ok(Some(hs)) => match Resilient::new(hs, &models, &file, &pool, &g, shape) {
                 Ok(mut forward) => {
