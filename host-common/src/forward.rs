@@ -2,16 +2,15 @@
 //! its own KV cache, turned into logits by one device or a ring, both
 //! batched; and the draft model that proposes tokens for them to check.
 
-use prima_core::cost::ModelCost;
 use prima_core::engine::{Engine, Input};
-use prima_core::{Batch, Gguf, KvCache, Model, Want};
+use prima_core::{Batch, Gguf, KvCache, KvType, Model, Want};
 use std::time::Duration;
 
 use crate::generate::SessionShape;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::ring::head::{DeviceReport, Ring};
-use crate::stream::{self, run_shape, LayerStream};
+use crate::stream::LayerStream;
 
 /// One slot's share of a forward pass.
 #[derive(Debug, Clone, Copy)]
@@ -135,15 +134,16 @@ pub struct LocalSlots<'m, 'a> {
 }
 
 impl<'m, 'a> LocalSlots<'m, 'a> {
+    /// `parallel` caches of `n_ctx` positions of `kv` elements; layers that
+    /// do not stay resident come through `stream`.
     pub fn new(
         model: &'m Model<'a>,
         pool: &'m Pool,
-        parallel: usize,
-        n_ctx: usize,
+        (parallel, n_ctx, kv): (usize, usize, KvType),
         stream: Option<LayerStream<'m>>,
     ) -> Self {
         let batch = Batch::new(model);
-        let caches = (0..parallel).map(|_| batch.cache(n_ctx, prima_core::KvType::F16)).collect();
+        let caches = (0..parallel).map(|_| batch.cache(n_ctx, kv)).collect();
         Self { batch, caches, pool, stream }
     }
 
@@ -157,12 +157,8 @@ impl<'m, 'a> LocalSlots<'m, 'a> {
         shape: SessionShape,
         pool: &'m Pool,
     ) -> anyhow::Result<Self> {
-        let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
-        let run = run_shape(shape.n_ctx * shape.slots, shape.n_batch, shape.kv, pool.threads());
-        let stream = stream::plan(file, g, &model.parts, &cost, &run, "this device", shape.beside)?;
-        let batch = Batch::new(model);
-        let caches = (0..shape.slots).map(|_| batch.cache(shape.n_ctx, shape.kv)).collect();
-        Ok(Self { batch, caches, pool, stream })
+        let (_, _, stream) = shape.plan(model, file, g, pool)?;
+        Ok(Self::new(model, pool, (shape.slots, shape.n_ctx, shape.kv), stream))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Token generation over any evaluator (one device or a ring), shared by the
 //! CLI and the C ABI.
 
-use prima_core::cost::ModelCost;
+use prima_core::cost::{ModelCost, RunShape};
 use prima_core::engine::{DraftSource, Engine, Output, Request, Speculation, SpeculationStats};
 use prima_core::sampler::SamplerConfig;
 use prima_core::tokenizer::Tokenizer;
@@ -51,17 +51,39 @@ impl<'m, 'a> Local<'m, 'a> {
         shape: SessionShape,
         pool: &'m Pool,
     ) -> anyhow::Result<Self> {
-        let SessionShape { n_ctx, n_batch, kv, beside, .. } = shape;
-        let session = Session::with_kv_type(model, n_ctx, kv);
-        let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
-        let run = run_shape(n_ctx, n_batch, kv, pool.threads());
+        let session = Session::with_kv_type(model, shape.n_ctx, shape.kv);
+        let (cost, run, stream) = shape.plan(model, file, g, pool)?;
         let whole = cost.single_device_bytes(&run);
-        let Some(stream) = stream::plan(file, g, &model.parts, &cost, &run, "this device", beside)? else {
+        let Some(stream) = stream else {
             return Ok(Self { session, pool, stream: None, predicted_peak_bytes: whole });
         };
         // Streamed layers are in memory at most STAGING_LAYERS at a time.
         let (streamed, staged) = stream.streamed_bytes();
         Ok(Self { session, pool, stream: Some(stream), predicted_peak_bytes: whole - streamed + staged })
+    }
+}
+
+impl SessionShape {
+    /// What a run of this shape asks of a device of `threads` threads
+    /// besides the weights: every slot's cache, and passes of `n_batch`.
+    pub fn run_shape(&self, threads: usize) -> RunShape {
+        run_shape(self.n_ctx * self.slots.max(1), self.n_batch, self.kv, threads)
+    }
+
+    /// The model's costs, this shape's run, and the stream of the layers
+    /// that do not fit this device's memory beside the run and `beside`
+    /// (`None` when all fit; a line on stderr says what streams).
+    pub fn plan<'m>(
+        &self,
+        model: &Model<'_>,
+        file: &'m MappedFile,
+        g: &Gguf<'_>,
+        pool: &Pool,
+    ) -> anyhow::Result<(ModelCost, RunShape, Option<LayerStream<'m>>)> {
+        let cost = ModelCost::from_gguf(g).map_err(anyhow::Error::from)?;
+        let run = self.run_shape(pool.threads());
+        let stream = stream::plan(file, g, &model.parts, &cost, &run, "this device", self.beside)?;
+        Ok((cost, run, stream))
     }
 }
 

@@ -57,6 +57,17 @@ fn run_json(prompt: &str, n: usize) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Two workers on loopback (with this machine's saved profile) and a
+/// server at the head of their ring, windows 10,10,10, with `extra` flags.
+fn ring_server(extra: &[&str]) -> (Vec<Worker>, Server) {
+    let profile = saved_profile();
+    let profile = profile.to_str().unwrap();
+    let workers = vec![Worker::start_with(&["--profile", profile]), Worker::start_with(&["--profile", profile])];
+    let ring = ring_flag(&workers);
+    let flags = [&["--ring", &ring, "--layer-window", "10,10,10", "--peer-timeout", "5"][..], extra].concat();
+    (workers, Server::start(&flags))
+}
+
 /// The head of a ring serves (two workers on loopback): its chat completion
 /// is one device's `prima run` on the rendered prompt, the cluster view
 /// lists the three devices and their layers. When a worker dies while the
@@ -67,11 +78,7 @@ fn a_ring_serves_what_one_device_runs_and_takes_back_a_lost_worker() {
     if emulated() {
         return; // the ring and the server each run under the emulator elsewhere
     }
-    let profile = saved_profile();
-    let profile = profile.to_str().unwrap();
-    let mut workers = vec![Worker::start_with(&["--profile", profile]), Worker::start_with(&["--profile", profile])];
-    let ring = ring_flag(&workers);
-    let server = Server::start(&["--ring", &ring, "--layer-window", "10,10,10", "--peer-timeout", "5"]);
+    let (mut workers, server) = ring_server(&[]);
     let n = tokens(24);
     let req = chat("What is the capital of France?", n);
     let prompt = server.post("/apply-template", &req).unwrap()["prompt"].as_str().unwrap().to_owned();
@@ -105,7 +112,11 @@ fn a_ring_serves_what_one_device_runs_and_takes_back_a_lost_worker() {
     assert_eq!(content(&again), content(&got));
 
     // The worker comes back at its address and is taken back between requests.
-    workers.push(Worker::start_at(&addr, scratch_dir("worker-cache"), &["--profile", profile]));
+    workers.push(Worker::start_at(
+        &addr,
+        scratch_dir("worker-cache"),
+        &["--profile", saved_profile().to_str().unwrap()],
+    ));
     until(&["0-9", "10-19", "20-29"], "the worker that came back was not taken back");
     let back = server.post("/v1/chat/completions", &req).unwrap();
     assert_eq!(content(&back), content(&got));
@@ -121,12 +132,7 @@ fn a_ring_batches_clients_and_keeps_their_replies_when_a_worker_dies_mid_flight(
     if emulated() {
         return; // the ring and the server each run under the emulator elsewhere
     }
-    let profile = saved_profile();
-    let profile = profile.to_str().unwrap();
-    let mut workers = vec![Worker::start_with(&["--profile", profile]), Worker::start_with(&["--profile", profile])];
-    let ring = ring_flag(&workers);
-    let server =
-        Server::start(&["--ring", &ring, "--layer-window", "10,10,10", "--peer-timeout", "5", "--parallel", "4"]);
+    let (mut workers, server) = ring_server(&["--parallel", "4"]);
     let questions: Vec<String> = (0..4).map(|i| format!("Name {} animals that live in the sea.", i + 2)).collect();
     let ask = |q: &String| content(&server.post("/v1/chat/completions", &chat(q, 32)).unwrap());
     let alone: Vec<String> = questions.iter().map(ask).collect();

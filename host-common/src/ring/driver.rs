@@ -81,9 +81,16 @@ impl LocalLayers<'_, '_> {
 /// profile found available. Measuring again now would count this run's own
 /// mapped weights as used (seen on the emulated cluster: the head streamed
 /// a layer Halda had planned resident). Without a profile, what is
-/// available now.
-pub fn layer_memory(profile: Option<&DeviceProfile>, cost: &ModelCost, run: &RunShape, head: bool) -> LayerMemory {
-    LayerMemory::new(cost, run, available_memory(profile), head)
+/// available now. `beside` is what the process holds besides the run (a
+/// draft model on the head), left alone.
+pub fn layer_memory(
+    profile: Option<&DeviceProfile>,
+    cost: &ModelCost,
+    run: &RunShape,
+    head: bool,
+    beside: u64,
+) -> LayerMemory {
+    LayerMemory::new(cost, run, available_memory(profile).saturating_sub(beside), head)
 }
 
 /// The memory a device has for a run: its profile's figure, else what is

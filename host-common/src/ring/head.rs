@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::conn::{self, read_control, send_control, BUSY, HANDSHAKE_TIMEOUT};
-use super::driver::{available_memory, layer_memory, Driver, LocalLayers, Step, Times, POLL};
+use super::driver::{layer_memory, Driver, LocalLayers, Step, Times, POLL};
 use super::weights;
 use crate::forward::{check_steps, Step as SlotStep};
 use crate::link::{Link, LinkWriter, RingKey};
@@ -22,7 +22,7 @@ use crate::mapped::MappedFile;
 use crate::pool::Pool;
 use crate::profiler::calibrate::LayerCheck;
 use crate::profiler::probe;
-use crate::stream::{self, layer_spans, run_shape, LayerMemory, N_BATCH};
+use crate::stream::{self, layer_spans, run_shape, N_BATCH};
 
 /// How the ring is laid out and run.
 #[derive(Debug, Clone)]
@@ -268,7 +268,7 @@ impl Handshake {
         let mut residency = vec![(0, held(0).len())];
         for (pos, p) in ring.iter().enumerate().map(|(j, p)| (j + 1, p)) {
             let run = opts.run_shape_with(p.profile.threads as usize);
-            let memory = layer_memory(Some(&p.profile), &cost, &run, false);
+            let memory = layer_memory(Some(&p.profile), &cost, &run, false, 0);
             let held = held(pos);
             residency.push((held.len() - memory.streamed(&held, &spans).len(), held.len()));
         }
@@ -367,8 +367,7 @@ impl Handshake {
             stats_to: None,
             peer_times: vec![Times::default(); n],
         };
-        let available = available_memory(opts.head_profile.as_ref()).saturating_sub(opts.beside);
-        let memory = LayerMemory::new(&cost, &opts.run_shape(), available, true);
+        let memory = layer_memory(opts.head_profile.as_ref(), &cost, &opts.run_shape(), true, opts.beside);
         let stream = stream::open(file, g, &model.parts, &memory, "the head")?;
         residency[0].0 = stream.resident_count();
         let layers = LocalLayers {

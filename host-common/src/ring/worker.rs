@@ -417,7 +417,7 @@ impl Job {
         }
         let pool = Pool::new(self.cfg.threads)?;
         let run = run_shape(self.n_ctx * self.slots, N_BATCH, self.kv, self.cfg.threads);
-        let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false);
+        let memory = layer_memory(Some(&self.cfg.profile), &cost, &run, false, 0);
         let stream = stream::open(&file, &g, &model.parts, &memory, "this worker")?;
         let mut layers = LocalLayers {
             model: &model,

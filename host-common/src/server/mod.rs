@@ -181,8 +181,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         };
         let run = |forward: &mut dyn engine::Evaluate, ready: Serving| {
             let slot_ctx = ready.slot_ctx;
-            let mut draft =
-                draft_model.as_ref().map(|m| LocalSlots::new(m, &pool, ready.slots, slot_ctx + draft_max, None));
+            let mut draft = draft_model
+                .as_ref()
+                .map(|m| LocalSlots::new(m, &pool, (ready.slots, slot_ctx + draft_max, KvType::F16), None));
             let speculating = speculation.map(|settings| engine::Speculating {
                 settings,
                 draft: draft.as_mut().map(|d| d as &mut dyn engine::Evaluate),
