@@ -56,5 +56,12 @@ if ! command -v chromium >/dev/null; then
   as_root apt-get update -q >/dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
+# The GPU tests run on Mesa's software Vulkan driver (lavapipe) when the
+# machine has no GPU of its own.
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && [ "$(uname -m)" = x86_64 ]; then
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
 cargo build --release --bin prima
 echo "model: $MODEL"

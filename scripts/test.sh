@@ -8,3 +8,6 @@ cd "$(dirname "$0")/.."
 # library itself produces (tests link the rlib).
 cargo build --release -p prima-host
 cargo test --release --workspace
+# The GPU backend against the CPU path and the reference (tests/tests/gpu.rs),
+# on whatever adapter wgpu finds: lavapipe where there is no GPU.
+cargo test --release -p prima-tests --features gpu --test gpu

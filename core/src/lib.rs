@@ -32,6 +32,9 @@ pub mod stop;
 pub mod tokenizer;
 
 pub use gguf::{Gguf, GgufError};
-pub use model::{Batch, KvCache, KvType, LayerHook, Model, ModelError, Parts, SeqRows, Session, Want, Workspace};
+pub use model::{
+    Batch, CpuLayers, KvCache, KvType, LayerBackend, LayerHook, Model, ModelError, Parts, SeqRows, SeqSpan, Session,
+    Want, Workspace,
+};
 
 pub use quant::GgmlType;

@@ -63,6 +63,14 @@ impl<'m, 'a> Local<'m, 'a> {
     }
 }
 
+impl Local<'_, '_> {
+    /// Runs `backend`'s layers (a GPU's) before the model's own.
+    pub fn with_offload(mut self, backend: Box<dyn prima_core::LayerBackend>) -> anyhow::Result<Self> {
+        self.session = self.session.with_offload(backend)?;
+        Ok(self)
+    }
+}
+
 impl SessionShape {
     /// What a run of this shape asks of a device of `threads` threads
     /// besides the weights: every slot's cache, and passes of `n_batch`.
@@ -122,7 +130,7 @@ impl Evaluate for Local<'_, '_> {
     }
 
     fn truncate(&mut self, _slot: usize, pos: usize) {
-        self.session.kv.truncate(pos);
+        self.session.truncate(pos);
     }
 
     fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod ffi;
 pub mod forward;
 pub mod generate;
+pub mod gpu;
 pub mod link;
 pub mod mapped;
 pub mod os;

@@ -4,6 +4,8 @@ use core::fmt;
 use crate::gguf::GgufError;
 use crate::quant::GgmlType;
 
+use super::backend::BackendFailure;
+
 /// Why a model could not be loaded or run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelError {
@@ -64,6 +66,17 @@ pub enum ModelError {
     PartNotLoaded {
         part: &'static str,
     },
+    /// A span named a slot the backend does not have, or named one twice.
+    BadSlot {
+        slot: usize,
+        slots: usize,
+    },
+    /// The backend running `layers` (a GPU) failed.
+    Backend {
+        name: String,
+        layers: [usize; 2],
+        source: BackendFailure,
+    },
 }
 
 impl From<GgufError> for ModelError {
@@ -102,6 +115,8 @@ impl fmt::Display for ModelError {
                 write!(f, "tokens start at position {pos0} but the cache holds only {filled}")
             }
             PartNotLoaded { part } => write!(f, "the {part} is not loaded on this device"),
+            BadSlot { slot, slots } => write!(f, "slot {slot} is not one of the {slots} slots, or was named twice"),
+            Backend { name, layers: [a, b], .. } => write!(f, "{name} failed while running layers {a}..{b}"),
             BatchRows { rows, claimed } => write!(f, "a batch of {rows} rows was given sequences of {claimed} tokens"),
             RowsWanted { wanted, tokens } => {
                 write!(f, "{wanted} rows of logits were asked of a step of {tokens} tokens")
@@ -110,4 +125,12 @@ impl fmt::Display for ModelError {
     }
 }
 
-impl core::error::Error for ModelError {}
+impl core::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            ModelError::Gguf(e) => Some(e),
+            ModelError::Backend { source, .. } => Some(&*source.0),
+            _ => None,
+        }
+    }
+}

@@ -68,6 +68,26 @@ fn resize(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 impl Model<'_> {
+    /// The rotation of the model's layers; sliding-window layers (`swa`)
+    /// rotate with their own base, unscaled.
+    pub fn rope(&self, swa: bool) -> Rope<'_> {
+        let c = &self.config;
+        let rope = Rope {
+            kind: c.rope_kind,
+            dims: c.rope_dim,
+            base: c.rope_base,
+            freq_scale: c.rope_freq_scale,
+            freq_factors: self.rope_freqs.as_deref(),
+            yarn: c.yarn,
+            mscale: c.rope_mscale,
+        };
+        if swa {
+            Rope { base: c.rope_base_swa, freq_scale: 1.0, freq_factors: None, yarn: None, mscale: 1.0, ..rope }
+        } else {
+            rope
+        }
+    }
+
     /// Looks up the embedding rows of `tokens` into `out` (`tokens.len() * n_embd`).
     pub fn embed(&self, tokens: &[u32], out: &mut [f32]) -> Result<(), ModelError> {
         let emb = self.token_embd.as_ref().filter(|_| self.parts.embedding);
@@ -146,23 +166,12 @@ impl Model<'_> {
                 return Err(ModelError::LayerRange { start: range.start, end: range.end, n_layer: c.n_layer });
             }
         }
-        let rope = Rope {
-            kind: c.rope_kind,
-            dims: c.rope_dim,
-            base: c.rope_base,
-            freq_scale: c.rope_freq_scale,
-            freq_factors: self.rope_freqs.as_deref(),
-            yarn: c.yarn,
-            mscale: c.rope_mscale,
-        };
+        let rope = self.rope(false);
         // The angle tables are the workspace's, taken for the loop and put back.
         let (mut angles, mut angles_swa) = (core::mem::take(&mut ws.angles), core::mem::take(&mut ws.angles_swa));
         fill_angles(&mut angles, &rope, seqs, c.rope_dim);
-        // Sliding-window layers rotate with their own base, unscaled.
         if range.clone().any(|il| c.is_swa(il)) {
-            let swa =
-                Rope { base: c.rope_base_swa, freq_scale: 1.0, freq_factors: None, yarn: None, mscale: 1.0, ..rope };
-            fill_angles(&mut angles_swa, &swa, seqs, c.rope_dim);
+            fill_angles(&mut angles_swa, &self.rope(true), seqs, c.rope_dim);
         }
         for il in range {
             let angles = if c.is_swa(il) { &angles_swa } else { &angles };

@@ -2,6 +2,7 @@
 //! the file, and a forward pass over any layer range.
 
 mod attention;
+pub mod backend;
 mod config;
 mod error;
 mod forward;
@@ -10,6 +11,7 @@ pub mod ops;
 mod session;
 mod weights;
 
+pub use backend::{BackendFailure, CpuLayers, LayerBackend, SeqSpan};
 pub use config::{Arch, Config, RopeKind, Yarn};
 pub use error::ModelError;
 pub use forward::{SeqRows, Workspace};

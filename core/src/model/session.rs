@@ -1,7 +1,9 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::{KvCache, KvType, Model, ModelError, SeqRows, Workspace};
+use alloc::boxed::Box;
+
+use super::{KvCache, KvType, LayerBackend, Model, ModelError, SeqRows, SeqSpan, Workspace};
 use crate::parallel::Parallel;
 
 /// Which positions of an evaluated batch need logits.
@@ -44,8 +46,8 @@ fn by_window(
     Ok(())
 }
 
-/// A single-sequence inference session on one device holding the whole model.
-#[derive(Debug)]
+/// A single-sequence inference session on one device: the model's held
+/// layers run on the CPU, after those an offload backend (a GPU) runs.
 pub struct Session<'m, 'a> {
     pub model: &'m Model<'a>,
     pub kv: KvCache,
@@ -53,6 +55,18 @@ pub struct Session<'m, 'a> {
     hidden: Vec<f32>,
     /// Largest number of tokens run through the layers at once.
     pub n_batch: usize,
+    offload: Option<Box<dyn LayerBackend + 'm>>,
+}
+
+impl core::fmt::Debug for Session<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let offload = self.offload.as_ref().map(|b| (b.name(), b.layers()));
+        f.debug_struct("Session")
+            .field("kv", &self.kv)
+            .field("n_batch", &self.n_batch)
+            .field("offload", &offload)
+            .finish()
+    }
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -64,7 +78,25 @@ impl<'m, 'a> Session<'m, 'a> {
     pub fn with_kv_type(model: &'m Model<'a>, n_ctx: usize, kv_type: KvType) -> Self {
         let c = &model.config;
         let kv = KvCache::with_type(model.parts.windows.clone(), n_ctx, c.kv_dim(), kv_type);
-        Self { model, kv, ws: Workspace::default(), hidden: Vec::new(), n_batch: 512 }
+        Self { model, kv, ws: Workspace::default(), hidden: Vec::new(), n_batch: 512, offload: None }
+    }
+
+    /// Runs `backend`'s layers before the model's own: they must all come
+    /// before the first layer the model holds.
+    pub fn with_offload(mut self, backend: Box<dyn LayerBackend + 'm>) -> Result<Self, ModelError> {
+        let layers = backend.layers();
+        let first_held = self.model.parts.windows.iter().find(|w| !w.is_empty()).map_or(usize::MAX, |w| w.start);
+        if layers.end > first_held || layers.start > layers.end {
+            let n_layer = self.model.config.n_layer;
+            return Err(ModelError::LayerRange { start: layers.start, end: layers.end, n_layer });
+        }
+        self.offload = Some(backend);
+        Ok(self)
+    }
+
+    /// The offload backend's name and layers, when there is one.
+    pub fn offload(&self) -> Option<(&str, Range<usize>)> {
+        self.offload.as_ref().map(|b| (b.name(), b.layers()))
     }
 
     /// Tokens held in the cache.
@@ -73,7 +105,15 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 
     pub fn clear(&mut self) {
-        self.kv.clear();
+        self.truncate(0);
+    }
+
+    /// Forgets positions from `pos` on.
+    pub fn truncate(&mut self, pos: usize) {
+        self.kv.truncate(pos);
+        if let Some(b) = self.offload.as_mut() {
+            b.truncate(0, pos);
+        }
     }
 
     /// Appends `tokens` to the sequence and returns logits as `want` says
@@ -129,10 +169,15 @@ impl<'m, 'a> Session<'m, 'a> {
             self.hidden.resize(batch.len() * c.n_embd, 0.0);
             self.model.embed(batch, &mut self.hidden)?;
             let pos0 = self.kv.len;
+            if let Some(b) = self.offload.as_mut() {
+                b.forward(&[SeqSpan { slot: 0, pos0, n_tok: batch.len() }], &mut self.hidden)?;
+            }
             let (kv, hidden, ws) = (&mut self.kv, &mut self.hidden, &mut self.ws);
             by_window(&self.model.parts.windows, hook.as_deref_mut(), |layers| {
                 self.model.forward_layers_at(layers, pos0, kv, hidden, ws, par)
             })?;
+            // With every layer offloaded, no forward pass moves the cache on.
+            self.kv.len = self.kv.len.max(pos0 + batch.len());
             let rows = match want {
                 Want::All => &self.hidden[..],
                 Want::Last if i + 1 == n_chunks => &self.hidden[(batch.len() - 1) * c.n_embd..],

@@ -8,7 +8,6 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::loaded::model;
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 
@@ -51,6 +50,12 @@ pub(super) struct BenchArgs {
     /// Element type of the KV cache.
     #[arg(long = "kv-type", value_enum, default_value = "f16")]
     kv_type: super::KvTypeArg,
+    /// Layers to run on the GPU, the first ones (llama-bench's -ngl; 99: all).
+    #[arg(long = "n-gpu-layers", default_value_t = 0)]
+    n_gpu_layers: usize,
+    /// Which GPU adapter, as `prima devices` numbers them.
+    #[arg(long = "gpu-device")]
+    gpu_device: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,7 +123,14 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let output = if a.json { Output::Jsonl } else { a.output };
     let file = MappedFile::open(&a.model)?;
     let g = file.gguf()?;
-    let model = model(&g)?;
+    if a.n_gpu_layers > 0 && (threads.len() > 1 || !a.npl.is_empty()) {
+        anyhow::bail!("--n-gpu-layers takes one thread count and no --npl for now");
+    }
+    let n_ctx_gpu = a.depth.iter().max().unwrap_or(&0)
+        + a.n_prompt.iter().chain(&a.n_gen).sum::<usize>()
+        + a.pg.iter().map(|p| p.0 + p.1).max().unwrap_or(0);
+    let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
+    let (model, mut offload) = crate::gpu::split(&g, gpu, n_ctx_gpu.max(1))?;
     file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
     let n_params: u64 = g.tensors().iter().map(|t| t.n_elements()).sum();
     let name = g.get_str("general.name").unwrap_or("?");
@@ -150,6 +162,9 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for &t in &threads {
         let pool = Pool::new(t)?;
         let mut session = Session::with_kv_type(&model, n_ctx, a.kv_type.into());
+        if let Some(b) = offload.take() {
+            session = session.with_offload(b)?;
+        }
         let mut rng = Rng::new(0x5eed);
         let n_vocab = model.config.n_vocab as u64;
         let mut logits = Vec::new();

@@ -49,7 +49,7 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let models = Models::new();
     let n_vocab = prima_core::model::Config::from_gguf(&g).map_err(anyhow::Error::from)?.n_vocab;
     let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16, beside: 0, slots: 1 };
-    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape)?;
+    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape, a.model.gpu())?;
     let all = session.eval(&a.ids, Want::All)?;
     let mut positions = Vec::new();
     for (pos, row) in all.chunks_exact(n_vocab).enumerate() {
@@ -84,6 +84,7 @@ pub(super) struct PerplexityArgs {
 /// Perplexity as llama-perplexity computes it: non-overlapping chunks of
 /// `ctx` tokens, each from an empty cache, scoring only the second half.
 pub(super) fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
+    a.model.cpu_only("perplexity")?;
     if a.ctx < 4 {
         anyhow::bail!("--ctx-size must be at least 4 for perplexity");
     }

@@ -21,6 +21,7 @@ pub(super) struct TokenizeArgs {
 }
 
 pub(super) fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
+    a.model.cpu_only("tokenize")?;
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
     let tok = tokenizer(&g)?;
@@ -52,6 +53,7 @@ pub(super) struct InfoArgs {
 }
 
 pub(super) fn info(a: InfoArgs) -> anyhow::Result<()> {
+    a.model.cpu_only("info")?;
     let bar = ProgressBar::new_spinner().with_message(format!("mapping and validating {}", a.model.model.display()));
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     bar.enable_steady_tick(std::time::Duration::from_millis(100));

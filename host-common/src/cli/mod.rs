@@ -62,6 +62,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Forward TCP with added latency, to emulate a slow link in benchmarks.
     DelayProxy(proxy::ProxyArgs),
+    /// List the GPU adapters `--gpu-device` can pick (llama.cpp's --list-devices).
+    Devices,
     /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
     #[cfg(feature = "server")]
     Serve(crate::server::ServeArgs),
@@ -76,6 +78,26 @@ struct ModelArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Layers to run on the GPU, the first ones (llama.cpp's -ngl; 99: all).
+    #[arg(long = "n-gpu-layers", default_value_t = 0)]
+    n_gpu_layers: usize,
+    /// Which GPU adapter, as `prima devices` numbers them (default: the best).
+    #[arg(long = "gpu-device")]
+    gpu_device: Option<usize>,
+}
+
+impl ModelArgs {
+    fn gpu(&self) -> crate::gpu::GpuChoice {
+        crate::gpu::GpuChoice { layers: self.n_gpu_layers, device: self.gpu_device }
+    }
+
+    /// Refuses -ngl where `command` cannot use a GPU yet.
+    fn cpu_only(&self, command: &str) -> anyhow::Result<()> {
+        if self.n_gpu_layers > 0 {
+            anyhow::bail!("--n-gpu-layers is not supported by `prima {command}` yet (it is by run, logits and bench)");
+        }
+        Ok(())
+    }
 }
 
 /// Element type of the KV cache.
@@ -96,13 +118,22 @@ impl From<KvTypeArg> for prima_core::KvType {
     }
 }
 
+fn devices() -> anyhow::Result<()> {
+    for line in crate::gpu::adapter_lines() {
+        outln!("{line}");
+    }
+    Ok(())
+}
+
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
     // llama.cpp spells some flags with two letters after one dash, which
-    // no short flag can be: `-md` (draft model) and `-pg` (llama-bench).
+    // no short flag can be: `-md` (draft model), `-pg` (llama-bench) and
+    // `-ngl` (GPU layers).
     let args = std::env::args_os().map(|a| match a.to_str() {
         Some("-md") => "--model-draft".into(),
         Some("-pg") => "--pg".into(),
+        Some("-ngl") => "--n-gpu-layers".into(),
         _ => a,
     });
     let cli = match Cli::try_parse_from(args) {
@@ -126,6 +157,7 @@ pub fn main() -> i32 {
         Command::Quantize(a) => quantize::quantize(a),
         Command::Synth(a) => synth::synth(a),
         Command::DelayProxy(a) => proxy::proxy(a),
+        Command::Devices => devices(),
         #[cfg(feature = "server")]
         Command::Serve(a) => crate::server::serve(a),
     };

@@ -203,9 +203,21 @@ pub(crate) fn evaluator<'m, 'a>(
     pool: &'m Pool,
     g: &'m Gguf<'a>,
     shape: SessionShape,
+    gpu: crate::gpu::GpuChoice,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
+    if gpu.layers > 0 && (hs.is_some() || shape.slots > 1) {
+        anyhow::bail!("--n-gpu-layers works on one device with one sequence for now (no --ring, no --parallel > 1)");
+    }
     Ok(match hs {
         Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
+        None if gpu.layers > 0 => {
+            let (model, offload) = crate::gpu::split(g, gpu, shape.n_ctx)?;
+            let local = crate::generate::Local::new(models.alloc(model), file, g, shape, pool)?;
+            match offload {
+                Some(b) => Box::new(local.with_offload(b)?),
+                None => Box::new(local),
+            }
+        }
         None => {
             let model = models.alloc(super::loaded::model(g)?);
             crate::generate::local(model, file, g, shape, pool)?

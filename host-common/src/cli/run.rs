@@ -107,7 +107,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, 1, a.kv_type.into(), beside, &l.pool)?;
     let models = Models::new();
     let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into(), beside, slots: 1 };
-    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape)?;
+    let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape, a.model.gpu())?;
     let kernels = crate::detect_kernels();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
