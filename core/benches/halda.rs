@@ -20,6 +20,7 @@ fn cluster(seed: u64) -> Problem {
             budget_bytes: pick(1.0, 24.0) * layer_bytes,
             disk_bytes_per_s: pick(0.3e9, 3.0e9),
             overlaps_disk: pick(0.0, 1.0) > 0.2,
+            gpu: None,
         })
         .collect();
     Problem { devices, n_layer: 80, layer_bytes, kv_layer_bytes: 4e6, head_s: 5e-3 }

@@ -76,15 +76,23 @@ pub struct TypeThroughput {
     pub flops: f32,
 }
 
-/// A GPU, once a backend exists. No backend exists yet, so profiles say `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A GPU the device can run layers on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuProfile {
+    /// The adapter's name, cut to 32 bytes.
+    pub name: String<32>,
     #[serde(with = "fixed::u64")]
     pub vram_total_bytes: u64,
+    /// What the GPU may hold of layers and their KV cache.
     #[serde(with = "fixed::u64")]
     pub vram_free_bytes: u64,
+    /// Measured on the model's own layer type, 2 per weight per token.
     pub flops: f32,
     pub mem_read_bytes_per_s: f32,
+    /// Its memory is the device's RAM (Apple silicon, integrated GPUs,
+    /// software renderers): Halda counts its layers in the RAM budget once.
+    #[serde(default)]
+    pub unified: bool,
 }
 
 /// The link to one peer, as measured by a round-trip probe.

@@ -301,21 +301,23 @@ impl GpuLayers {
     /// Runs every layer on `rows` (at most `MAX_ROWS`) of slot `slot` at `pos0`.
     fn run(&mut self, slot: usize, pos0: usize, rows: &mut [f32]) -> Result<(), GpuError> {
         let n_tok = rows.len() / self.n_embd;
-        let io = Io { input: &self.x, output: &self.x, staging: &self.staging, pass: &self.pass };
+        let io = Io { input: Some(&self.x), output: &self.x, staging: &self.staging, pass: &self.pass };
         execute(&self.gpu, &self.kernels, &self.plan, io, (slot, pos0, n_tok), rows)
     }
 }
 
-/// Where a submission's rows go in and come out.
+/// Where a submission's rows go in (when `input` is set: `execute`
+/// uploads them) and come out.
 pub(crate) struct Io<'b> {
-    pub input: &'b wgpu::Buffer,
+    pub input: Option<&'b wgpu::Buffer>,
     pub output: &'b wgpu::Buffer,
     pub staging: &'b wgpu::Buffer,
     pub pass: &'b wgpu::Buffer,
 }
 
-/// Uploads `rows` to `io.input`, runs `plan` for `n_tok` rows of slot
-/// `slot` at `pos0` in one submission, and reads `io.output` back into `rows`.
+/// Uploads `rows` to `io.input` (if any), runs `plan` for `n_tok` rows of
+/// slot `slot` at `pos0` in one submission, and reads `io.output` back
+/// into `rows`.
 pub(crate) fn execute(
     gpu: &Gpu,
     kernels: &Kernels,
@@ -324,7 +326,9 @@ pub(crate) fn execute(
     (slot, pos0, n_tok): (usize, usize, usize),
     rows: &mut [f32],
 ) -> Result<(), GpuError> {
-    gpu.queue.write_buffer(io.input, 0, bytemuck::cast_slice(rows));
+    if let Some(input) = io.input {
+        gpu.queue.write_buffer(input, 0, bytemuck::cast_slice(rows));
+    }
     gpu.queue.write_buffer(io.pass, 0, bytemuck::cast_slice(&[n_tok as u32, pos0 as u32, 0, 0]));
     let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("layers") });
     {

@@ -8,7 +8,7 @@ mod device;
 mod kernels;
 mod layers;
 
-pub use check::product;
+pub use check::{measure, product};
 pub use device::{adapters, Adapter, Gpu, GpuError};
 pub use kernels::supports;
 pub use layers::GpuLayers;

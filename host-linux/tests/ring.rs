@@ -441,3 +441,30 @@ fn a_worker_short_of_disk_refuses_the_layers_before_writing() {
     assert!(left.is_empty(), "a partial layer file was left: {left:?}");
     drop(workers);
 }
+
+/// Workers with GPU layers (lavapipe where there is no GPU): one runs its
+/// whole window on the GPU, one splits its window between GPU and CPU. The
+/// ring keeps the single device's tokens, which are the reference's while
+/// its margins hold (all 12 here are at least 2.9).
+#[test]
+fn workers_with_gpu_layers_keep_the_tokens() {
+    let model = smollm2_path();
+    let reference = read_json(reference_dir().join("smollm2-q4_1.json"));
+    let case = reference["generation"].as_array().unwrap().iter().find(|g| g["prompt"] == "1, 2, 3, 4,").unwrap();
+    let want: Vec<u32> =
+        case["steps"].as_array().unwrap()[..12].iter().map(|s| s["id"].as_u64().unwrap() as u32).collect();
+    let workers = [Worker::start_with(&["-ngl", "10"]), Worker::start_with(&["--n-gpu-layers", "4"])];
+    let run = |ring: Option<&[Worker]>| {
+        let mut cmd = prima();
+        cmd.args(["run", "-m"]).arg(&model).args(["-p", "1, 2, 3, 4,", "-n", "12", "--temp", "0", "-t", "1", "--json"]);
+        if let Some(workers) = ring {
+            cmd.args(["--ring", &ring_flag(workers), "--layer-window", "10,10,10"]);
+        }
+        ids(&json_of(&mut cmd)["generated_ids"])
+    };
+    assert_eq!(run(None), want, "one device");
+    assert_eq!(run(Some(&workers)), want, "a ring with GPU layers");
+    let said = |w: &Worker, what: &str| w.log.lock().unwrap().iter().any(|l| l.contains(what));
+    assert!(said(&workers[0], "gpu: layers 10..20 run on"), "{:?}", workers[0].log.lock().unwrap());
+    assert!(said(&workers[1], "gpu: layers 20..24 run on"), "{:?}", workers[1].log.lock().unwrap());
+}

@@ -2,9 +2,9 @@
 
 use alloc::vec::Vec;
 
-use super::{DeviceCosts, PlanError, Problem};
+use super::{DeviceCosts, GpuCosts, PlanError, Problem};
 use crate::cost::{ModelCost, RunShape, StageCost};
-use crate::profile::{DeviceProfile, PageCacheClass};
+use crate::profile::{DeviceProfile, GpuProfile, PageCacheClass};
 
 /// Share of available RAM a plan may fill: the rest is the OS's margin
 /// (page tables, kernel buffers, estimates of "available" that run high).
@@ -48,12 +48,17 @@ impl Problem {
             let hop_s =
                 p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes as f64 / l.bytes_per_s as f64);
             let reserved = device_reserve(cost, run, i == 0);
+            let gpu = match &p.gpu {
+                Some(g) => Some(gpu_costs(g, i, cost, layer_bytes)?),
+                None => None,
+            };
             devices.push(DeviceCosts {
                 layer_s,
                 hop_s,
                 budget_bytes: weight_budget(p.ram_available_bytes, reserved),
                 disk_bytes_per_s: p.disk_seq_read_bytes_per_s as f64,
                 overlaps_disk: p.page_cache != PageCacheClass::Unknown,
+                gpu,
             });
         }
         let head_s = match profiles.first() {
@@ -68,6 +73,20 @@ impl Problem {
         problem.validate()?;
         Ok(problem)
     }
+}
+
+/// A GPU's layer time (its arithmetic or its weight reads, whichever is
+/// slower) and the share of its free memory a plan may fill.
+fn gpu_costs(g: &GpuProfile, i: usize, cost: &ModelCost, layer_bytes: f64) -> Result<GpuCosts, PlanError> {
+    let (flops, mem) = (g.flops as f64, g.mem_read_bytes_per_s as f64);
+    for (field, value) in [("GPU throughput", flops), ("GPU memory bandwidth", mem)] {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(PlanError::BadFigure { device: i, field, value });
+        }
+    }
+    let layer_flops = cost.layers.iter().map(|l| l.flops() as f64).sum::<f64>() / cost.layers.len() as f64;
+    let layer_s = (layer_flops / flops).max(layer_bytes / mem);
+    Ok(GpuCosts { layer_s, budget_bytes: g.vram_free_bytes as f64 * RAM_SHARE, unified: g.unified })
 }
 
 /// Seconds device `i` spends on one token of `stage`.

@@ -29,7 +29,16 @@
 //! period is `P = max(sum(c_m), max(c_m + disk_m - rest_m))`: no shorter than
 //! the ring's work, and no shorter than any device's own read-then-compute
 //! cycle. Per token: `T = k * P + head_s` (the head's embedding and output
-//! head). GPU layers are always zero until a GPU backend exists.
+//! head).
+//!
+//! A device with a GPU faster than its CPU runs the first `g_m` layers of
+//! each window there: as many as the GPU's memory holds with their KV
+//! cache, `k * g_m * (layer + kv) <= gpu budget`, at the GPU's layer time.
+//! A GPU with its own memory leaves the device's RAM budget to the CPU
+//! layers; one that shares RAM (Apple silicon, integrated GPUs) takes its
+//! layers out of that same budget, counted once. Per-layer cost is then the
+//! GPU's, then the CPU's, then the CPU's plus disk reads: still convex in
+//! the window, so the argument below holds.
 //!
 //! ## The solver, and why it is exact
 //!
@@ -74,6 +83,27 @@ pub struct DeviceCosts {
     pub disk_bytes_per_s: f64,
     /// Whether the OS lets it read the next window while others compute.
     pub overlaps_disk: bool,
+    /// Its GPU, if it has one.
+    pub gpu: Option<GpuCosts>,
+}
+
+/// What the solver needs of a device's GPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuCosts {
+    /// Seconds to run one layer for one token on the GPU.
+    pub layer_s: f64,
+    /// Bytes of GPU memory for layers and their KV cache.
+    pub budget_bytes: f64,
+    /// The GPU's memory is the device's RAM: its layers come out of the
+    /// device's budget too (once, not twice).
+    pub unified: bool,
+}
+
+impl DeviceCosts {
+    /// The least time any of its processors takes for a layer.
+    pub fn fastest_layer_s(&self) -> f64 {
+        self.gpu.map_or(self.layer_s, |g| g.layer_s.min(self.layer_s))
+    }
 }
 
 /// A scheduling problem: devices in ring order (head first) and the model.
@@ -108,7 +138,8 @@ pub struct Plan {
     pub windows: Vec<usize>,
     /// Rounds per token.
     pub k: usize,
-    /// GPU layers per kept device (all zero: no GPU backend yet).
+    /// GPU layers per kept device, over all its rounds: the first of each
+    /// window's layers.
     pub gpu_layers: Vec<usize>,
     /// Predicted seconds per token.
     pub tpot_s: f64,
@@ -231,6 +262,8 @@ impl Problem {
                 ("hop time", d.hop_s, Some(false)),
                 ("memory budget", d.budget_bytes, None),
                 ("disk speed", d.disk_bytes_per_s, Some(true)),
+                ("GPU layer time", d.gpu.map_or(1.0, |g| g.layer_s), Some(true)),
+                ("GPU memory budget", d.gpu.map_or(0.0, |g| g.budget_bytes), None),
             ];
             for (field, value, sign) in checks {
                 let ok = value.is_finite() && sign.is_none_or(|positive| value >= 0.0 && (!positive || value > 0.0));
@@ -281,8 +314,12 @@ impl Problem {
     /// alone exceeds its budget. See the module docs.
     pub(crate) fn cycle(&self, m: usize, w: usize, k: usize, hop: f64) -> Option<(f64, f64, f64)> {
         let d = &self.devices[m];
-        let held = (k * w) as f64;
-        let room = d.budget_bytes - held * self.kv_layer_bytes;
+        let g = self.gpu_layers(m, w, k);
+        let held = (k * (w - g)) as f64;
+        let mut room = d.budget_bytes - held * self.kv_layer_bytes;
+        if d.gpu.is_some_and(|gpu| gpu.unified) {
+            room -= (k * g) as f64 * (self.layer_bytes + self.kv_layer_bytes);
+        }
         if room < 0.0 {
             return None;
         }
@@ -294,8 +331,29 @@ impl Problem {
         let per_round = (weights - resident) / k as f64;
         let ahead = per_round.min(staging_bytes(self.layer_bytes, d.overlaps_disk));
         let (disk, rest) = (per_round / d.disk_bytes_per_s, (per_round - ahead) / d.disk_bytes_per_s);
-        let turn = w as f64 * d.layer_s + hop + rest;
+        let turn = self.compute_s(m, w, k) + hop + rest;
         Some((turn, turn + disk - rest, disk))
+    }
+
+    /// Layers of each window device `m` runs on its GPU, with window `w` in
+    /// `k` rounds: as many as its GPU memory holds with their KV cache (a
+    /// GPU sharing RAM also within the device's budget), when the GPU is
+    /// the faster.
+    pub fn gpu_layers(&self, m: usize, w: usize, k: usize) -> usize {
+        let d = &self.devices[m];
+        let Some(gpu) = d.gpu.filter(|g| g.layer_s < d.layer_s) else { return 0 };
+        let budget = if gpu.unified { gpu.budget_bytes.min(d.budget_bytes) } else { gpu.budget_bytes };
+        let per_layer = k as f64 * (self.layer_bytes + self.kv_layer_bytes);
+        let fits = if per_layer > 0.0 { (budget / per_layer).floor().max(0.0) } else { w as f64 };
+        (fits as usize).min(w)
+    }
+
+    /// Seconds device `m` computes its window `w` (in `k` rounds) per round.
+    fn compute_s(&self, m: usize, w: usize, k: usize) -> f64 {
+        let d = &self.devices[m];
+        let g = self.gpu_layers(m, w, k);
+        let gpu_s = d.gpu.map_or(0.0, |gpu| g as f64 * gpu.layer_s);
+        gpu_s + (w - g) as f64 * d.layer_s
     }
 
     /// The full plan for kept `devices` with `windows` and `k`, or `None` if
@@ -312,13 +370,15 @@ impl Problem {
         }
         let (mut ring, mut bottleneck) = (0.0f64, 0.0f64);
         let mut times = Vec::with_capacity(devices.len());
+        let mut gpu_layers = Vec::with_capacity(devices.len());
         for ((&m, &w), hop) in devices.iter().zip(windows).zip(self.ring_hops(devices)) {
             let (work, cycle, disk) = self.cycle(m, w, k, hop)?;
             ring += work;
             bottleneck = bottleneck.max(cycle);
             let kf = k as f64;
-            let compute_s = kf * w as f64 * self.devices[m].layer_s;
+            let compute_s = kf * self.compute_s(m, w, k);
             times.push(DeviceTime { compute_s, network_s: kf * hop, disk_s: kf * disk });
+            gpu_layers.push(k * self.gpu_layers(m, w, k));
         }
         // The head's embedding row and output head are its compute too.
         times[0].compute_s += self.head_s;
@@ -329,7 +389,7 @@ impl Problem {
             devices: devices.to_vec(),
             windows: windows.to_vec(),
             k,
-            gpu_layers: alloc::vec![0; devices.len()],
+            gpu_layers,
             tpot_s,
             times,
             stall_s: (tpot_s - busy).max(0.0),

@@ -31,8 +31,8 @@ pub fn solve(p: &Problem) -> Result<Plan, PlanError> {
         let s = devices.len();
         let hops = p.ring_hops(&devices);
         let hop_sum: f64 = hops.iter().sum();
-        let fastest = devices.iter().map(|&m| p.devices[m].layer_s).fold(f64::INFINITY, f64::min);
-        let firsts: f64 = devices.iter().map(|&m| p.devices[m].layer_s).sum();
+        let fastest = devices.iter().map(|&m| p.devices[m].fastest_layer_s()).fold(f64::INFINITY, f64::min);
+        let firsts: f64 = devices.iter().map(|&m| p.devices[m].fastest_layer_s()).sum();
         for (&k, table) in ks.iter().zip(&tables) {
             let per_round = l / k;
             if per_round < s {

@@ -40,7 +40,14 @@ fn for_each_composition(total: usize, parts: usize, prefix: &mut Vec<usize>, f: 
 }
 
 fn device(layer_s: f64, hop_s: f64, budget_layers: f64, disk: f64, overlaps: bool) -> DeviceCosts {
-    DeviceCosts { layer_s, hop_s, budget_bytes: budget_layers * 100.0, disk_bytes_per_s: disk, overlaps_disk: overlaps }
+    DeviceCosts {
+        layer_s,
+        hop_s,
+        budget_bytes: budget_layers * 100.0,
+        disk_bytes_per_s: disk,
+        overlaps_disk: overlaps,
+        gpu: None,
+    }
 }
 
 fn problem(devices: Vec<DeviceCosts>, n_layer: usize) -> Problem {
@@ -49,9 +56,19 @@ fn problem(devices: Vec<DeviceCosts>, n_layer: usize) -> Problem {
 
 fn arb_device() -> impl Strategy<Value = DeviceCosts> {
     // Budgets in quarter layers, from short of memory to several layers, so
-    // windows often overflow memory partly or wholly.
-    (1u32..50, 0u32..20, -2i32..48, 1u32..100, any::<bool>()).prop_map(|(t, hop, budget, disk, overlaps)| {
-        device(t as f64 * 1e-3, hop as f64 * 1e-3, budget as f64 / 4.0, disk as f64 * 1e3, overlaps)
+    // windows often overflow memory partly or wholly. Some devices have a
+    // GPU, faster or slower than their CPU, with its own memory or RAM's.
+    let gpu = proptest::option::of((1u32..50, 0u32..40, any::<bool>()));
+    (1u32..50, 0u32..20, -2i32..48, 1u32..100, any::<bool>(), gpu).prop_map(|(t, hop, budget, disk, overlaps, gpu)| {
+        let gpu = gpu.map(|(t, budget, unified)| GpuCosts {
+            layer_s: t as f64 * 0.5e-3,
+            budget_bytes: budget as f64 * 25.0,
+            unified,
+        });
+        DeviceCosts {
+            gpu,
+            ..device(t as f64 * 1e-3, hop as f64 * 1e-3, budget as f64 / 4.0, disk as f64 * 1e3, overlaps)
+        }
     })
 }
 
@@ -213,8 +230,7 @@ fn more_devices_than_layers_drops_the_extra() {
 /// CPU, memory and link figures are assumptions, stated in docs/HALDA.md,
 /// which explains the plan this prints (`cargo test -p prima-core
 /// paper_cluster -- --nocapture`).
-#[test]
-fn paper_cluster_plan() {
+fn paper_cluster() -> (crate::cost::ModelCost, crate::cost::RunShape, [crate::profile::DeviceProfile; 4]) {
     use crate::cost::{ModelCost, StageCost, TypeCost};
     use crate::profile::{DeviceProfile, LinkProfile, PageCacheClass, TypeThroughput, PROFILE_VERSION};
     use crate::quant::GgmlType;
@@ -273,6 +289,12 @@ fn paper_cluster_plan() {
         device("D3 desktop i9", 150.0, 50.0, 9.7, 3.17, PageCacheClass::Evicting),
         device("D4 Mate40Pro", 30.0, 30.0, 1.9, 1.37, PageCacheClass::Evicting),
     ];
+    (cost, run, profiles)
+}
+
+#[test]
+fn paper_cluster_plan() {
+    let (cost, run, profiles) = paper_cluster();
     let problem = Problem::from_profiles(&profiles, &cost, &run).unwrap();
     let plan = solve(&problem).unwrap();
     std::println!("problem: {problem:#?}");
@@ -288,4 +310,90 @@ fn paper_cluster_plan() {
     assert!(plan.k > 1, "{plan:?}");
     assert!(plan.times.iter().all(|t| t.disk_s > 0.0));
     assert_eq!(plan.windows.iter().sum::<usize>() * plan.k, 80);
+}
+
+/// A device whose GPU is fast gets layers on it, no more than the GPU's
+/// memory holds.
+#[test]
+fn a_gpu_takes_the_layers_its_memory_holds() {
+    let cpu_only = device(10e-3, 1e-4, 100.0, 1e9, true);
+    let with_gpu = DeviceCosts {
+        gpu: Some(GpuCosts { layer_s: 1e-3, budget_bytes: 6.5 * 100.0, unified: false }),
+        ..device(10e-3, 1e-4, 100.0, 1e9, true)
+    };
+    let p = problem(vec![cpu_only, with_gpu], 16);
+    let plan = solve(&p).unwrap();
+    assert_eq!(plan.devices, [0, 1]);
+    assert_eq!(plan.gpu_layers, [0, 6], "{plan:?}");
+    // The GPU's device takes its 6 GPU layers and shares the CPU layers with the head.
+    assert!(plan.windows[1] > plan.windows[0], "{plan:?}");
+    let without = solve(&problem(vec![cpu_only, device(10e-3, 1e-4, 100.0, 1e9, true)], 16)).unwrap();
+    assert!(plan.tpot_s < without.tpot_s);
+    assert!(without.gpu_layers.iter().all(|&g| g == 0));
+}
+
+/// A GPU that shares RAM holds its layers in the device's budget once: a
+/// device of 4 layers' RAM with a unified GPU claiming 12 runs 4 layers on
+/// it, not 4 on the GPU and 4 more in RAM.
+#[test]
+fn unified_memory_is_counted_once() {
+    let gpu = GpuCosts { layer_s: 1e-3, budget_bytes: 12.0 * 100.0, unified: true };
+    let phone = DeviceCosts { gpu: Some(gpu), ..device(10e-3, 0.0, 4.0, 1.0, true) };
+    let p = Problem { kv_layer_bytes: 0.0, ..problem(vec![phone], 4) };
+    let plan = solve(&p).unwrap();
+    assert_eq!(plan.gpu_layers, [4]);
+    // Eight layers do not fit: the GPU still holds 4, and the other 4 stream
+    // from disk (at 1 byte/s, which the plan's time shows).
+    let p8 = problem(vec![phone], 8);
+    let plan8 = solve(&p8).unwrap();
+    assert_eq!(plan8.gpu_layers, [4]);
+    assert!(plan8.stall_s > 100.0, "{plan8:?}");
+    // The same GPU with its own memory leaves the RAM to 4 more CPU layers.
+    let discrete = DeviceCosts { gpu: Some(GpuCosts { unified: false, ..gpu }), ..phone };
+    let plan8 = solve(&problem(vec![discrete], 8)).unwrap();
+    assert_eq!(plan8.gpu_layers, [8], "the GPU's own 12 layers' memory holds all 8");
+    assert!(plan8.stall_s < 1e-9);
+}
+
+/// A GPU slower than the CPU is left idle.
+#[test]
+fn a_slow_gpu_gets_no_layers() {
+    let gpu = GpuCosts { layer_s: 20e-3, budget_bytes: 1e6, unified: false };
+    let p = problem(vec![DeviceCosts { gpu: Some(gpu), ..device(10e-3, 0.0, 100.0, 1e9, true) }], 8);
+    assert_eq!(solve(&p).unwrap().gpu_layers, [0]);
+}
+
+/// The paper's cluster with GPUs in its profiles: the Mac's shares its
+/// 2.4 GiB of RAM, the desktop's has 11 GiB of its own. Halda moves layers
+/// to both, the desktop's GPU holds no more than its memory, and the Mac's
+/// GPU layers come out of its RAM budget, once.
+#[test]
+fn profiles_with_gpus_move_layers_to_them() {
+    use crate::profile::GpuProfile;
+    const GIB: f64 = (1u64 << 30) as f64;
+    let (cost, run, mut profiles) = paper_cluster();
+    let cpu_only = solve(&Problem::from_profiles(&profiles, &cost, &run).unwrap()).unwrap();
+    let gpu = |name: &str, gib: f64, tflops: f32, gbs: f32, unified: bool| GpuProfile {
+        name: heapless::String::try_from(name).unwrap(),
+        vram_total_bytes: (gib * GIB) as u64,
+        vram_free_bytes: (gib * GIB) as u64,
+        flops: tflops * 1e12,
+        mem_read_bytes_per_s: gbs * 1e9,
+        unified,
+    };
+    profiles[0].gpu = Some(gpu("Apple M1", 2.4, 2.6, 60.0, true));
+    profiles[2].gpu = Some(gpu("RTX 2080 Ti", 11.0, 13.4, 616.0, false));
+    let problem = Problem::from_profiles(&profiles, &cost, &run).unwrap();
+    let plan = solve(&problem).unwrap();
+    std::println!("with GPUs: {plan:#?}");
+    let at = |d: usize| plan.devices.iter().position(|&m| m == d);
+    let desktop = at(2).expect("the desktop is kept");
+    let layer = cost.layer_bytes() as f64 / 80.0 + cost.kv_bytes_per_layer(&run) as f64;
+    assert!(plan.gpu_layers[desktop] > 0, "{plan:?}");
+    assert!(plan.gpu_layers[desktop] as f64 * layer <= 11.0 * GIB, "{plan:?}");
+    if let Some(mac) = at(0) {
+        assert!(plan.gpu_layers[mac] as f64 * layer <= problem.devices[0].budget_bytes, "{plan:?}");
+    }
+    assert!(plan.tpot_s < cpu_only.tpot_s, "{} vs {}", plan.tpot_s, cpu_only.tpot_s);
+    assert!(cpu_only.gpu_layers.iter().all(|&g| g == 0));
 }

@@ -36,6 +36,15 @@ pub(super) struct ProfileArgs {
     /// Print the profile as JSON (what `prima plan --device` reads).
     #[arg(long)]
     json: bool,
+    /// Measure a GPU too (the best adapter, or --gpu-device's).
+    #[arg(long)]
+    gpu: bool,
+    /// Which GPU adapter, as `prima devices` numbers them.
+    #[arg(long = "gpu-device", requires = "gpu")]
+    gpu_device: Option<usize>,
+    /// Memory of a GPU that has its own, in MiB (wgpu cannot read it).
+    #[arg(long = "gpu-mem", value_name = "MIB", requires = "gpu")]
+    gpu_mem: Option<u64>,
 }
 
 pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
@@ -71,6 +80,7 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         peer_key: a.key.load()?,
         quick: a.quick,
         quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
+        gpu: a.gpu.then_some(crate::gpu::GpuProbe { device: a.gpu_device, mem_bytes: a.gpu_mem.map(|m| m << 20) }),
     };
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -110,8 +120,18 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         p.swap_free_bytes as f64 / (1u64 << 30) as f64,
         p.page_cache
     );
-    let unified = crate::profiler::system::memory().is_ok_and(|m| m.unified);
-    outln!("gpu:           absent (no GPU backend yet){}", if unified { "; memory is unified" } else { "" });
+    match &p.gpu {
+        Some(gpu) => outln!(
+            "gpu:           {}: {:.1} GFLOP/s matrix-vector, {:.1} GB/s weights; {:.2} GiB for layers{}",
+            gpu.name,
+            g(gpu.flops),
+            g(gpu.mem_read_bytes_per_s),
+            gpu.vram_free_bytes as f64 / (1u64 << 30) as f64,
+            if gpu.unified { " (shares RAM)" } else { "" }
+        ),
+        None if a.gpu => outln!("gpu:           none usable (see above)"),
+        None => outln!("gpu:           not measured (use --gpu)"),
+    }
     match p.link {
         Some(l) => outln!("link:          rtt {:.3} ms, {:.1} MB/s", l.rtt_s * 1e3, l.bytes_per_s / 1e6),
         None => outln!("link:          not measured (use --peer HOST:PORT)"),

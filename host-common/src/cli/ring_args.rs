@@ -168,6 +168,7 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
         peer_key: None,
         quick: true,
         quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
+        gpu: None,
     };
     profiler::run(&opts, pool, &mut |_| {})
 }

@@ -49,6 +49,13 @@ pub(super) struct WorkerArgs {
     #[cfg(feature = "server")]
     #[arg(long = "join-api-key", value_name = "KEY", requires = "join")]
     join_api_key: Option<String>,
+    /// Layers of this worker's window to run on its GPU, the first ones
+    /// (llama.cpp's -ngl; 99: all).
+    #[arg(long = "n-gpu-layers", default_value_t = 0)]
+    n_gpu_layers: usize,
+    /// Which GPU adapter, as `prima devices` numbers them.
+    #[arg(long = "gpu-device")]
+    gpu_device: Option<usize>,
 }
 
 pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
@@ -89,7 +96,9 @@ pub(super) fn worker(a: WorkerArgs) -> anyhow::Result<()> {
     let on_listening = a.join.clone().map(|url| join_when_listening(url, a.join_api_key.clone(), a.listen.clone()));
     #[cfg(not(feature = "server"))]
     let on_listening = None;
-    serve(&a.listen, WorkerConfig { threads, cache_dir, profile, peer_timeout, key, announce_as }, on_listening)
+    let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
+    let cfg = WorkerConfig { threads, cache_dir, profile, peer_timeout, key, announce_as, gpu };
+    serve(&a.listen, cfg, on_listening)
 }
 
 /// Asks the head serving at `url` to take this worker in, on another
@@ -136,6 +145,8 @@ fn measure(a: &WorkerArgs, threads: usize, cache_dir: &std::path::Path) -> anyho
         // A worker profiles once, at start, for every head it will serve:
         // twice the head's time, so its seven types get 285 ms each.
         quick_cpu_budget: 2 * profiler::QUICK_CPU_BUDGET,
+        // A worker with GPU layers tells heads its GPU, so Halda counts it.
+        gpu: (a.n_gpu_layers > 0).then_some(crate::gpu::GpuProbe { device: a.gpu_device, mem_bytes: None }),
     };
     profiler::run(&opts, &pool, &mut |_| {})
 }

@@ -31,6 +31,8 @@ pub struct Options {
     pub quick: bool,
     /// With `quick`: the CPU probes' time in all (at least 150 ms a type).
     pub quick_cpu_budget: Duration,
+    /// Measure a GPU too.
+    pub gpu: Option<crate::gpu::GpuProbe>,
 }
 
 /// The CPU probes' time in all with `--quick`.
@@ -66,6 +68,15 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
     let disk = disk::measure(&opts.dir, disk_bytes, disk_s)?;
     step("memory amounts");
     let ram = system::memory()?;
+    let gpu = match &opts.gpu {
+        Some(probe) => {
+            step("gpu");
+            let types = opts.types.iter().copied();
+            // No GPU is fine: the profile says so and the CPU figures stand.
+            crate::gpu::profile(probe, types, &ram, per_type).map_err(|e| eprintln!("gpu: {e:#}")).ok()
+        }
+        None => None,
+    };
     let link = match &opts.peer {
         Some(peer) => {
             step("network");
@@ -92,7 +103,7 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
         ram_available_bytes: ram.available,
         swap_free_bytes: ram.swap_free,
         page_cache: system::page_cache_class(),
-        gpu: None,
+        gpu,
         link,
     })
 }

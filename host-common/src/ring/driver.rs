@@ -7,7 +7,7 @@ use prima_core::cost::{ModelCost, RunShape};
 use prima_core::profile::DeviceProfile;
 use prima_core::ring::node::{Event, Node};
 use prima_core::ring::wire::{encode_control, Control, Span};
-use prima_core::{KvCache, LayerHook, Model, SeqRows, Workspace};
+use prima_core::{KvCache, LayerBackend, LayerHook, Model, SeqRows, SeqSpan, Workspace};
 use std::ops::Range;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub struct LocalLayers<'m, 'a> {
     pub ws: Workspace,
     pub pool: &'m Pool,
     pub stream: LayerStream<'m>,
+    /// The first layers of the first window, on a GPU (`-ngl`).
+    pub gpu: Option<Box<dyn LayerBackend>>,
 }
 
 impl LocalLayers<'_, '_> {
@@ -59,6 +61,15 @@ impl LocalLayers<'_, '_> {
         }
         let disk_before = stream.disk;
         let t = Instant::now();
+        let mut layers = layers;
+        if let Some(gpu) = self.gpu.as_mut().filter(|g| g.layers().start == layers.start && !layers.is_empty()) {
+            let on_gpu: Vec<SeqSpan> = spans
+                .iter()
+                .map(|s| SeqSpan { slot: s.slot as usize, pos0: s.pos0 as usize, n_tok: s.n_tokens as usize })
+                .collect();
+            gpu.forward(&on_gpu, hidden)?;
+            layers = gpu.layers().end.min(layers.end)..layers.end;
+        }
         if stream.streams() {
             for l in layers {
                 stream.before(l);

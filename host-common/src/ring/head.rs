@@ -378,6 +378,7 @@ impl Handshake {
             ws: Workspace::default(),
             pool,
             stream,
+            gpu: None,
         };
         Ok(Ring {
             driver,

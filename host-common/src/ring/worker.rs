@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub key: Option<RingKey>,
     /// Announce this worker on the LAN (mDNS) under this name.
     pub announce_as: Option<String>,
+    /// The first layers of this worker's window run on a GPU.
+    pub gpu: crate::gpu::GpuChoice,
 }
 
 /// A predecessor's link, and what was read of it past its `Pred`.
@@ -386,12 +388,14 @@ impl Job {
             }
         };
         let model = file.gguf().and_then(|g| {
-            let parts = Parts::layers(self.windows.clone());
-            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(anyhow::Error::from)?;
             let cost = ModelCost::from_gguf(&g).map_err(anyhow::Error::from)?;
-            Ok((g, model, cost))
+            let (cpu_windows, gpu) =
+                crate::gpu::split_windows(&g, &self.windows, self.cfg.gpu, (self.slots, self.n_ctx));
+            let parts = Parts::layers(cpu_windows);
+            let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(anyhow::Error::from)?;
+            Ok((g, model, cost, gpu))
         });
-        let (g, model, cost) = match model {
+        let (g, model, cost, gpu) = match model {
             Ok(m) => m,
             Err(e) => {
                 // A damaged cache file must not poison the next session.
@@ -402,7 +406,8 @@ impl Job {
             }
         };
         let c = &model.config;
-        let kv_bytes = KvCache::bytes_for(&self.windows, self.n_ctx, c.kv_dim(), self.kv) * self.slots as u64;
+        let cpu_windows = model.parts.windows.clone();
+        let kv_bytes = KvCache::bytes_for(&cpu_windows, self.n_ctx, c.kv_dim(), self.kv) * self.slots as u64;
         let available = available_memory(Some(&self.cfg.profile));
         if kv_bytes > available {
             let e = anyhow!(
@@ -422,11 +427,12 @@ impl Job {
         let mut layers = LocalLayers {
             model: &model,
             kv: (0..self.slots)
-                .map(|_| KvCache::with_type(self.windows.clone(), self.n_ctx, c.kv_dim(), self.kv))
+                .map(|_| KvCache::with_type(cpu_windows.clone(), self.n_ctx, c.kv_dim(), self.kv))
                 .collect(),
             ws: Workspace::default(),
             pool: &pool,
             stream,
+            gpu,
         };
         let n_layer = c.n_layer;
         let plan = RingPlan::for_device(self.index, self.devices, self.windows.clone(), n_layer)
