@@ -160,6 +160,12 @@ impl<'m, 'a> LocalSlots<'m, 'a> {
         let (_, _, stream) = shape.plan(model, file, g, pool)?;
         Ok(Self::new(model, pool, (shape.slots, shape.n_ctx, shape.kv), stream))
     }
+
+    /// Runs `backend`'s layers (a GPU's, with a cache per slot) before the model's own.
+    pub fn with_offload(mut self, backend: Box<dyn prima_core::LayerBackend>) -> anyhow::Result<Self> {
+        self.batch = self.batch.with_offload(backend)?;
+        Ok(self)
+    }
 }
 
 impl Evaluate for LocalSlots<'_, '_> {
@@ -168,11 +174,12 @@ impl Evaluate for LocalSlots<'_, '_> {
     }
 
     fn clear(&mut self, slot: usize) {
-        self.caches[slot].clear();
+        self.truncate(slot, 0);
     }
 
     fn truncate(&mut self, slot: usize, pos: usize) {
         self.caches[slot].truncate(pos);
+        self.batch.truncate_offload(slot, pos);
     }
 
     fn step(&mut self, steps: &[Step<'_>]) -> anyhow::Result<Vec<f32>> {
@@ -180,18 +187,19 @@ impl Evaluate for LocalSlots<'_, '_> {
         // Pair each step with its slot's cache.
         let mut listed = steps.iter().peekable();
         let mut pass: Vec<(&mut KvCache, &[u32])> = Vec::with_capacity(steps.len());
-        let mut rows = Vec::with_capacity(steps.len());
+        let (mut rows, mut slots) = (Vec::with_capacity(steps.len()), Vec::with_capacity(steps.len()));
         for (i, kv) in self.caches.iter_mut().enumerate() {
             if let Some(s) = listed.next_if(|s| s.slot == i) {
                 pass.push((kv, s.tokens));
                 rows.push(s.rows);
+                slots.push(i);
             }
         }
         let (batch, pool) = (&mut self.batch, self.pool);
         match self.stream.as_mut() {
-            None => pool.enter(|| batch.eval_rows(&mut pass, &rows, pool, None)).map_err(anyhow::Error::from),
+            None => pool.enter(|| batch.eval_slots(&mut pass, &slots, &rows, pool, None)).map_err(anyhow::Error::from),
             Some(s) => pool
-                .enter(|| batch.eval_rows(&mut pass, &rows, pool, Some(&mut *s)))
+                .enter(|| batch.eval_slots(&mut pass, &slots, &rows, pool, Some(&mut *s)))
                 .map_err(anyhow::Error::from)
                 .and_then(|l| s.take_error().map(|()| l)),
         }

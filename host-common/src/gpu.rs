@@ -19,16 +19,16 @@ pub struct GpuChoice {
 }
 
 /// The model this device's CPU runs, and the backend running the layers
-/// before it on the GPU, if any: with `choice.layers` = 0 or no usable GPU,
-/// the whole model and no backend.
+/// before it on the GPU (with `slots` caches of `n_ctx`), if any: with
+/// `choice.layers` = 0 or no usable GPU, the whole model and no backend.
 pub fn split<'a>(
     g: &Gguf<'a>,
     choice: GpuChoice,
-    n_ctx: usize,
+    (slots, n_ctx): (usize, usize),
 ) -> anyhow::Result<(Model<'a>, Option<Box<dyn LayerBackend>>)> {
     let n_layer = Config::from_gguf(g).context("cannot load model")?.n_layer;
     let all = std::iter::once(0..n_layer).collect::<Vec<_>>();
-    let (windows, backend) = split_windows(g, &all, choice, (1, n_ctx));
+    let (windows, backend) = split_windows(g, &all, choice, (slots, n_ctx));
     let parts = Parts { windows, embedding: true, output: true };
     let model = Model::load_parts(g, parts, crate::detect_kernels()).context("cannot load model")?;
     Ok((model, backend))

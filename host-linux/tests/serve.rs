@@ -375,3 +375,28 @@ fn the_chat_page_streams_a_reply_in_chromium() {
     );
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "no screenshot at {}", shot.display());
 }
+
+/// A server with its first layers on the GPU (lavapipe where there is no
+/// GPU) batches two clients and answers what `prima run` does on the CPU
+/// (counting prompts: the reference's margins on the first are at least 2.9
+/// for all 12 tokens). Counting survives a mixed-up cache, so the slots'
+/// separation is checked in tests/tests/gpu.rs.
+#[test]
+fn a_server_with_gpu_layers_answers_what_the_cpu_does() {
+    let server = Server::start(&["--parallel", "2", "-c", "256", "--n-gpu-layers", "8"]);
+    assert!(server.startup.iter().any(|l| l.contains("gpu: layers 0..8 run on")), "{:?}", server.startup);
+    let prompts = ["1, 2, 3, 4,", "10, 20, 30, 40, 50,"];
+    let want: Vec<String> = prompts.iter().map(|p| run_json(p, 12)["text"].as_str().unwrap().to_owned()).collect();
+    let server = &server;
+    let texts: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let req = json!({ "prompt": p, "temperature": 0, "max_tokens": 12 });
+                s.spawn(move || server.post("/v1/completions", &req).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()["choices"][0]["text"].as_str().unwrap().to_owned()).collect()
+    });
+    assert_eq!(texts, want);
+}

@@ -141,3 +141,40 @@ fn each_matrix_kernel_equals_the_scalar_oracle() {
         }
     }
 }
+
+/// Two slots interleaved on the GPU keep apart: each equals the CPU
+/// backend's slot, within the one-layer bounds.
+#[test]
+fn slots_on_the_gpu_keep_their_own_caches() {
+    use prima_core::model::{CpuLayers, LayerBackend, SeqSpan};
+    let file = MappedFile::open(&smollm2_path()).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let model = Model::load(&g, Kernels::detect()).unwrap();
+    let pool = pool();
+    let n_embd = model.config.n_embd;
+    let mut cpu = CpuLayers::new(&model, 0..2, (2, 64, prima_core::KvType::F16), &pool).unwrap();
+    let mut gpu = GpuLayers::new(Gpu::open(None).unwrap(), &model, 0..2, 2, 64).unwrap();
+    let embed = |tokens: &[u32]| {
+        let mut x = vec![0.0; tokens.len() * n_embd];
+        model.embed(tokens, &mut x).unwrap();
+        x
+    };
+    // Slot 0 gets a prompt, slot 1 another, then both decode in one pass.
+    let steps: [(&[SeqSpan], Vec<u32>); 3] = [
+        (&[SeqSpan { slot: 0, pos0: 0, n_tok: 3 }], vec![504, 3458, 282]),
+        (&[SeqSpan { slot: 1, pos0: 0, n_tok: 4 }], vec![2000, 17, 9000, 44]),
+        (&[SeqSpan { slot: 0, pos0: 3, n_tok: 1 }, SeqSpan { slot: 1, pos0: 4, n_tok: 1 }], vec![1000, 1000]),
+    ];
+    for (spans, tokens) in steps {
+        let (mut a, mut b) = (embed(&tokens), embed(&tokens));
+        cpu.forward(spans, &mut a).unwrap();
+        gpu.forward(spans, &mut b).unwrap();
+        let scale = a.iter().map(|v| v.abs()).fold(0.0, f32::max);
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(diff <= 2e-3 * scale, "{spans:?}: max |diff| {diff} of {scale}");
+    }
+    let err = gpu.forward(&[SeqSpan { slot: 2, pos0: 0, n_tok: 1 }], &mut embed(&[1])).unwrap_err();
+    assert!(err.to_string().contains("slot 2"), "{err}");
+    let err = gpu.forward(&[SeqSpan { slot: 0, pos0: 9, n_tok: 1 }], &mut embed(&[1])).unwrap_err();
+    assert!(err.to_string().contains("position 9"), "{err}");
+}

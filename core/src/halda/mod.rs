@@ -344,7 +344,7 @@ impl Problem {
         let Some(gpu) = d.gpu.filter(|g| g.layer_s < d.layer_s) else { return 0 };
         let budget = if gpu.unified { gpu.budget_bytes.min(d.budget_bytes) } else { gpu.budget_bytes };
         let per_layer = k as f64 * (self.layer_bytes + self.kv_layer_bytes);
-        let fits = if per_layer > 0.0 { (budget / per_layer).floor().max(0.0) } else { w as f64 };
+        let fits = if per_layer > 0.0 { libm::floor(budget / per_layer).max(0.0) } else { w as f64 };
         (fits as usize).min(w)
     }
 

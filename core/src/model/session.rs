@@ -84,12 +84,7 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Runs `backend`'s layers before the model's own: they must all come
     /// before the first layer the model holds.
     pub fn with_offload(mut self, backend: Box<dyn LayerBackend + 'm>) -> Result<Self, ModelError> {
-        let layers = backend.layers();
-        let first_held = self.model.parts.windows.iter().find(|w| !w.is_empty()).map_or(usize::MAX, |w| w.start);
-        if layers.end > first_held || layers.start > layers.end {
-            let n_layer = self.model.config.n_layer;
-            return Err(ModelError::LayerRange { start: layers.start, end: layers.end, n_layer });
-        }
+        check_offload(self.model, &*backend)?;
         self.offload = Some(backend);
         Ok(self)
     }
@@ -193,18 +188,52 @@ impl<'m, 'a> Session<'m, 'a> {
 
 /// Several sequences, each with its own cache, evaluated together: one
 /// forward pass carries every sequence's new tokens, so the weights are
-/// read once for all of them (continuous batching's step).
-#[derive(Debug)]
+/// read once for all of them (continuous batching's step). As in
+/// [`Session`], an offload backend may run the layers before the model's own.
 pub struct Batch<'m, 'a> {
     pub model: &'m Model<'a>,
     ws: Workspace,
     hidden: Vec<f32>,
     last: Vec<f32>,
+    offload: Option<Box<dyn LayerBackend + 'm>>,
+}
+
+impl core::fmt::Debug for Batch<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let offload = self.offload.as_ref().map(|b| (b.name(), b.layers()));
+        f.debug_struct("Batch").field("offload", &offload).finish()
+    }
+}
+
+/// Checks that `backend`'s layers all come before the model's first held one.
+fn check_offload(model: &Model<'_>, backend: &dyn LayerBackend) -> Result<(), ModelError> {
+    let layers = backend.layers();
+    let first_held = model.parts.windows.iter().find(|w| !w.is_empty()).map_or(usize::MAX, |w| w.start);
+    if layers.end > first_held || layers.start > layers.end {
+        return Err(ModelError::LayerRange { start: layers.start, end: layers.end, n_layer: model.config.n_layer });
+    }
+    Ok(())
 }
 
 impl<'m, 'a> Batch<'m, 'a> {
     pub fn new(model: &'m Model<'a>) -> Self {
-        Self { model, ws: Workspace::default(), hidden: Vec::new(), last: Vec::new() }
+        Self { model, ws: Workspace::default(), hidden: Vec::new(), last: Vec::new(), offload: None }
+    }
+
+    /// Runs `backend`'s layers (one cache per slot of its own) before the
+    /// model's own; [`Self::eval_slots`] names each entry's slot.
+    pub fn with_offload(mut self, backend: Box<dyn LayerBackend + 'm>) -> Result<Self, ModelError> {
+        check_offload(self.model, &*backend)?;
+        self.offload = Some(backend);
+        Ok(self)
+    }
+
+    /// Forgets slot `slot`'s positions from `pos` on in the offload backend
+    /// (the caller truncates the slot's own cache).
+    pub fn truncate_offload(&mut self, slot: usize, pos: usize) {
+        if let Some(b) = self.offload.as_mut() {
+            b.truncate(slot, pos);
+        }
     }
 
     /// A cache for one sequence of up to `n_ctx` positions.
@@ -217,7 +246,7 @@ impl<'m, 'a> Batch<'m, 'a> {
     /// and returns the logits of each entry's last token (`n_vocab` floats
     /// per entry, in order). Every entry needs at least one token.
     pub fn eval(&mut self, steps: &mut [(&mut KvCache, &[u32])], par: &dyn Parallel) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(steps, None, par, None)
+        self.eval_inner(steps, None, None, par, None)
     }
 
     /// [`Self::eval`], returning the logits of each entry's last `rows[i]`
@@ -230,12 +259,26 @@ impl<'m, 'a> Batch<'m, 'a> {
         par: &dyn Parallel,
         hook: Option<&mut dyn LayerHook>,
     ) -> Result<Vec<f32>, ModelError> {
-        self.eval_inner(steps, Some(rows), par, hook)
+        self.eval_inner(steps, None, Some(rows), par, hook)
+    }
+
+    /// [`Self::eval_rows`] where entry `i` is slot `slots[i]` of the
+    /// offload backend (without one, the slots are not used).
+    pub fn eval_slots(
+        &mut self,
+        steps: &mut [(&mut KvCache, &[u32])],
+        slots: &[usize],
+        rows: &[usize],
+        par: &dyn Parallel,
+        hook: Option<&mut dyn LayerHook>,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.eval_inner(steps, Some(slots), Some(rows), par, hook)
     }
 
     fn eval_inner(
         &mut self,
         steps: &mut [(&mut KvCache, &[u32])],
+        slots: Option<&[usize]>,
         wanted: Option<&[usize]>,
         par: &dyn Parallel,
         hook: Option<&mut dyn LayerHook>,
@@ -257,12 +300,23 @@ impl<'m, 'a> Batch<'m, 'a> {
             self.model.embed(tokens, &mut self.hidden[at * n_embd..(at + tokens.len()) * n_embd])?;
             at += tokens.len();
         }
+        if let Some(b) = self.offload.as_mut() {
+            let slot = |i: usize| slots.map_or(i, |s| s.get(i).copied().unwrap_or(usize::MAX));
+            let spans: Vec<SeqSpan> = (steps.iter().enumerate())
+                .map(|(i, (kv, t))| SeqSpan { slot: slot(i), pos0: kv.len, n_tok: t.len() })
+                .collect();
+            b.forward(&spans, &mut self.hidden)?;
+        }
         let mut seqs: Vec<SeqRows<'_>> =
             steps.iter_mut().map(|(kv, t)| SeqRows { pos0: kv.len, n_tok: t.len(), kv }).collect();
         let (hidden, ws) = (&mut self.hidden, &mut self.ws);
         by_window(&self.model.parts.windows, hook, |layers| {
             self.model.forward_seqs(layers, &mut seqs, hidden, ws, par)
         })?;
+        // With every layer offloaded, no forward pass moves the caches on.
+        for s in seqs.iter_mut() {
+            s.kv.len = s.kv.len.max(s.pos0 + s.n_tok);
+        }
         self.last.clear();
         let mut end = 0;
         for (i, s) in seqs.iter().enumerate() {

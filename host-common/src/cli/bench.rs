@@ -130,7 +130,7 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         + a.n_prompt.iter().chain(&a.n_gen).sum::<usize>()
         + a.pg.iter().map(|p| p.0 + p.1).max().unwrap_or(0);
     let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
-    let (model, mut offload) = crate::gpu::split(&g, gpu, n_ctx_gpu.max(1))?;
+    let (model, mut offload) = crate::gpu::split(&g, gpu, (1, n_ctx_gpu.max(1)))?;
     file.load_ahead(crate::stream::model_ranges(&g, &model.parts, |_| true))?;
     let n_params: u64 = g.tensors().iter().map(|t| t.n_elements()).sum();
     let name = g.get_str("general.name").unwrap_or("?");

@@ -212,7 +212,7 @@ pub(crate) fn evaluator<'m, 'a>(
     Ok(match hs {
         Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
         None if gpu.layers > 0 => {
-            let (model, offload) = crate::gpu::split(g, gpu, shape.n_ctx)?;
+            let (model, offload) = crate::gpu::split(g, gpu, (1, shape.n_ctx))?;
             let local = crate::generate::Local::new(models.alloc(model), file, g, shape, pool)?;
             match offload {
                 Some(b) => Box::new(local.with_offload(b)?),

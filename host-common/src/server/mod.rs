@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// which join between requests (0: never look again).
     #[arg(long = "rediscover", value_name = "SECS", default_value_t = 30.0)]
     pub rediscover: f64,
+    /// Layers to run on the GPU, the first ones (llama-server's -ngl; 99:
+    /// all). On one device; on a ring, give the workers -ngl.
+    #[arg(long = "n-gpu-layers", default_value_t = 0)]
+    pub n_gpu_layers: usize,
+    /// Which GPU adapter, as `prima devices` numbers them.
+    #[arg(long = "gpu-device")]
+    pub gpu_device: Option<usize>,
     #[command(flatten)]
     pub(crate) draft: crate::cli::draft_args::DraftArgs,
 }
@@ -201,8 +208,12 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             slots: parallel,
         };
         let models = crate::ring::recover::Models::new();
+        let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
         match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, draft_bytes, &pool) {
             Err(e) => fail(e),
+            Ok(Some(_)) if gpu.layers > 0 => {
+                fail(anyhow!("--n-gpu-layers runs on one device; on a ring, give the workers -ngl"))
+            }
             Ok(Some(hs)) => match Resilient::new(hs, &models, &file, &pool, &g, shape) {
                 Ok(mut forward) => {
                     let devices = engine::Evaluate::devices(&forward).map_or(1, |d| d.len());
@@ -212,10 +223,15 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 Err(e) => fail(e),
             },
             Ok(None) => {
-                let loaded = Model::load(&g, crate::detect_kernels()).context("cannot load the model");
-                let slots = loaded.and_then(|model| {
+                let loaded = crate::gpu::split(&g, gpu, (parallel, slot_ctx)).context("cannot load the model");
+                let slots = loaded.and_then(|(model, offload)| {
                     let model: &Model = models.alloc(model);
-                    LocalSlots::planned(model, &file, &g, shape, &pool).map(|s| (model, s))
+                    let slots = LocalSlots::planned(model, &file, &g, shape, &pool)?;
+                    let slots = match offload {
+                        Some(b) => slots.with_offload(b)?,
+                        None => slots,
+                    };
+                    Ok((model, slots))
                 });
                 match slots {
                     Ok((model, mut forward)) => {
