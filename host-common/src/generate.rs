@@ -104,9 +104,24 @@ pub fn local<'m, 'a>(
     shape: SessionShape,
     pool: &'m Pool,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
-    Ok(match shape.slots {
-        0 | 1 => Box::new(Local::new(model, file, g, shape, pool)?),
-        _ => Box::new(LocalSlots::planned(model, file, g, shape, pool)?),
+    local_with(model, file, g, shape, pool, None)
+}
+
+/// [`local`], with `offload` (a GPU's layers, a cache per slot) running
+/// before the model's own layers.
+pub fn local_with<'m, 'a>(
+    model: &'m Model<'a>,
+    file: &'m MappedFile,
+    g: &Gguf<'_>,
+    shape: SessionShape,
+    pool: &'m Pool,
+    offload: Option<Box<dyn prima_core::LayerBackend>>,
+) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
+    Ok(match (shape.slots, offload) {
+        (0 | 1, None) => Box::new(Local::new(model, file, g, shape, pool)?),
+        (0 | 1, Some(b)) => Box::new(Local::new(model, file, g, shape, pool)?.with_offload(b)?),
+        (_, None) => Box::new(LocalSlots::planned(model, file, g, shape, pool)?),
+        (_, Some(b)) => Box::new(LocalSlots::planned(model, file, g, shape, pool)?.with_offload(b)?),
     })
 }
 

@@ -442,12 +442,13 @@ fn a_worker_short_of_disk_refuses_the_layers_before_writing() {
     drop(workers);
 }
 
-/// Workers with GPU layers (lavapipe where there is no GPU): one runs its
-/// whole window on the GPU, one splits its window between GPU and CPU. The
-/// ring keeps the single device's tokens, which are the reference's while
-/// its margins hold (all 12 here are at least 2.9).
+/// Devices with GPU layers (lavapipe where there is no GPU): the head runs
+/// the first 6 of its window there, one worker its whole window, the other
+/// splits its window between GPU and CPU. The ring keeps the single
+/// device's tokens, which are the reference's while its margins hold (all
+/// 12 here are at least 2.9).
 #[test]
-fn workers_with_gpu_layers_keep_the_tokens() {
+fn devices_with_gpu_layers_keep_the_tokens() {
     let model = smollm2_path();
     let reference = read_json(reference_dir().join("smollm2-q4_1.json"));
     let case = reference["generation"].as_array().unwrap().iter().find(|g| g["prompt"] == "1, 2, 3, 4,").unwrap();
@@ -458,12 +459,17 @@ fn workers_with_gpu_layers_keep_the_tokens() {
         let mut cmd = prima();
         cmd.args(["run", "-m"]).arg(&model).args(["-p", "1, 2, 3, 4,", "-n", "12", "--temp", "0", "-t", "1", "--json"]);
         if let Some(workers) = ring {
-            cmd.args(["--ring", &ring_flag(workers), "--layer-window", "10,10,10"]);
+            cmd.args(["--ring", &ring_flag(workers), "--layer-window", "10,10,10", "-ngl", "6"]);
         }
-        ids(&json_of(&mut cmd)["generated_ids"])
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        (ids(&serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["generated_ids"]), log)
     };
-    assert_eq!(run(None), want, "one device");
-    assert_eq!(run(Some(&workers)), want, "a ring with GPU layers");
+    assert_eq!(run(None).0, want, "one device");
+    let (got, head_log) = run(Some(&workers));
+    assert_eq!(got, want, "a ring with GPU layers");
+    assert!(head_log.contains("gpu: layers 0..6 run on"), "{head_log}");
     let said = |w: &Worker, what: &str| w.log.lock().unwrap().iter().any(|l| l.contains(what));
     assert!(said(&workers[0], "gpu: layers 10..20 run on"), "{:?}", workers[0].log.lock().unwrap());
     assert!(said(&workers[1], "gpu: layers 20..24 run on"), "{:?}", workers[1].log.lock().unwrap());

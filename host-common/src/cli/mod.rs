@@ -78,7 +78,8 @@ struct ModelArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
-    /// Layers to run on the GPU, the first ones (llama.cpp's -ngl; 99: all).
+    /// Layers to run on the GPU, the first ones (llama.cpp's -ngl; 99: all);
+    /// on a ring, the first of the head's window.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     n_gpu_layers: usize,
     /// Which GPU adapter, as `prima devices` numbers them (default: the best).

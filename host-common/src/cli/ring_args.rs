@@ -118,6 +118,7 @@ impl RingArgs {
             key,
             beside,
             layer_factors: Vec::new(),
+            gpu: Default::default(),
         };
         Handshake::connect(opts, g).map(Some)
     }
@@ -206,22 +207,11 @@ pub(crate) fn evaluator<'m, 'a>(
     shape: SessionShape,
     gpu: crate::gpu::GpuChoice,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
-    if gpu.layers > 0 && (hs.is_some() || shape.slots > 1) {
-        anyhow::bail!("--n-gpu-layers works on one device with one sequence for now (no --ring, no --parallel > 1)");
-    }
     Ok(match hs {
-        Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
-        None if gpu.layers > 0 => {
-            let (model, offload) = crate::gpu::split(g, gpu, (1, shape.n_ctx))?;
-            let local = crate::generate::Local::new(models.alloc(model), file, g, shape, pool)?;
-            match offload {
-                Some(b) => Box::new(local.with_offload(b)?),
-                None => Box::new(local),
-            }
-        }
+        Some(hs) => Box::new(Resilient::new(hs.with_gpu(gpu), models, file, pool, g, shape)?),
         None => {
-            let model = models.alloc(super::loaded::model(g)?);
-            crate::generate::local(model, file, g, shape, pool)?
+            let (model, offload) = crate::gpu::split(g, gpu, (shape.slots.max(1), shape.n_ctx))?;
+            crate::generate::local_with(models.alloc(model), file, g, shape, pool, offload)?
         }
     })
 }

@@ -53,6 +53,8 @@ pub struct RingOptions {
     /// head's is ""), which Halda's layer times are multiplied by: how a
     /// serving head re-balances a device that runs slower than planned.
     pub layer_factors: Vec<(String, f64)>,
+    /// The head's first layers on its GPU (`-ngl`).
+    pub gpu: crate::gpu::GpuChoice,
 }
 
 impl RingOptions {
@@ -219,6 +221,12 @@ impl Handshake {
     }
 
     /// What the head holds: its windows, the embedding and the output head.
+    /// Runs the head's first layers on its GPU.
+    pub fn with_gpu(mut self, gpu: crate::gpu::GpuChoice) -> Self {
+        self.opts.gpu = gpu;
+        self
+    }
+
     pub fn head_parts(&self) -> Parts {
         Parts { windows: self.plan.windows[0].clone(), embedding: true, output: true }
     }
@@ -237,7 +245,7 @@ impl Handshake {
     /// returns the running ring.
     pub fn start<'m, 'a>(
         self,
-        model: &'m Model<'a>,
+        (model, gpu): (&'m Model<'a>, Option<Box<dyn prima_core::LayerBackend>>),
         file: &'m MappedFile,
         pool: &'m Pool,
         g: &Gguf<'_>,
@@ -373,12 +381,12 @@ impl Handshake {
         let layers = LocalLayers {
             model,
             kv: (0..opts.slots)
-                .map(|_| KvCache::with_type(plan.windows[0].clone(), opts.n_ctx, c.kv_dim(), opts.kv))
+                .map(|_| KvCache::with_type(model.parts.windows.clone(), opts.n_ctx, c.kv_dim(), opts.kv))
                 .collect(),
             ws: Workspace::default(),
             pool,
             stream,
-            gpu: None,
+            gpu,
         };
         Ok(Ring {
             driver,

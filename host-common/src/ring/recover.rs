@@ -10,7 +10,7 @@
 //! ring is planned anew with it.
 
 use anyhow::{anyhow, bail};
-use prima_core::{Gguf, Model};
+use prima_core::{Gguf, LayerBackend, Model};
 use std::time::{Duration, Instant};
 use typed_arena::Arena;
 
@@ -19,7 +19,7 @@ use super::driver::PeerLost;
 use super::head::DeviceLost;
 use super::head::{Handshake, Ring, RingOptions};
 use crate::forward::Step;
-use crate::generate::{local, Evaluate, SessionShape};
+use crate::generate::{local_with, Evaluate, SessionShape};
 use crate::mapped::MappedFile;
 use crate::pool::Pool;
 
@@ -31,17 +31,17 @@ pub type Models<'a> = Arena<Model<'a>>;
 /// the plan keeps every layer on the head. `model` holds the head's part.
 pub fn start<'m, 'a>(
     hs: Handshake,
-    model: &'m Model<'a>,
+    (model, gpu): (&'m Model<'a>, Option<Box<dyn LayerBackend>>),
     file: &'m MappedFile,
     pool: &'m Pool,
     g: &Gguf<'_>,
     shape: SessionShape,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
     Ok(if hs.kept.len() > 1 {
-        Box::new(hs.start(model, file, pool, g)?)
+        Box::new(hs.start((model, gpu), file, pool, g)?)
     } else {
         eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
-        local(model, file, g, shape, pool)?
+        local_with(model, file, g, shape, pool, gpu)?
     })
 }
 
@@ -101,8 +101,8 @@ impl<'m, 'a> Resilient<'m, 'a> {
         shape: SessionShape,
     ) -> anyhow::Result<Self> {
         let original = hs.options().clone();
-        let model = models.alloc(head_model(g, &hs)?);
-        let current = Some(start(hs, model, file, pool, g, shape)?);
+        let (model, gpu) = head_model(g, &hs)?;
+        let current = Some(start(hs, (models.alloc(model), gpu), file, pool, g, shape)?);
         Ok(Self {
             current,
             models,
@@ -184,13 +184,12 @@ impl<'m, 'a> Resilient<'m, 'a> {
         let opts = without(&self.original, &self.gone);
         let next: Box<dyn Evaluate + 'm> = if opts.addrs.is_empty() {
             eprintln!("ring: no worker is left; the head runs every layer");
-            let model = Model::load(self.g, crate::detect_kernels()).map_err(anyhow::Error::from)?;
-            let model = self.models.alloc(model);
-            local(model, self.file, self.g, self.shape, self.pool)?
+            let (model, gpu) = crate::gpu::split(self.g, opts.gpu, (self.shape.slots.max(1), self.shape.n_ctx))?;
+            local_with(self.models.alloc(model), self.file, self.g, self.shape, self.pool, gpu)?
         } else {
             let hs = Handshake::connect(opts, self.g)?;
-            let model = self.models.alloc(head_model(self.g, &hs)?);
-            start(hs, model, self.file, self.pool, self.g, self.shape)?
+            let (model, gpu) = head_model(self.g, &hs)?;
+            start(hs, (self.models.alloc(model), gpu), self.file, self.pool, self.g, self.shape)?
         };
         self.balance.restart();
         let current = self.current.insert(next);
@@ -325,11 +324,16 @@ fn without(original: &RingOptions, gone: &[String]) -> RingOptions {
     opts
 }
 
-/// The head's part of a planned ring.
-fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<Model<'a>> {
-    Model::load_parts(g, hs.head_parts(), crate::detect_kernels())
+/// The head's part of a planned ring, and the backend running its first
+/// layers on its GPU when it has one.
+fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<(Model<'a>, Option<Box<dyn LayerBackend>>)> {
+    let opts = hs.options();
+    let parts = hs.head_parts();
+    let (windows, gpu) = crate::gpu::split_windows(g, &parts.windows, opts.gpu, (opts.slots, opts.n_ctx));
+    let model = Model::load_parts(g, prima_core::Parts { windows, ..parts }, crate::detect_kernels())
         .map_err(anyhow::Error::from)
-        .map_err(|e| e.context("cannot load the head's layers"))
+        .map_err(|e| e.context("cannot load the head's layers"))?;
+    Ok((model, gpu))
 }
 
 /// Most devices in a ring, the head included (a plan's window list holds 64).
@@ -445,6 +449,7 @@ mod tests {
             key: None,
             beside: 0,
             layer_factors: Vec::new(),
+            gpu: Default::default(),
         }
     }
 

@@ -67,7 +67,7 @@ pub struct ServeArgs {
     #[arg(long = "rediscover", value_name = "SECS", default_value_t = 30.0)]
     pub rediscover: f64,
     /// Layers to run on the GPU, the first ones (llama-server's -ngl; 99:
-    /// all). On one device; on a ring, give the workers -ngl.
+    /// all); on a ring, the first of the head's window.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     pub n_gpu_layers: usize,
     /// Which GPU adapter, as `prima devices` numbers them.
@@ -211,10 +211,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
         match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, draft_bytes, &pool) {
             Err(e) => fail(e),
-            Ok(Some(_)) if gpu.layers > 0 => {
-                fail(anyhow!("--n-gpu-layers runs on one device; on a ring, give the workers -ngl"))
-            }
-            Ok(Some(hs)) => match Resilient::new(hs, &models, &file, &pool, &g, shape) {
+            Ok(Some(hs)) => match Resilient::new(hs.with_gpu(gpu), &models, &file, &pool, &g, shape) {
                 Ok(mut forward) => {
                     let devices = engine::Evaluate::devices(&forward).map_or(1, |d| d.len());
                     let layers = format!("a ring of {devices} devices");
