@@ -211,7 +211,10 @@ pub(super) fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     Test::PromptGen(p, g) => (p, g),
                     Test::GenParallel(n, _) => (0, n),
                 };
-                let kernels = model.kernels.name();
+                let kernels = match session.offload() {
+                    Some((gpu, layers)) => format!("{} + {gpu} ({} layers)", model.kernels.name(), layers.len()),
+                    None => model.kernels.name().to_owned(),
+                };
                 let row = json!({
                     "model": a.model.display().to_string(), "size_bytes": file.bytes().len(),
                     "params": n_params, "kernels": kernels, "threads": t,
