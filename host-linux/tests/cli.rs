@@ -409,3 +409,37 @@ fn a_reader_that_leaves_early_ends_the_output_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
 }
+
+/// `prima devices` (and llama.cpp's `--list-devices` / `--device list` on
+/// any command) lists the adapters: CI has Mesa's software Vulkan driver.
+/// Without any driver, `-ngl` says so in one line and the CPU runs every
+/// layer, with the tokens it gives alone.
+#[test]
+fn devices_are_listed_and_a_missing_gpu_leaves_the_cpu_to_run() {
+    let list = |args: &[&str]| {
+        let out = prima().args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let devices = list(&["devices"]);
+    assert!(devices.starts_with("0: "), "{devices}");
+    assert_eq!(list(&["--list-devices"]), devices);
+    assert_eq!(list(&["run", "--device", "list"]), devices);
+    let run = |extra: &[&str], no_driver: bool| {
+        let mut cmd = prima();
+        cmd.args(["run", "-m"]).arg(smollm2_path()).args(["-p", "1, 2, 3, 4,", "-n", "6", "--temp", "0", "--json"]);
+        cmd.args(extra);
+        if no_driver {
+            cmd.env("VK_ICD_FILENAMES", "/nonexistent.json").env("VK_DRIVER_FILES", "/nonexistent.json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (ids(&json["generated_ids"]), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (alone, _) = run(&[], false);
+    let (without, log) = run(&["-ngl", "99"], true);
+    assert_eq!(without, alone);
+    assert_eq!(log.lines().filter(|l| l.starts_with("gpu: ")).count(), 1, "{log}");
+    assert!(log.contains("no GPU adapter found") && log.contains("every layer runs on the CPU"), "{log}");
+}

@@ -131,12 +131,19 @@ pub fn main() -> i32 {
     // llama.cpp spells some flags with two letters after one dash, which
     // no short flag can be: `-md` (draft model), `-pg` (llama-bench) and
     // `-ngl` (GPU layers).
-    let args = std::env::args_os().map(|a| match a.to_str() {
-        Some("-md") => "--model-draft".into(),
-        Some("-pg") => "--pg".into(),
-        Some("-ngl") => "--n-gpu-layers".into(),
-        _ => a,
-    });
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .map(|a| match a.to_str() {
+            Some("-md") => "--model-draft".into(),
+            Some("-pg") => "--pg".into(),
+            Some("-ngl") => "--n-gpu-layers".into(),
+            _ => a,
+        })
+        .collect();
+    // llama.cpp lists adapters with `--list-devices` or `--device list`, on any command.
+    let listing = args.windows(2).any(|w| w[0] == "--device" && w[1] == "list");
+    if listing || args.iter().any(|a| a == "--list-devices") {
+        return i32::from(devices().is_err());
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
