@@ -20,6 +20,13 @@ linux=$(target/release/prima "${args[@]}" | ids)
 echo "windows (wine): $windows"
 echo "linux:          $linux"
 [ "$windows" = "$linux" ] || { echo "the Windows build generated different tokens" >&2; exit 1; }
+# The GPU backend is in prima.exe (DX12 and Vulkan); wine offers neither
+# here, so -ngl must say so in one line and leave the tokens to the CPU.
+gpu_log=$(mktemp)
+windows_gpu=$(/usr/lib/wine/wine64 "$out/prima.exe" "${args[@]}" -ngl 99 2>"$gpu_log" | ids)
+grep -q "every layer runs on the CPU" "$gpu_log" || { cat "$gpu_log" >&2; exit 1; }
+[ "$windows_gpu" = "$linux" ] || { echo "-ngl without a GPU changed the tokens" >&2; exit 1; }
+rm -f "$gpu_log"
 # The Windows shell's own calls: memory figures, unbuffered disk reads.
 /usr/lib/wine/wine64 "$out/prima.exe" profile --quick --json | python3 -c '
 import json, sys
