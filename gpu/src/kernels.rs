@@ -16,6 +16,8 @@ fn dequant(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::Q4_0 => include_str!("shaders/q4_0.wgsl"),
         GgmlType::Q4_1 => include_str!("shaders/q4_1.wgsl"),
+        GgmlType::Q5_0 => include_str!("shaders/q5_0.wgsl"),
+        GgmlType::Q5_1 => include_str!("shaders/q5_1.wgsl"),
         GgmlType::Q8_0 => include_str!("shaders/q8_0.wgsl"),
         GgmlType::Q4_K => include_str!("shaders/q4_k.wgsl"),
         GgmlType::Q6_K => include_str!("shaders/q6_k.wgsl"),

@@ -121,7 +121,7 @@ fn each_matrix_kernel_equals_the_scalar_oracle() {
     use prima_core::kernels::matmul::{matmul, Acts};
     use prima_core::parallel::Serial;
     let gpu = Gpu::open(None).unwrap();
-    for ty in ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K", "F16"] {
+    for ty in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K", "F16"] {
         let file = MappedFile::open(&reference_dir().join(format!("models/synth-llama-{ty}.gguf"))).unwrap();
         let g = Gguf::parse(file.bytes()).unwrap();
         let model = Model::load(&g, Kernels::scalar()).unwrap();
@@ -177,4 +177,46 @@ fn slots_on_the_gpu_keep_their_own_caches() {
     assert!(err.to_string().contains("slot 2"), "{err}");
     let err = gpu.forward(&[SeqSpan { slot: 0, pos0: 9, n_tok: 1 }], &mut embed(&[1])).unwrap_err();
     assert!(err.to_string().contains("position 9"), "{err}");
+}
+
+/// Gemma 3 (per-head query and key norms, post-norms, GELU, Q5_0, Q8_0,
+/// Q4_K and Q6_K matrices) with every layer on the GPU, teacher-forced
+/// along two of the reference's continuations: the top token wherever the
+/// reference is confident, and margins as close to its as the CPU's bound.
+#[test]
+fn gemma3_on_the_gpu_matches_the_reference_where_it_is_confident() {
+    use prima_core::sampler::argmax;
+    let file = MappedFile::open(&gemma3_path()).unwrap();
+    let g = Gguf::parse(file.bytes()).unwrap();
+    let all = Model::load(&g, Kernels::detect()).unwrap();
+    let head =
+        Model::load_parts(&g, Parts { windows: vec![], embedding: true, output: true }, Kernels::detect()).unwrap();
+    let n_vocab = all.config.n_vocab;
+    let pool = pool();
+    let reference = read_json(reference_dir().join("gemma3-270m-q4_k_m.json"));
+    let (mut confident, mut gap, mut steps) = (0, 0.0, 0);
+    for gen in reference["generation"].as_array().unwrap().iter().take(2) {
+        let prompt = ids(&gen["prompt_ids"]);
+        let seq: Vec<u32> = prompt.iter().copied().chain(ids(&gen["generated_ids"])).collect();
+        let layers = GpuLayers::new(Gpu::open(None).unwrap(), &all, 0..all.config.n_layer, 1, seq.len()).unwrap();
+        let mut s = Session::new(&head, seq.len()).with_offload(Box::new(layers)).unwrap();
+        let logits = s.eval(&seq, Want::All, &pool).unwrap();
+        for step in gen["steps"].as_array().unwrap() {
+            let i = step["step"].as_u64().unwrap() as usize;
+            let row = &logits[(prompt.len() - 1 + i) * n_vocab..][..n_vocab];
+            let mut sorted = row.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let margin = step["margin"].as_f64().unwrap();
+            gap += ((sorted[0] - sorted[1]) as f64 - margin).abs();
+            steps += 1;
+            if margin >= 0.5 {
+                assert_eq!(argmax(row), step["token"].as_u64().unwrap() as u32, "prompt {:?} step {i}", gen["prompt"]);
+                confident += 1;
+            }
+        }
+    }
+    let gap = gap / steps as f64;
+    eprintln!("gemma3 on the GPU: {confident} confident steps agree; mean |margin - reference margin| {gap:.3}");
+    assert!(confident >= 40, "only {confident} confident steps");
+    assert!(gap < 0.25, "mean margin gap {gap:.3}");
 }
