@@ -169,6 +169,8 @@ pub(crate) struct Acts {
     quantized: wgpu::Buffer,
     /// Q8_1's block sums of `quantized`.
     block_sums: wgpu::Buffer,
+    /// Q8_0/Q8_1 block scales of `quantized` (which then holds integers).
+    block_scales: wgpu::Buffer,
     /// Bound where a kernel's mode leaves a binding unused.
     dummy: wgpu::Buffer,
     pub pass: wgpu::Buffer,
@@ -192,6 +194,7 @@ impl Acts {
             scores: b.scratch("attention scores", t * scores)?,
             quantized: b.scratch("quantized activations", t * widest)?,
             block_sums: b.scratch("block sums", t * widest / 32)?,
+            block_scales: b.scratch("block scales", t * widest / 32)?,
             dummy: b.scratch("unused", 4)?,
             pass: b.uniform("pass", &[0; 4])?,
         })
@@ -393,7 +396,7 @@ impl Products<'_> {
                 if self.encoded != Some((x as *const _, fmt)) {
                     let u = b.uniform("quantize", &[m.n_in as u32, mode, 0, 0])?;
                     let quantize = Pipe::Op(Op::Quantize);
-                    let group = b.group(quantize, &[x, &a.quantized, &u, &a.pass, &a.block_sums]);
+                    let group = b.group(quantize, &[x, &a.quantized, &u, &a.pass, &a.block_sums, &a.block_scales]);
                     let per_tok = m.n_in as u32 / [32, 256, 1][mode as usize];
                     plan.push(Dispatch { pipe: quantize, groups: vec![group], grid: Grid::Threads { per_tok } });
                     self.encoded = Some((x as *const _, fmt));
@@ -409,7 +412,7 @@ impl Products<'_> {
         };
         let u = b.uniform("matrix", &[m.n_in as u32, m.n_out as u32, m.row_bytes() as u32, has_bias])?;
         let pipe = Pipe::Mat(m.ty);
-        let groups = vec![b.group(pipe, &[&w, input, y, &u, &a.pass, &bias, &a.block_sums])];
+        let groups = vec![b.group(pipe, &[&w, input, y, &u, &a.pass, &bias, &a.block_sums, &a.block_scales])];
         plan.push(Dispatch { pipe, groups, grid: Grid::Matmul { n_out: m.n_out as u32 } });
         Ok(())
     }

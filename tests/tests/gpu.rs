@@ -39,10 +39,10 @@ fn agreement_with_reference(n_gpu: usize) -> (Agreement, f64) {
     (agree, their_mean)
 }
 
-/// Every confident position agrees, as on the CPU. The mean distance is
-/// held to 1.1 times the two C++ engines' own disagreement: the CPU path
-/// measures 0.152 against their 0.159, the GPU 0.155 to 0.169 depending on
-/// which activations round the other way (see the one-layer test).
+/// The same bar as the CPU path's: every confident position agrees, and
+/// the mean distance stays within the two C++ engines' own disagreement
+/// (0.159). Measured 0.153 with every layer on the GPU and 0.158 split; the
+/// CPU path measures 0.152.
 #[test]
 fn smollm2_on_the_gpu_matches_the_reference() {
     for n_gpu in [30, 12] {
@@ -50,7 +50,7 @@ fn smollm2_on_the_gpu_matches_the_reference() {
         assert_eq!(agree.confident_agree, agree.confident, "{n_gpu} GPU layers: a confident top-1 differs");
         assert!(agree.positions >= 150);
         let mean = agree.mean_abs_dlogit();
-        assert!(mean <= 1.1 * their_mean, "{n_gpu} GPU layers: mean |dlogit| {mean:.4}");
+        assert!(mean <= their_mean, "{n_gpu} GPU layers: mean |dlogit| {mean:.4}");
     }
 }
 
@@ -101,13 +101,14 @@ fn one_layer_difference(layer: usize, n_tok: usize) -> (f32, f32) {
     (diff, x.iter().map(|v| v.abs()).fold(0.0, f32::max))
 }
 
-/// One token runs the same arithmetic as the CPU up to f32 summation
-/// order. Over several tokens an activation can land on the other side of
-/// a Q8 rounding step (exp and sums in another order), which moves an
-/// output by about one step: 0.027 of 24 was seen on 5 tokens.
+/// The GPU runs the CPU's arithmetic up to the order of f32 additions:
+/// activations encoded alike, 32-value blocks summed as exact integers
+/// then scaled. Measured 3.8e-6 of 24.4 for one token and 4.8e-6 for five
+/// (summing dequantized floats instead let an activation round across a Q8
+/// step on five tokens: 0.027).
 #[test]
 fn one_layer_on_the_gpu_equals_the_cpu_backend() {
-    for (n_tok, bound) in [(1, 1e-5), (5, 2e-3)] {
+    for (n_tok, bound) in [(1, 1e-5), (5, 1e-4)] {
         let (diff, scale) = one_layer_difference(0, n_tok);
         eprintln!("{n_tok} tokens: max |diff| {diff} of {scale}");
         assert!(diff <= bound * scale, "{n_tok} tokens: max |diff| {diff} of {scale}");
@@ -171,7 +172,7 @@ fn slots_on_the_gpu_keep_their_own_caches() {
         gpu.forward(spans, &mut b).unwrap();
         let scale = a.iter().map(|v| v.abs()).fold(0.0, f32::max);
         let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(diff <= 2e-3 * scale, "{spans:?}: max |diff| {diff} of {scale}");
+        assert!(diff <= 1e-4 * scale, "{spans:?}: max |diff| {diff} of {scale}");
     }
     let err = gpu.forward(&[SeqSpan { slot: 2, pos0: 0, n_tok: 1 }], &mut embed(&[1])).unwrap_err();
     assert!(err.to_string().contains("slot 2"), "{err}");

@@ -19,3 +19,6 @@ var<private> vals: array<f32, 32>;
 // What the chunk adds to every value (Q4_1's m), applied through the
 // activations' block sum as the CPU's Q8_1 product does; 0 for other types.
 var<private> vmin: f32;
+// For 32-value block types: `vals` holds the block's integers and `dscale`
+// its scale, so a product sums integers exactly, as the CPU does.
+var<private> dscale: f32;

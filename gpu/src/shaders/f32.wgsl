@@ -1,3 +1,4 @@
+const INT_DOT: bool = false;
 const BLOCK_BYTES: u32 = 128u;
 fn dequant32(row: u32, c: u32) {
     let w = (row + c * BLOCK_BYTES) / 4u;

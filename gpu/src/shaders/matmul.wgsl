@@ -8,6 +8,7 @@ struct Pass { n_tok: u32, pos0: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(4) var<uniform> p: Pass;
 @group(0) @binding(5) var<storage, read> B: array<f32>;
 @group(0) @binding(6) var<storage, read> SX: array<f32>;
+@group(0) @binding(7) var<storage, read> DX: array<f32>;
 
 const WG: u32 = 64u;
 const TB: u32 = 8u;
@@ -33,8 +34,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             for (var i = 0u; i < 32u; i++) {
                 s += vals[i] * X[xb + i];
             }
+            let blk = (t0 + t) * n_chunks + c;
+            if (INT_DOT) {
+                // Integers summed exactly, then scaled: (d_w * d_x) * Σ q_w q_x.
+                s = (dscale * DX[blk]) * s;
+            }
             if (vmin != 0.0) {
-                s += vmin * SX[(t0 + t) * n_chunks + c];
+                s += vmin * SX[blk];
             }
             acc[t] += s;
         }

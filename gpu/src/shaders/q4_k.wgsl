@@ -1,3 +1,4 @@
+const INT_DOT: bool = false;
 // 256 values in 144 bytes: d, dmin (f16), 12 bytes of 6-bit scales and
 // mins for 8 sub-blocks, then 128 bytes of nibbles (low, then high, per 64).
 const SUPER_BYTES: u32 = 144u;

@@ -1,14 +1,15 @@
 // 32 values in 22 bytes: d (f16), 32 high bits, 16 bytes of low nibbles.
+const INT_DOT: bool = true;
 const BLOCK_BYTES: u32 = 22u;
 fn dequant32(row: u32, c: u32) {
     let b = row + c * BLOCK_BYTES;
-    let d = ld_f16(b);
+    dscale = ld_f16(b);
     let qh = ld_u8(b + 2u) | (ld_u8(b + 3u) << 8u) | (ld_u8(b + 4u) << 16u) | (ld_u8(b + 5u) << 24u);
     for (var j = 0u; j < 16u; j++) {
         let q = ld_u8(b + 6u + j);
         let h0 = ((qh >> j) << 4u) & 16u;
         let h1 = (qh >> (j + 12u)) & 16u;
-        vals[j] = (f32((q & 15u) | h0) - 16.0) * d;
-        vals[j + 16u] = (f32((q >> 4u) | h1) - 16.0) * d;
+        vals[j] = f32((q & 15u) | h0) - 16.0;
+        vals[j + 16u] = f32((q >> 4u) | h1) - 16.0;
     }
 }

@@ -1,3 +1,4 @@
+const INT_DOT: bool = false;
 // 256 values in 210 bytes: 128 bytes of low nibbles, 64 of high 2-bit
 // pairs, 16 signed 8-bit scales, then d (f16).
 const SUPER_BYTES: u32 = 210u;

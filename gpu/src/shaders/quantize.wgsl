@@ -11,6 +11,8 @@ struct Pass { n_tok: u32, pos0: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(3) var<uniform> p: Pass;
 // Q8_1's per-block sum d * Σq, kept as f16 as the CPU's encoding keeps it.
 @group(0) @binding(4) var<storage, read_write> SX: array<f32>;
+// Q8_0/Q8_1: each block's scale (f16-rounded); XQ then holds the integers.
+@group(0) @binding(5) var<storage, read_write> DX: array<f32>;
 
 fn round16(x: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
@@ -45,6 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         if (c.mode == 0u) {
             SX[gid.x] = 0.0;
+            DX[gid.x] = 0.0;
         }
         return;
     }
@@ -55,10 +58,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         var sum = 0.0;
         for (var i = 0u; i < size; i++) {
             let q = round(X[base + i] * id);
-            XQ[base + i] = q * d;
+            XQ[base + i] = q;
             sum += q;
         }
         SX[gid.x] = round16(d32 * sum);
+        DX[gid.x] = d;
     } else {
         let iscale = -127.0 / max_signed;
         let d = 1.0 / iscale;
