@@ -22,7 +22,7 @@ struct Single {
 impl Single {
     fn new(gpu: &Gpu, m: &Matrix<'_>) -> Result<Self, GpuError> {
         let kernels = Kernels::new(gpu, [m.ty])?;
-        let mut b = Builder { gpu, kernels: &kernels, bytes: 0 };
+        let mut b = Builder { gpu, kernels: &kernels };
         let width = m.n_in.max(m.n_out);
         let acts = Acts::new(&mut b, [width, 32, 32, 32, 1])?;
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {

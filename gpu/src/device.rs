@@ -97,7 +97,7 @@ fn describe(a: &wgpu::Adapter) -> Adapter {
         backend: format!("{:?}", info.backend),
         kind: kind.into(),
         unified,
-        max_buffer_bytes: a.limits().max_buffer_size.min(a.limits().max_storage_buffer_binding_size),
+        max_buffer_bytes: max_binding(&a.limits()),
     }
 }
 
@@ -175,6 +175,11 @@ impl Gpu {
 
     /// The largest buffer a binding may see.
     pub(crate) fn max_binding(&self) -> u64 {
-        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size)
+        max_binding(&self.limits)
     }
+}
+
+/// The largest buffer a storage binding may see under `limits`.
+fn max_binding(limits: &wgpu::Limits) -> u64 {
+    limits.max_buffer_size.min(limits.max_storage_buffer_binding_size)
 }

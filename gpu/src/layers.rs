@@ -68,7 +68,6 @@ pub struct GpuLayers {
     staging: wgpu::Buffer,
     pass: wgpu::Buffer,
     plan: Vec<Dispatch>,
-    device_bytes: u64,
 }
 
 impl std::fmt::Debug for GpuLayers {
@@ -77,11 +76,10 @@ impl std::fmt::Debug for GpuLayers {
     }
 }
 
-/// Creates buffers and bind groups, counting the device memory they take.
+/// Creates buffers (within the adapter's binding limit) and bind groups.
 pub(crate) struct Builder<'g> {
     pub gpu: &'g Gpu,
     pub kernels: &'g Kernels,
-    pub bytes: u64,
 }
 
 impl Builder<'_> {
@@ -90,7 +88,6 @@ impl Builder<'_> {
         if size > self.gpu.max_binding() {
             return Err(GpuError::TooLarge { what, bytes: size, limit: self.gpu.max_binding() });
         }
-        self.bytes += size;
         Ok(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size,
@@ -245,7 +242,7 @@ impl GpuLayers {
             }
         }
         let kernels = Kernels::new(&gpu, types)?;
-        let mut b = Builder { gpu: &gpu, kernels: &kernels, bytes: 0 };
+        let mut b = Builder { gpu: &gpu, kernels: &kernels };
         let n_ff = held.iter().map(|l| l.w_gate.n_out).max().unwrap_or(0);
         let (n_embd, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
         let acts = Acts::new(&mut b, [n_embd, qd, kvd, n_ff, c.n_head * n_ctx])?;
@@ -276,7 +273,6 @@ impl GpuLayers {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let device_bytes = b.bytes;
         Ok(Self {
             kernels,
             layers,
@@ -287,18 +283,8 @@ impl GpuLayers {
             staging,
             pass: acts.pass,
             plan,
-            device_bytes,
             gpu,
         })
-    }
-
-    /// Device memory the window's buffers take.
-    pub fn device_bytes(&self) -> u64 {
-        self.device_bytes
-    }
-
-    pub fn adapter(&self) -> &crate::Adapter {
-        &self.gpu.adapter
     }
 
     /// Runs every layer on `rows` (at most `MAX_ROWS`) of slot `slot` at `pos0`.
@@ -442,12 +428,6 @@ fn layer_plan(
         Ok(one(norm, b.group(norm, &[&a.x, &a.norm, &w, &u, &a.pass])))
     };
     let mut products = Products { a, encoded: None };
-    let mut matmul = |b: &mut Builder<'_>,
-                      plan: &mut Vec<Dispatch>,
-                      m: &Matrix<'_>,
-                      bias: Option<&Vec<f32>>,
-                      x: &wgpu::Buffer,
-                      y: &wgpu::Buffer| products.push(b, plan, m, bias, x, y);
     // Residual: x += proj, through the post-norm when there is one.
     let residual = |b: &mut Builder<'_>, post: Option<&Vec<f32>>| -> Result<Dispatch, GpuError> {
         let (w, mode) = match post {
@@ -459,9 +439,9 @@ fn layer_plan(
     };
 
     plan.push(pre_norm(b, &lw.attn_norm)?);
-    matmul(b, plan, &lw.wq, lw.bq.as_ref(), &a.norm, &a.q)?;
-    matmul(b, plan, &lw.wk, lw.bk.as_ref(), &a.norm, &a.k)?;
-    matmul(b, plan, &lw.wv, lw.bv.as_ref(), &a.norm, &a.v)?;
+    products.push(b, plan, &lw.wq, lw.bq.as_ref(), &a.norm, &a.q)?;
+    products.push(b, plan, &lw.wk, lw.bk.as_ref(), &a.norm, &a.k)?;
+    products.push(b, plan, &lw.wv, lw.bv.as_ref(), &a.norm, &a.v)?;
     for (w, buf, heads) in [(&lw.q_norm, &a.q, c.n_head), (&lw.k_norm, &a.k, c.n_head_kv)] {
         if let Some(w) = w {
             let w = b.floats("head norm", w)?;
@@ -494,18 +474,18 @@ fn layer_plan(
     let groups =
         caches.iter().map(|(kc, vc)| b.group(attend, &[&a.q, kc, vc, &a.attn, &a.scores, &attn_u, &a.pass])).collect();
     plan.push(Dispatch { pipe: attend, groups, grid: Grid::Heads { n_head: c.n_head as u32 } });
-    matmul(b, plan, &lw.wo, None, &a.attn, &a.proj)?;
+    products.push(b, plan, &lw.wo, None, &a.attn, &a.proj)?;
     plan.push(residual(b, lw.post_attn_norm.as_ref())?);
 
     plan.push(pre_norm(b, &lw.ffn_norm)?);
-    matmul(b, plan, &lw.w_gate, None, &a.norm, &a.gate)?;
-    matmul(b, plan, &lw.w_up, None, &a.norm, &a.up)?;
+    products.push(b, plan, &lw.w_gate, None, &a.norm, &a.gate)?;
+    products.push(b, plan, &lw.w_up, None, &a.norm, &a.up)?;
     let n_ff = lw.w_gate.n_out as u32;
     let gate_u = b.uniform("gate", &[n_ff, u32::from(c.arch == Arch::Gemma3), 0, 0])?;
     let gate = Pipe::Op(Op::Gate);
     let group = b.group(gate, &[&a.gate, &a.up, &gate_u, &a.pass]);
     plan.push(Dispatch { pipe: gate, groups: vec![group], grid: Grid::Threads { per_tok: n_ff } });
-    matmul(b, plan, &lw.w_down, None, &a.gate, &a.proj)?;
+    products.push(b, plan, &lw.w_down, None, &a.gate, &a.proj)?;
     plan.push(residual(b, lw.post_ffn_norm.as_ref())?);
     Ok(())
 }

@@ -9,6 +9,10 @@ use anyhow::Context;
 use prima_core::model::{Config, LayerBackend};
 use prima_core::{Gguf, Model, Parts};
 
+/// What a build without the `gpu` feature says when asked for a GPU.
+#[cfg_attr(feature = "gpu", allow(dead_code))]
+const NOT_BUILT: &str = "this prima was built without the GPU backend (cargo feature `gpu`)";
+
 /// What the command line asked of the GPU.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GpuChoice {
@@ -80,7 +84,7 @@ fn offload(
 
 #[cfg(not(feature = "gpu"))]
 fn offload(_: &Gguf<'_>, _: GpuChoice, _: Range<usize>, _: (usize, usize)) -> anyhow::Result<Box<dyn LayerBackend>> {
-    anyhow::bail!("this prima was built without the GPU backend (cargo feature `gpu`)")
+    anyhow::bail!(NOT_BUILT)
 }
 
 /// What `prima profile --gpu` measures with.
@@ -115,9 +119,8 @@ pub fn profile(
             (0, 0)
         }
     };
-    let cut = (0..=a.name.len().min(32)).rev().find(|&i| a.name.is_char_boundary(i)).unwrap_or(0);
     Ok(prima_core::profile::GpuProfile {
-        name: heapless::String::try_from(&a.name[..cut]).unwrap_or_default(),
+        name: crate::profiler::bounded(&a.name),
         vram_total_bytes: total,
         vram_free_bytes: free,
         flops: flops as f32,
@@ -133,7 +136,7 @@ pub fn profile(
     _: &crate::profiler::system::Memory,
     _: std::time::Duration,
 ) -> anyhow::Result<prima_core::profile::GpuProfile> {
-    anyhow::bail!("this prima was built without the GPU backend (cargo feature `gpu`)")
+    anyhow::bail!(NOT_BUILT)
 }
 
 /// `prima devices`: one line per adapter, in the order `--gpu-device` counts them.
@@ -159,5 +162,5 @@ pub fn adapter_lines() -> Vec<String> {
             .collect()
     }
     #[cfg(not(feature = "gpu"))]
-    vec!["this prima was built without the GPU backend (cargo feature `gpu`)".into()]
+    vec![NOT_BUILT.into()]
 }

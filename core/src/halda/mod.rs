@@ -331,7 +331,7 @@ impl Problem {
         let per_round = (weights - resident) / k as f64;
         let ahead = per_round.min(staging_bytes(self.layer_bytes, d.overlaps_disk));
         let (disk, rest) = (per_round / d.disk_bytes_per_s, (per_round - ahead) / d.disk_bytes_per_s);
-        let turn = self.compute_s(m, w, k) + hop + rest;
+        let turn = self.compute_s(m, w, g) + hop + rest;
         Some((turn, turn + disk - rest, disk))
     }
 
@@ -348,10 +348,10 @@ impl Problem {
         (fits as usize).min(w)
     }
 
-    /// Seconds device `m` computes its window `w` (in `k` rounds) per round.
-    fn compute_s(&self, m: usize, w: usize, k: usize) -> f64 {
+    /// Seconds device `m` computes its window `w` per round, `g` of its
+    /// layers on its GPU.
+    fn compute_s(&self, m: usize, w: usize, g: usize) -> f64 {
         let d = &self.devices[m];
-        let g = self.gpu_layers(m, w, k);
         let gpu_s = d.gpu.map_or(0.0, |gpu| g as f64 * gpu.layer_s);
         gpu_s + (w - g) as f64 * d.layer_s
     }
@@ -376,9 +376,10 @@ impl Problem {
             ring += work;
             bottleneck = bottleneck.max(cycle);
             let kf = k as f64;
-            let compute_s = kf * self.compute_s(m, w, k);
+            let g = self.gpu_layers(m, w, k);
+            let compute_s = kf * self.compute_s(m, w, g);
             times.push(DeviceTime { compute_s, network_s: kf * hop, disk_s: kf * disk });
-            gpu_layers.push(k * self.gpu_layers(m, w, k));
+            gpu_layers.push(k * g);
         }
         // The head's embedding row and output head are its compute too.
         times[0].compute_s += self.head_s;

@@ -46,8 +46,8 @@ fn by_window(
     Ok(())
 }
 
-/// A single-sequence inference session on one device: the model's held
-/// layers run on the CPU, after those an offload backend (a GPU) runs.
+/// A single-sequence inference session on one device: an offload backend
+/// (a GPU) runs the first layers, then the model's held layers run on the CPU.
 pub struct Session<'m, 'a> {
     pub model: &'m Model<'a>,
     pub kv: KvCache,

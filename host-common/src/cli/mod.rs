@@ -95,7 +95,7 @@ impl ModelArgs {
     /// Refuses -ngl where `command` cannot use a GPU yet.
     fn cpu_only(&self, command: &str) -> anyhow::Result<()> {
         if self.n_gpu_layers > 0 {
-            anyhow::bail!("--n-gpu-layers is not supported by `prima {command}` yet (it is by run, logits and bench)");
+            anyhow::bail!("--n-gpu-layers is not supported by `prima {command}` yet (it is by run, logits, bench, serve and worker)");
         }
         Ok(())
     }

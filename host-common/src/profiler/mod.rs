@@ -42,6 +42,12 @@ pub const QUICK_CPU_BUDGET: Duration = Duration::from_secs(1);
 pub const DEFAULT_TYPES: [GgmlType; 7] =
     [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
 
+/// `s` cut to the 32 bytes a profile's names hold, at a character boundary.
+pub fn bounded(s: &str) -> heapless::String<32> {
+    let cut = (0..=s.len().min(32)).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    heapless::String::try_from(&s[..cut]).unwrap_or_default()
+}
+
 /// Runs every measurement, calling `step(what)` before each.
 pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::Result<DeviceProfile> {
     let kernels = crate::detect_kernels();
@@ -84,10 +90,6 @@ pub fn run(opts: &Options, pool: &Pool, step: &mut dyn FnMut(&str)) -> anyhow::R
             Some(LinkProfile { rtt_s: rtt as f32, bytes_per_s: bw as f32 })
         }
         None => None,
-    };
-    let bounded = |s: &str| {
-        let cut = (0..=s.len().min(32)).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        heapless::String::<32>::try_from(&s[..cut]).unwrap_or_default()
     };
     Ok(DeviceProfile {
         version: PROFILE_VERSION,
