@@ -46,7 +46,7 @@ mod fixed {
 }
 
 /// The version this build writes and reads.
-pub const PROFILE_VERSION: u16 = 1;
+pub const PROFILE_VERSION: u16 = 2;
 
 /// Most tensor types one profile measures.
 pub const MAX_TYPES: usize = 16;
@@ -81,13 +81,17 @@ pub struct TypeThroughput {
 pub struct GpuProfile {
     /// The adapter's name, cut to 32 bytes.
     pub name: String<32>,
+    /// The API it is driven through (Vulkan, Metal, Dx12).
+    pub backend: String<16>,
     #[serde(with = "fixed::u64")]
     pub vram_total_bytes: u64,
     /// What the GPU may hold of layers and their KV cache.
     #[serde(with = "fixed::u64")]
     pub vram_free_bytes: u64,
-    /// Measured on the model's own layer type, 2 per weight per token.
-    pub flops: f32,
+    /// Matrix-vector throughput for each type it computes (2 FLOPs per
+    /// weight per token); a type it cannot compute is absent.
+    pub types: Vec<TypeThroughput, MAX_TYPES>,
+    /// Weight bytes its products read per second, at best.
     pub mem_read_bytes_per_s: f32,
     /// Its memory is the device's RAM (Apple silicon, integrated GPUs,
     /// software renderers): Halda counts its layers in the RAM budget once.
@@ -161,10 +165,22 @@ impl fmt::Display for ProfileError {
 
 impl core::error::Error for ProfileError {}
 
+/// The throughput `list` measured for `ty`, if it has it.
+fn flops_of(list: &[TypeThroughput], ty: GgmlType) -> Option<f32> {
+    list.iter().find(|t| t.ggml_type == ty.id()).map(|t| t.flops)
+}
+
+impl GpuProfile {
+    /// Measured throughput for `ty`, if the GPU computes it.
+    pub fn flops(&self, ty: GgmlType) -> Option<f32> {
+        flops_of(&self.types, ty)
+    }
+}
+
 impl DeviceProfile {
     /// Measured throughput for `ty`, if the profile has it.
     pub fn flops(&self, ty: GgmlType) -> Option<f32> {
-        self.cpu.iter().find(|t| t.ggml_type == ty.id()).map(|t| t.flops)
+        flops_of(&self.cpu, ty)
     }
 
     pub fn to_bytes(&self) -> Result<alloc::vec::Vec<u8>, ProfileError> {
@@ -225,12 +241,26 @@ mod tests {
 
     #[test]
     fn round_trips_and_starts_with_the_version() {
-        let p = sample();
+        let mut p = sample();
         let bytes = p.to_bytes().unwrap();
         assert_eq!(&bytes[..2], &PROFILE_VERSION.to_le_bytes());
         assert_eq!(DeviceProfile::from_bytes(&bytes).unwrap(), p);
         assert_eq!(p.flops(GgmlType::Q4_1), Some(3.5e10));
         assert_eq!(p.flops(GgmlType::Q6_K), None);
+        let mut types = Vec::new();
+        types.push(TypeThroughput { ggml_type: GgmlType::Q4_K.id(), flops: 2.0e12 }).unwrap();
+        p.gpu = Some(GpuProfile {
+            name: String::try_from("Radeon 780M").unwrap(),
+            backend: String::try_from("Vulkan").unwrap(),
+            vram_total_bytes: 8 << 30,
+            vram_free_bytes: 6 << 30,
+            types,
+            mem_read_bytes_per_s: 1.0e11,
+            unified: true,
+        });
+        let gpu = DeviceProfile::from_bytes(&p.to_bytes().unwrap()).unwrap().gpu.unwrap();
+        assert_eq!((gpu.flops(GgmlType::Q4_K), gpu.flops(GgmlType::Q4_0)), (Some(2.0e12), None));
+        assert_eq!(gpu.backend.as_str(), "Vulkan");
     }
 
     /// The encoding is pinned: integers fixed-width little-endian, so 32- and
@@ -252,7 +282,10 @@ mod tests {
         bytes.push(0);
         assert!(matches!(DeviceProfile::from_bytes(&bytes), Err(ProfileError::Malformed(_))));
         bytes[0] = 9;
-        assert_eq!(DeviceProfile::from_bytes(&bytes), Err(ProfileError::Version { found: 9, supported: 1 }));
+        assert_eq!(
+            DeviceProfile::from_bytes(&bytes),
+            Err(ProfileError::Version { found: 9, supported: PROFILE_VERSION })
+        );
     }
 
     proptest! {

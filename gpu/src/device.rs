@@ -122,7 +122,9 @@ pub fn adapters() -> Vec<Adapter> {
 }
 
 /// An open device and its queue. wgpu's errors land in `errors` (its
-/// default is to panic), and each operation checks for them.
+/// default is to panic), and each operation checks for them. A clone is
+/// the same device (a device's windows of layers share it).
+#[derive(Clone)]
 pub struct Gpu {
     pub adapter: Adapter,
     pub(crate) device: wgpu::Device,

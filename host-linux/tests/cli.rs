@@ -191,7 +191,7 @@ fn profile_json(name: &str, gflops: f64, ram_mib: u64, link: bool) -> String {
         .collect();
     let link = if link { r#"{"rtt_s":0.002,"bytes_per_s":37500000.0}"# } else { "null" };
     format!(
-        r#"{{"version":1,"name":"{name}","threads":2,"kernels":"test","cpu":[{}],"mem_read_bytes_per_s":2e10,
+        r#"{{"version":2,"name":"{name}","threads":2,"kernels":"test","cpu":[{}],"mem_read_bytes_per_s":2e10,
         "kv_write_s":1e-7,"disk_seq_read_bytes_per_s":1e9,"disk_random_read_bytes_per_s":3e8,
         "ram_total_bytes":{},"ram_available_bytes":{},"swap_free_bytes":0,"page_cache":"Evicting",
         "gpu":null,"link":{link}}}"#,
@@ -235,12 +235,59 @@ fn plan_splits_layers_and_drops_a_device_that_slows_the_ring() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `profile` with a GPU of its own memory: `tflops` on `types`.
+fn with_gpu(profile: &str, types: &[u32], tflops: f64, vram_mib: u64) -> String {
+    let types: Vec<String> =
+        types.iter().map(|t| format!(r#"{{"ggml_type":{t},"flops":{}}}"#, tflops * 1e12)).collect();
+    let gpu = format!(
+        r#"{{"name":"test GPU","backend":"Vulkan","vram_total_bytes":{vram},"vram_free_bytes":{vram},
+        "types":[{}],"mem_read_bytes_per_s":5e11,"unified":false}}"#,
+        types.join(","),
+        vram = vram_mib << 20
+    );
+    profile.replace(r#""gpu":null"#, &format!(r#""gpu":{gpu}"#))
+}
+
+/// A peer's GPU, far faster than its CPU, takes as many of its layers as
+/// its 24 MiB hold; a GPU measured without the model's Q4_1 takes none.
+#[test]
+fn plan_gives_a_fast_gpu_the_layers_its_memory_holds() {
+    let dir = scratch_dir("plan-gpu");
+    let plan = |peer: String| {
+        let (head, peer_path) = (dir.join("head.json"), dir.join("peer.json"));
+        std::fs::write(&head, profile_json("head", 40.0, 100, true)).unwrap();
+        std::fs::write(&peer_path, peer).unwrap();
+        let out = prima()
+            .args(["plan", "--json", "-m"])
+            .arg(smollm2_path())
+            .arg("--device")
+            .arg(&head)
+            .arg("--device")
+            .arg(&peer_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let peer = profile_json("peer", 40.0, 4096, true);
+    let fast = plan(with_gpu(&peer, &[0, 3, 8], 10.0, 24));
+    let devices = fast["devices"].as_array().unwrap();
+    let on_peer = devices.iter().find(|d| d["name"] == "peer").expect("the peer is kept");
+    let (gpu, layers) = (on_peer["gpu_layers"].as_u64().unwrap(), on_peer["layers"].as_u64().unwrap());
+    // A SmolLM2 layer is 2.2 MiB of Q4_1 and 1.5 MiB of KV cache at 2048
+    // positions: 6 fit in the 95% of 24 MiB a plan may fill.
+    assert!(gpu == 6 && gpu < layers, "{fast}");
+    assert_eq!(devices[0]["gpu_layers"], 0, "the head has no GPU: {fast}");
+    let no_q4_1 = plan(with_gpu(&peer, &[0, 8], 10.0, 24));
+    assert!(no_q4_1["devices"].as_array().unwrap().iter().all(|d| d["gpu_layers"] == 0), "{no_q4_1}");
+}
+
 #[test]
 fn plan_names_bad_profiles() {
     let dir = std::env::temp_dir().join(format!("prima-plan-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let wrong_version = dir.join("v9.json");
-    std::fs::write(&wrong_version, profile_json("x", 1.0, 64, false).replace(r#""version":1"#, r#""version":9"#))
+    std::fs::write(&wrong_version, profile_json("x", 1.0, 64, false).replace(r#""version":2"#, r#""version":9"#))
         .unwrap();
     let no_q8 = dir.join("noq8.json");
     std::fs::write(&no_q8, profile_json("x", 1.0, 64, false).replace(r#",{"ggml_type":8,"flops":1000000000}"#, ""))
@@ -277,7 +324,7 @@ fn profile_measures_this_device_and_its_link_and_feeds_plan() {
     worker.kill().ok();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(p["version"], 1);
+    assert_eq!(p["version"], 2);
     let types: Vec<u64> = p["cpu"].as_array().unwrap().iter().map(|t| t["ggml_type"].as_u64().unwrap()).collect();
     assert_eq!(types, [0, 3, 8], "F32, Q4_1 and Q8_0: the model's types");
     for field in ["mem_read_bytes_per_s", "disk_seq_read_bytes_per_s", "disk_random_read_bytes_per_s", "kv_write_s"] {
@@ -442,4 +489,27 @@ fn devices_are_listed_and_a_missing_gpu_leaves_the_cpu_to_run() {
     assert_eq!(without, alone);
     assert_eq!(log.lines().filter(|l| l.starts_with("gpu: ")).count(), 1, "{log}");
     assert!(log.contains("no GPU adapter found") && log.contains("every layer runs on the CPU"), "{log}");
+}
+
+/// `prima profile --gpu` measures the adapter on each of the model's types
+/// and names its backend; on lavapipe (slower than the CPU) Halda gives it
+/// no layers.
+#[test]
+fn a_gpu_profile_has_each_type_and_a_plan_weighs_it() {
+    let out = prima().args(["profile", "--quick", "--gpu", "--json", "-m"]).arg(smollm2_path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpu = &p["gpu"];
+    let types: Vec<u64> = gpu["types"].as_array().unwrap().iter().map(|t| t["ggml_type"].as_u64().unwrap()).collect();
+    assert_eq!(types, [0, 3, 8], "F32, Q4_1 and Q8_0: {gpu}");
+    assert!(gpu["types"].as_array().unwrap().iter().all(|t| t["flops"].as_f64().unwrap() > 0.0), "{gpu}");
+    assert!(!gpu["name"].as_str().unwrap().is_empty() && gpu["backend"] == "Vulkan", "{gpu}");
+    assert_eq!(gpu["unified"], true, "lavapipe renders in RAM: {gpu}");
+    assert!(gpu["vram_free_bytes"].as_u64().unwrap() > 0 && gpu["mem_read_bytes_per_s"].as_f64().unwrap() > 0.0);
+    let path = scratch_dir("gpu-profile").join("device.json");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let plan = prima().args(["plan", "--json", "-m"]).arg(smollm2_path()).arg("--device").arg(&path).output().unwrap();
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["devices"][0]["gpu_layers"], 0, "a GPU slower than the CPU: {plan} {gpu} {}", p["cpu"]);
 }

@@ -444,9 +444,10 @@ fn a_worker_short_of_disk_refuses_the_layers_before_writing() {
 
 /// Devices with GPU layers (lavapipe where there is no GPU): the head runs
 /// the first 6 of its window there, one worker its whole window, the other
-/// splits its window between GPU and CPU. The ring keeps the single
-/// device's tokens, which are the reference's while its margins hold (all
-/// 12 here are at least 2.9).
+/// splits its window between GPU and CPU; with two rounds each device's
+/// GPU layers are the first of each of its windows. The ring keeps the
+/// single device's tokens, which are the reference's while its margins
+/// hold (all 12 here are at least 2.9).
 #[test]
 fn devices_with_gpu_layers_keep_the_tokens() {
     let model = smollm2_path();
@@ -455,17 +456,18 @@ fn devices_with_gpu_layers_keep_the_tokens() {
     let want: Vec<u32> =
         case["steps"].as_array().unwrap()[..12].iter().map(|s| s["id"].as_u64().unwrap() as u32).collect();
     let workers = [Worker::start_with(&["-ngl", "10"]), Worker::start_with(&["--n-gpu-layers", "4"])];
-    let run = |ring: Option<&[Worker]>| {
+    let run_windows = |ring: Option<&[Worker]>, windows: &str| {
         let mut cmd = prima();
         cmd.args(["run", "-m"]).arg(&model).args(["-p", "1, 2, 3, 4,", "-n", "12", "--temp", "0", "-t", "1", "--json"]);
         if let Some(workers) = ring {
-            cmd.args(["--ring", &ring_flag(workers), "--layer-window", "10,10,10", "-ngl", "6"]);
+            cmd.args(["--ring", &ring_flag(workers), "--layer-window", windows, "-ngl", "6"]);
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
         (ids(&serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["generated_ids"]), log)
     };
+    let run = |ring| run_windows(ring, "10,10,10");
     assert_eq!(run(None).0, want, "one device");
     let (got, head_log) = run(Some(&workers));
     assert_eq!(got, want, "a ring with GPU layers");
@@ -473,4 +475,83 @@ fn devices_with_gpu_layers_keep_the_tokens() {
     let said = |w: &Worker, what: &str| w.log.lock().unwrap().iter().any(|l| l.contains(what));
     assert!(said(&workers[0], "gpu: layers 10..20 run on"), "{:?}", workers[0].log.lock().unwrap());
     assert!(said(&workers[1], "gpu: layers 20..24 run on"), "{:?}", workers[1].log.lock().unwrap());
+
+    // Two rounds: each device's GPU layers are split between its windows.
+    let (got, head_log) = run_windows(Some(&workers), "5,5,5");
+    assert_eq!(got, want, "a ring of two rounds with GPU layers");
+    for span in ["0..3", "15..18"] {
+        assert!(head_log.contains(&format!("gpu: layers {span} run on")), "{head_log}");
+    }
+    for (w, spans) in workers.iter().zip([["5..10", "20..25"], ["10..12", "25..27"]]) {
+        for span in spans {
+            assert!(said(w, &format!("gpu: layers {span} run on")), "{span}: {:?}", w.log.lock().unwrap());
+        }
+    }
+}
+
+/// With Halda's windows the plan, not each device, decides how many
+/// layers a GPU runs, within the device's own `-ngl`. Both workers' saved
+/// profiles claim a GPU 100 times their CPU with 24 MiB of its own: Halda
+/// gives each some of its window for the GPU, the worker at `-ngl 99` runs
+/// exactly that many there (on lavapipe), the one at `-ngl 2` two, and the
+/// ring keeps the single device's tokens.
+#[test]
+fn halda_plans_the_gpu_layers_each_worker_runs() {
+    let mut profile: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved_profile()).unwrap()).unwrap();
+    let types: Vec<serde_json::Value> = profile["cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::json!({ "ggml_type": t["ggml_type"], "flops": t["flops"].as_f64().unwrap() * 100.0 }))
+        .collect();
+    profile["gpu"] = serde_json::json!({
+        "name": "fast test GPU", "backend": "Vulkan", "vram_total_bytes": 24 << 20, "vram_free_bytes": 24 << 20,
+        "types": types, "mem_read_bytes_per_s": profile["mem_read_bytes_per_s"].as_f64().unwrap() * 10.0,
+        "unified": false,
+    });
+    let path = scratch_dir("gpu-profile").join("device.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    let with = |name: &str, ngl: &str| {
+        Worker::start_with(&["--profile", path.to_str().unwrap(), "--name", name, "--mem", "200", "-ngl", ngl])
+    };
+    let workers = [with("gpu-all", "99"), with("gpu-two", "2")];
+    let mut cmd = prima();
+    cmd.args(["run", "-m"]).arg(smollm2_path()).args(["-p", "1, 2, 3, 4,", "-n", "12", "--temp", "0", "-t", "1"]);
+    // The head short of memory, so Halda gives the workers layers.
+    cmd.args(["--json", "--mem", "60", "--ring", &ring_flag(&workers)]);
+    let out = cmd.output().unwrap();
+    let head_log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{head_log}");
+    let got = ids(&serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["generated_ids"]);
+    let one = json_of(prima().args(["run", "-m"]).arg(smollm2_path()).args([
+        "-p",
+        "1, 2, 3, 4,",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "-t",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(got, ids(&one["generated_ids"]), "{head_log}");
+    // "  gpu-all: ..., GPU fast test GPU 0.002 ms per layer, budget 23 MiB: 10 layers"
+    let planned = |name: &str| -> usize {
+        let line = head_log.lines().find(|l| l.trim_start().starts_with(&format!("{name}:"))).expect(&head_log);
+        let tail = line.rsplit(": ").next().unwrap();
+        tail.strip_suffix(" layers").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    let ran = |w: &Worker| -> usize {
+        let log = w.log.lock().unwrap();
+        let spans = log.iter().filter_map(|l| l.strip_prefix("gpu: layers ")).map(|l| {
+            let (start, end) = l.split_once(" run on").unwrap().0.split_once("..").unwrap();
+            end.parse::<usize>().unwrap() - start.parse::<usize>().unwrap()
+        });
+        spans.sum()
+    };
+    let (all, two) = (planned("gpu-all"), planned("gpu-two"));
+    assert!(all > 0 && two > 0, "{head_log}");
+    assert_eq!(ran(&workers[0]), all, "{:?}", workers[0].log.lock().unwrap());
+    assert_eq!(ran(&workers[1]), two.min(2), "{:?}", workers[1].log.lock().unwrap());
 }

@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use super::{DeviceCosts, GpuCosts, PlanError, Problem};
 use crate::cost::{ModelCost, RunShape, StageCost};
 use crate::profile::{DeviceProfile, GpuProfile, PageCacheClass};
+use crate::quant::GgmlType;
 
 /// Share of available RAM a plan may fill: the rest is the OS's margin
 /// (page tables, kernel buffers, estimates of "available" that run high).
@@ -32,7 +33,6 @@ impl Problem {
         if n_layer == 0 {
             return Err(PlanError::NoLayers);
         }
-        let layer_bytes = cost.layer_bytes() as f64 / n_layer as f64;
         let mut devices = Vec::with_capacity(profiles.len());
         for (i, p) in profiles.iter().enumerate() {
             // A layer takes as long as its arithmetic or its weight reads, whichever is slower.
@@ -40,16 +40,12 @@ impl Problem {
             if !(mem.is_finite() && mem > 0.0) {
                 return Err(PlanError::BadFigure { device: i, field: "memory bandwidth", value: mem });
             }
-            let mut per_layer = 0.0;
-            for l in &cost.layers {
-                per_layer += stage_seconds(p, i, l)?.max(l.bytes() as f64 / mem);
-            }
-            let layer_s = per_layer / n_layer as f64 + p.kv_write_s as f64;
+            let layer_s = mean_layer_s(cost, mem, |l| stage_seconds(p, i, l))? + p.kv_write_s as f64;
             let hop_s =
                 p.link.map_or(0.0, |l| l.rtt_s as f64 / 2.0 + cost.activation_bytes as f64 / l.bytes_per_s as f64);
             let reserved = device_reserve(cost, run, i == 0);
             let gpu = match &p.gpu {
-                Some(g) => Some(gpu_costs(g, i, cost, layer_bytes)?),
+                Some(g) => gpu_costs(g, i, cost)?,
                 None => None,
             };
             devices.push(DeviceCosts {
@@ -69,34 +65,61 @@ impl Problem {
             None => return Err(PlanError::NoDevices),
         };
         let kv_layer_bytes = cost.kv_bytes_per_layer(run) as f64;
+        let layer_bytes = cost.layer_bytes() as f64 / n_layer as f64;
         let problem = Self { devices, n_layer, layer_bytes, kv_layer_bytes, head_s };
         problem.validate()?;
         Ok(problem)
     }
 }
 
-/// A GPU's layer time (its arithmetic or its weight reads, whichever is
-/// slower) and the share of its free memory a plan may fill.
-fn gpu_costs(g: &GpuProfile, i: usize, cost: &ModelCost, layer_bytes: f64) -> Result<GpuCosts, PlanError> {
-    let (flops, mem) = (g.flops as f64, g.mem_read_bytes_per_s as f64);
-    for (field, value) in [("GPU throughput", flops), ("GPU memory bandwidth", mem)] {
-        if !(value.is_finite() && value > 0.0) {
-            return Err(PlanError::BadFigure { device: i, field, value });
-        }
+/// The mean of each layer's time for one token: its arithmetic
+/// (`stage_s`) or its weight reads at `mem` bytes/s, whichever is slower.
+fn mean_layer_s(
+    cost: &ModelCost,
+    mem: f64,
+    mut stage_s: impl FnMut(&StageCost) -> Result<f64, PlanError>,
+) -> Result<f64, PlanError> {
+    let mut total = 0.0;
+    for l in &cost.layers {
+        total += stage_s(l)?.max(l.bytes() as f64 / mem);
     }
-    let layer_flops = cost.layers.iter().map(|l| l.flops() as f64).sum::<f64>() / cost.layers.len() as f64;
-    let layer_s = (layer_flops / flops).max(layer_bytes / mem);
-    Ok(GpuCosts { layer_s, budget_bytes: g.vram_free_bytes as f64 * RAM_SHARE, unified: g.unified })
+    Ok(total / cost.layers.len() as f64)
+}
+
+/// A GPU's layer time, from its throughput on each of the layers' types,
+/// and the share of its free memory a plan may fill. A GPU that cannot
+/// compute one of the types gets no layers (`None`).
+fn gpu_costs(g: &GpuProfile, i: usize, cost: &ModelCost) -> Result<Option<GpuCosts>, PlanError> {
+    let mem = g.mem_read_bytes_per_s as f64;
+    if !(mem.is_finite() && mem > 0.0) {
+        return Err(PlanError::BadFigure { device: i, field: "GPU memory bandwidth", value: mem });
+    }
+    let computes_all = cost.layers.iter().flat_map(|l| &l.types).all(|t| g.flops(t.ty).is_some());
+    if !computes_all {
+        return Ok(None);
+    }
+    let layer_s = mean_layer_s(cost, mem, |l| typed_seconds(l, i, "GPU type throughput", |ty| g.flops(ty)))?;
+    Ok(Some(GpuCosts { layer_s, budget_bytes: g.vram_free_bytes as f64 * RAM_SHARE, unified: g.unified }))
 }
 
 /// Seconds device `i` spends on one token of `stage`.
 fn stage_seconds(p: &DeviceProfile, i: usize, stage: &StageCost) -> Result<f64, PlanError> {
+    typed_seconds(stage, i, "type throughput", |ty| p.flops(ty))
+}
+
+/// Seconds for one token of `stage` at the throughputs `flops` gives per type.
+fn typed_seconds(
+    stage: &StageCost,
+    i: usize,
+    field: &'static str,
+    flops: impl Fn(GgmlType) -> Option<f32>,
+) -> Result<f64, PlanError> {
     stage
         .types
         .iter()
-        .map(|t| match p.flops(t.ty) {
+        .map(|t| match flops(t.ty) {
             Some(f) if f.is_finite() && f > 0.0 => Ok(t.flops as f64 / f as f64),
-            Some(f) => Err(PlanError::BadFigure { device: i, field: "type throughput", value: f as f64 }),
+            Some(f) => Err(PlanError::BadFigure { device: i, field, value: f as f64 }),
             None => Err(PlanError::MissingType { device: i, ty: t.ty }),
         })
         .sum()

@@ -369,24 +369,32 @@ fn a_slow_gpu_gets_no_layers() {
 /// GPU layers come out of its RAM budget, once.
 #[test]
 fn profiles_with_gpus_move_layers_to_them() {
-    use crate::profile::GpuProfile;
+    use crate::profile::{GpuProfile, TypeThroughput};
+    use crate::quant::GgmlType;
     const GIB: f64 = (1u64 << 30) as f64;
     let (cost, run, mut profiles) = paper_cluster();
     let cpu_only = solve(&Problem::from_profiles(&profiles, &cost, &run).unwrap()).unwrap();
-    let gpu = |name: &str, gib: f64, tflops: f32, gbs: f32, unified: bool| GpuProfile {
-        name: heapless::String::try_from(name).unwrap(),
-        vram_total_bytes: (gib * GIB) as u64,
-        vram_free_bytes: (gib * GIB) as u64,
-        flops: tflops * 1e12,
-        mem_read_bytes_per_s: gbs * 1e9,
-        unified,
+    let gpu = |name: &str, gib: f64, tflops: f32, gbs: f32, unified: bool| {
+        let mut types = heapless::Vec::new();
+        for ty in [GgmlType::F32, GgmlType::Q4_K, GgmlType::Q6_K] {
+            types.push(TypeThroughput { ggml_type: ty.id(), flops: tflops * 1e12 }).unwrap();
+        }
+        GpuProfile {
+            name: heapless::String::try_from(name).unwrap(),
+            backend: heapless::String::try_from("Vulkan").unwrap(),
+            vram_total_bytes: (gib * GIB) as u64,
+            vram_free_bytes: (gib * GIB) as u64,
+            types,
+            mem_read_bytes_per_s: gbs * 1e9,
+            unified,
+        }
     };
     profiles[0].gpu = Some(gpu("Apple M1", 2.4, 2.6, 60.0, true));
     profiles[2].gpu = Some(gpu("RTX 2080 Ti", 11.0, 13.4, 616.0, false));
     let problem = Problem::from_profiles(&profiles, &cost, &run).unwrap();
     let plan = solve(&problem).unwrap();
     std::println!("with GPUs: {plan:#?}");
-    let at = |d: usize| plan.devices.iter().position(|&m| m == d);
+    let at = |d: usize| at_in(&plan, d);
     let desktop = at(2).expect("the desktop is kept");
     let layer = cost.layer_bytes() as f64 / 80.0 + cost.kv_bytes_per_layer(&run) as f64;
     assert!(plan.gpu_layers[desktop] > 0, "{plan:?}");
@@ -396,4 +404,18 @@ fn profiles_with_gpus_move_layers_to_them() {
     }
     assert!(plan.tpot_s < cpu_only.tpot_s, "{} vs {}", plan.tpot_s, cpu_only.tpot_s);
     assert!(cpu_only.gpu_layers.iter().all(|&g| g == 0));
+
+    // A GPU measured on other types than the layers' cannot run them.
+    if let Some(g) = profiles[2].gpu.as_mut() {
+        g.types.retain(|t| t.ggml_type != GgmlType::Q4_K.id());
+    }
+    let problem = Problem::from_profiles(&profiles, &cost, &run).unwrap();
+    assert_eq!(problem.devices[2].gpu, None);
+    let plan = solve(&problem).unwrap();
+    assert!(at_in(&plan, 2).is_none_or(|d| plan.gpu_layers[d] == 0), "{plan:?}");
+}
+
+/// Where kept device `d` sits in `plan`'s ring.
+fn at_in(plan: &Plan, d: usize) -> Option<usize> {
+    plan.devices.iter().position(|&m| m == d)
 }

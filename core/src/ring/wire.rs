@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::profile::DeviceProfile;
 
 /// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 /// Most sequences (KV slots) a ring carries at once, and so the most
 /// spans a token batch has.
 pub const MAX_SLOTS: usize = 64;
@@ -62,6 +62,9 @@ pub enum Control {
         /// Sequences held at once: each device keeps a KV cache of `n_ctx`
         /// positions per slot (1..=[`MAX_SLOTS`]).
         slots: u16,
+        /// Halda's count of each window's first layers for the device's
+        /// GPU, at most its own `-ngl`; `None` (fixed windows): its `-ngl`.
+        gpu_layers: Option<u16>,
     },
     /// A worker's answer to the plan: whether the head must send its layers.
     Need {

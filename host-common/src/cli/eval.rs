@@ -45,10 +45,10 @@ pub(super) fn logits(a: LogitsArgs) -> anyhow::Result<()> {
     let l = Loaded::open(&a.model)?;
     let g = l.gguf()?;
     let n_ctx = a.ids.len().max(1);
-    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, 1, KvType::F16, 0, &l.pool)?;
+    let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16, beside: 0, slots: 1 };
+    let hs = a.ring.handshake((&l.file, &g, &a.model.model), &shape, a.model.gpu(), &l.pool)?;
     let models = Models::new();
     let n_vocab = prima_core::model::Config::from_gguf(&g).map_err(anyhow::Error::from)?.n_vocab;
-    let shape = SessionShape { n_ctx, n_batch: n_ctx, kv: KvType::F16, beside: 0, slots: 1 };
     let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape, a.model.gpu())?;
     let all = session.eval(&a.ids, Want::All)?;
     let mut positions = Vec::new();

@@ -79,7 +79,8 @@ struct ModelArgs {
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
     /// Layers to run on the GPU, the first ones (llama.cpp's -ngl; 99: all);
-    /// on a ring, the first of the head's window.
+    /// on a ring, the first of the head's windows, and with Halda's windows
+    /// at most this many: Halda picks the count.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     n_gpu_layers: usize,
     /// Which GPU adapter, as `prima devices` numbers them (default: the best).

@@ -121,14 +121,21 @@ pub(super) fn profile(a: ProfileArgs) -> anyhow::Result<()> {
         p.page_cache
     );
     match &p.gpu {
-        Some(gpu) => outln!(
-            "gpu:           {}: {:.1} GFLOP/s matrix-vector, {:.1} GB/s weights; {:.2} GiB for layers{}",
-            gpu.name,
-            g(gpu.flops),
-            g(gpu.mem_read_bytes_per_s),
-            gpu.vram_free_bytes as f64 / (1u64 << 30) as f64,
-            if gpu.unified { " (shares RAM)" } else { "" }
-        ),
+        Some(gpu) => {
+            outln!(
+                "gpu:           {} ({}): {:.1} GB/s weights; {:.2} GiB for layers of {:.2} GiB{}",
+                gpu.name,
+                gpu.backend,
+                g(gpu.mem_read_bytes_per_s),
+                gpu.vram_free_bytes as f64 / (1u64 << 30) as f64,
+                gpu.vram_total_bytes as f64 / (1u64 << 30) as f64,
+                if gpu.unified { " (shares RAM)" } else { "" }
+            );
+            for t in &gpu.types {
+                let name = GgmlType::from_id(t.ggml_type).map_or("?", |t| t.name());
+                outln!("gpu {name:<10} {:.1} GFLOP/s matrix-vector", g(t.flops));
+            }
+        }
         None if a.gpu => outln!("gpu:           none usable (see above)"),
         None => outln!("gpu:           not measured (use --gpu)"),
     }

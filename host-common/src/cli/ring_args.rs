@@ -4,10 +4,11 @@
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use prima_core::ring::wire::ActType;
-use prima_core::{Gguf, KvType};
+use prima_core::Gguf;
 
 use crate::forward::Step;
 use crate::generate::{Evaluate, SessionShape};
+use crate::gpu::GpuChoice;
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,21 +53,18 @@ pub(crate) struct RingArgs {
 }
 
 impl RingArgs {
-    /// Connects to the ring's workers and plans it for `slots` sequences
-    /// of `n_ctx` tokens, leaving the head `beside` bytes for what else it
-    /// holds (a draft model), or `None` without `--ring`.
-    #[allow(clippy::too_many_arguments)]
+    /// Connects to the ring's workers and plans it for the session's
+    /// `slots` sequences of `n_ctx` tokens, leaving the head `beside` bytes
+    /// for what else it holds (a draft model) and running its first layers
+    /// on its GPU as `gpu` asks, or `None` without `--ring`.
     pub fn handshake(
         &self,
-        file: &MappedFile,
-        g: &Gguf<'_>,
-        model_path: &Path,
-        n_ctx: usize,
-        slots: usize,
-        kv: KvType,
-        beside: u64,
+        (file, g, model_path): (&MappedFile, &Gguf<'_>, &Path),
+        shape: &SessionShape,
+        gpu: GpuChoice,
         pool: &Pool,
     ) -> anyhow::Result<Option<Handshake>> {
+        let SessionShape { n_ctx, slots, kv, beside, .. } = *shape;
         // Before anything reads a memory figure: the profile, then the session.
         if let Some(mib) = self.mem {
             profiler::system::limit_memory_mib(mib)?;
@@ -95,7 +93,7 @@ impl RingArgs {
         let (head_profile, layer_check) = match windows {
             Some(_) => (None, None),
             None => {
-                let profile = head_profile(g, model_path, pool)?;
+                let profile = head_profile(g, model_path, gpu, pool)?;
                 // Layer 0 is the head's in every plan: read it ahead for the check.
                 file.load_ahead(crate::stream::layer_spans(g).get(&0).cloned())?;
                 let check = profiler::calibrate::check_layer(g, &profile, pool)?;
@@ -118,7 +116,7 @@ impl RingArgs {
             key,
             beside,
             layer_factors: Vec::new(),
-            gpu: Default::default(),
+            gpu,
         };
         Handshake::connect(opts, g).map(Some)
     }
@@ -154,8 +152,14 @@ impl RingArgs {
     }
 }
 
-/// The head measures itself quickly for Halda, on the model's tensor types.
-fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<prima_core::profile::DeviceProfile> {
+/// The head measures itself quickly for Halda, on the model's tensor
+/// types, its GPU too when it is to run layers.
+fn head_profile(
+    g: &Gguf<'_>,
+    model_path: &Path,
+    gpu: GpuChoice,
+    pool: &Pool,
+) -> anyhow::Result<prima_core::profile::DeviceProfile> {
     let mut types: Vec<_> = g.tensors().iter().map(|t| t.ty).collect();
     types.sort_by_key(|t| t.id());
     types.dedup();
@@ -169,7 +173,7 @@ fn head_profile(g: &Gguf<'_>, model_path: &Path, pool: &Pool) -> anyhow::Result<
         peer_key: None,
         quick: true,
         quick_cpu_budget: profiler::QUICK_CPU_BUDGET,
-        gpu: None,
+        gpu: (gpu.layers > 0).then_some(crate::gpu::GpuProbe { device: gpu.device, mem_bytes: None }),
     };
     profiler::run(&opts, pool, &mut |_| {})
 }
@@ -205,10 +209,10 @@ pub(crate) fn evaluator<'m, 'a>(
     pool: &'m Pool,
     g: &'m Gguf<'a>,
     shape: SessionShape,
-    gpu: crate::gpu::GpuChoice,
+    gpu: GpuChoice,
 ) -> anyhow::Result<Box<dyn Evaluate + 'm>> {
     Ok(match hs {
-        Some(hs) => Box::new(Resilient::new(hs.with_gpu(gpu), models, file, pool, g, shape)?),
+        Some(hs) => Box::new(Resilient::new(hs, models, file, pool, g, shape)?),
         None => {
             let (model, offload) = crate::gpu::split(g, gpu, (shape.slots.max(1), shape.n_ctx))?;
             crate::generate::local_with(models.alloc(model), file, g, shape, pool, offload)?

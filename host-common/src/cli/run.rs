@@ -104,9 +104,9 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         (Some(f), Some(dg)) => draft_bytes(f, dg, 1, draft_ctx)?,
         _ => 0,
     };
-    let hs = a.ring.handshake(&l.file, &g, &a.model.model, n_ctx, 1, a.kv_type.into(), beside, &l.pool)?;
-    let models = Models::new();
     let shape = SessionShape { n_ctx, n_batch: prompt.len(), kv: a.kv_type.into(), beside, slots: 1 };
+    let hs = a.ring.handshake((&l.file, &g, &a.model.model), &shape, a.model.gpu(), &l.pool)?;
+    let models = Models::new();
     let mut session = evaluator(hs, &models, &l.file, &l.pool, &g, shape, a.model.gpu())?;
     let kernels = crate::detect_kernels();
     let stdout = std::io::stdout();

@@ -49,8 +49,9 @@ pub(super) struct WorkerArgs {
     #[cfg(feature = "server")]
     #[arg(long = "join-api-key", value_name = "KEY", requires = "join")]
     join_api_key: Option<String>,
-    /// Layers of this worker's window to run on its GPU, the first ones
-    /// (llama.cpp's -ngl; 99: all).
+    /// Layers of this worker's windows to run on its GPU, the first ones
+    /// (llama.cpp's -ngl; 99: all). With Halda's windows, the head's plan
+    /// picks the count, at most this many.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     n_gpu_layers: usize,
     /// Which GPU adapter, as `prima devices` numbers them.

@@ -42,9 +42,9 @@ pub const QUICK_CPU_BUDGET: Duration = Duration::from_secs(1);
 pub const DEFAULT_TYPES: [GgmlType; 7] =
     [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
 
-/// `s` cut to the 32 bytes a profile's names hold, at a character boundary.
-pub fn bounded(s: &str) -> heapless::String<32> {
-    let cut = (0..=s.len().min(32)).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+/// `s` cut to the `N` bytes a profile's names hold, at a character boundary.
+pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
+    let cut = (0..=s.len().min(N)).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
     heapless::String::try_from(&s[..cut]).unwrap_or_default()
 }
 

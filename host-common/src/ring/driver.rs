@@ -35,8 +35,8 @@ pub struct LocalLayers<'m, 'a> {
     pub ws: Workspace,
     pub pool: &'m Pool,
     pub stream: LayerStream<'m>,
-    /// The first layers of the first window, on a GPU (`-ngl`).
-    pub gpu: Option<Box<dyn LayerBackend>>,
+    /// The first layers of windows, on a GPU (`-ngl`), one backend each.
+    pub gpu: Vec<Box<dyn LayerBackend>>,
 }
 
 impl LocalLayers<'_, '_> {
@@ -62,7 +62,7 @@ impl LocalLayers<'_, '_> {
         let disk_before = stream.disk;
         let t = Instant::now();
         let mut layers = layers;
-        if let Some(gpu) = self.gpu.as_mut().filter(|g| g.layers().start == layers.start && !layers.is_empty()) {
+        if let Some(gpu) = self.gpu.iter_mut().find(|g| g.layers().start == layers.start && !layers.is_empty()) {
             let on_gpu: Vec<SeqSpan> = spans
                 .iter()
                 .map(|s| SeqSpan { slot: s.slot as usize, pos0: s.pos0 as usize, n_tok: s.n_tokens as usize })

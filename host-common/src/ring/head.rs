@@ -195,8 +195,22 @@ impl Handshake {
                         0 => String::new(),
                         _ => format!(", link to the head {:.2} ms", d.hop_s * 1e3),
                     };
+                    let gpu = match (&p.gpu, d.gpu) {
+                        (Some(g), Some(c)) => {
+                            let planned =
+                                plan.devices.iter().position(|&m| m == i).map_or(0, |pos| plan.gpu_layers[pos]);
+                            format!(
+                                ", GPU {} {:.3} ms per layer, budget {:.0} MiB: {planned} layers",
+                                g.name,
+                                c.layer_s * 1e3,
+                                mib(c.budget_bytes)
+                            )
+                        }
+                        (Some(g), None) => format!(", GPU {} computes not every layer type: no layers", g.name),
+                        _ => String::new(),
+                    };
                     eprintln!(
-                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights and KV, {:.2} ms per layer, disk {:.0} MB/s{link}",
+                        "  {}: {:.0} MiB available, budget {:.0} MiB of weights and KV, {:.2} ms per layer, disk {:.0} MB/s{link}{gpu}",
                         p.name,
                         mib(p.ram_available_bytes as f64),
                         mib(d.budget_bytes),
@@ -220,13 +234,13 @@ impl Handshake {
         &self.opts
     }
 
-    /// What the head holds: its windows, the embedding and the output head.
-    /// Runs the head's first layers on its GPU.
-    pub fn with_gpu(mut self, gpu: crate::gpu::GpuChoice) -> Self {
-        self.opts.gpu = gpu;
-        self
+    /// Halda's GPU layers for the device at ring position `pos`, over all
+    /// its windows (`None` with fixed windows: its own `-ngl` decides).
+    pub fn planned_gpu_layers(&self, pos: usize) -> Option<usize> {
+        self.prediction.as_ref().map(|p| p.gpu_layers.get(pos).copied().unwrap_or(0))
     }
 
+    /// What the head holds: its windows, the embedding and the output head.
     pub fn head_parts(&self) -> Parts {
         Parts { windows: self.plan.windows[0].clone(), embedding: true, output: true }
     }
@@ -245,12 +259,15 @@ impl Handshake {
     /// returns the running ring.
     pub fn start<'m, 'a>(
         self,
-        (model, gpu): (&'m Model<'a>, Option<Box<dyn prima_core::LayerBackend>>),
+        (model, gpu): (&'m Model<'a>, Vec<Box<dyn prima_core::LayerBackend>>),
         file: &'m MappedFile,
         pool: &'m Pool,
         g: &Gguf<'_>,
     ) -> anyhow::Result<Ring<'m, 'a>> {
         let names = self.names();
+        let planned_gpu: Vec<Option<u16>> = (0..self.kept.len())
+            .map(|pos| self.planned_gpu_layers(pos).map(|g| g.min(u16::MAX.into()) as u16))
+            .collect();
         let Self { rt, mut peers, kept, plan, opts, prediction, cost } = self;
         let n = kept.len();
         let session = session_id()?;
@@ -304,6 +321,7 @@ impl Handshake {
                     kv_f32: opts.kv == KvType::F32,
                     model: model_id,
                     slots: opts.slots as u16,
+                    gpu_layers: planned_gpu[pos],
                 };
                 let answer = async {
                     send_control(&mut p.link, &msg, &names[pos]).await?;

@@ -31,7 +31,7 @@ pub type Models<'a> = Arena<Model<'a>>;
 /// the plan keeps every layer on the head. `model` holds the head's part.
 pub fn start<'m, 'a>(
     hs: Handshake,
-    (model, gpu): (&'m Model<'a>, Option<Box<dyn LayerBackend>>),
+    (model, gpu): (&'m Model<'a>, Vec<Box<dyn LayerBackend>>),
     file: &'m MappedFile,
     pool: &'m Pool,
     g: &Gguf<'_>,
@@ -41,7 +41,7 @@ pub fn start<'m, 'a>(
         Box::new(hs.start((model, gpu), file, pool, g)?)
     } else {
         eprintln!("notice: Halda's plan runs every layer on the head; the workers are left out");
-        local_with(model, file, g, shape, pool, gpu)?
+        local_with(model, file, g, shape, pool, crate::gpu::single(gpu)?)?
     })
 }
 
@@ -326,10 +326,11 @@ fn without(original: &RingOptions, gone: &[String]) -> RingOptions {
 
 /// The head's part of a planned ring, and the backend running its first
 /// layers on its GPU when it has one.
-fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<(Model<'a>, Option<Box<dyn LayerBackend>>)> {
+fn head_model<'a>(g: &Gguf<'a>, hs: &Handshake) -> anyhow::Result<(Model<'a>, Vec<Box<dyn LayerBackend>>)> {
     let opts = hs.options();
     let parts = hs.head_parts();
-    let (windows, gpu) = crate::gpu::split_windows(g, &parts.windows, opts.gpu, (opts.slots, opts.n_ctx));
+    let choice = opts.gpu.within(hs.planned_gpu_layers(0));
+    let (windows, gpu) = crate::gpu::split_windows(g, &parts.windows, choice, (opts.slots, opts.n_ctx));
     let model = Model::load_parts(g, prima_core::Parts { windows, ..parts }, crate::detect_kernels())
         .map_err(anyhow::Error::from)
         .map_err(|e| e.context("cannot load the head's layers"))?;

@@ -206,11 +206,25 @@ struct Assignment {
     slots: usize,
     kv: KvType,
     model: [u8; 32],
+    /// Halda's GPU layers per window, when it planned.
+    gpu_layers: Option<usize>,
 }
 
 fn assignment(plan: Control) -> anyhow::Result<Assignment> {
-    let Control::Plan { session, index, devices, k, windows, next, f32_activations, n_ctx, kv_f32, model, slots } =
-        plan
+    let Control::Plan {
+        session,
+        index,
+        devices,
+        k,
+        windows,
+        next,
+        f32_activations,
+        n_ctx,
+        kv_f32,
+        model,
+        slots,
+        gpu_layers,
+    } = plan
     else {
         bail!("expected a plan from the head, got {plan:?}");
     };
@@ -237,6 +251,7 @@ fn assignment(plan: Control) -> anyhow::Result<Assignment> {
         slots: slots as usize,
         kv: if kv_f32 { KvType::F32 } else { KvType::F16 },
         model,
+        gpu_layers: gpu_layers.map(usize::from),
     })
 }
 
@@ -293,6 +308,7 @@ async fn session(mut s: Link, mut dec: FrameDecoder, shared: &Shared, cfg: &Work
         n_ctx: a.n_ctx,
         slots: a.slots,
         kv: a.kv,
+        gpu_layers: a.gpu_layers,
         cfg: cfg.clone(),
     };
     let stats_to = to_head.clone();
@@ -369,6 +385,8 @@ struct Job {
     n_ctx: usize,
     slots: usize,
     kv: KvType,
+    /// Halda's GPU layers for this device, when it planned.
+    gpu_layers: Option<usize>,
     cfg: WorkerConfig,
 }
 
@@ -389,8 +407,8 @@ impl Job {
         };
         let model = file.gguf().and_then(|g| {
             let cost = ModelCost::from_gguf(&g).map_err(anyhow::Error::from)?;
-            let (cpu_windows, gpu) =
-                crate::gpu::split_windows(&g, &self.windows, self.cfg.gpu, (self.slots, self.n_ctx));
+            let choice = self.cfg.gpu.within(self.gpu_layers);
+            let (cpu_windows, gpu) = crate::gpu::split_windows(&g, &self.windows, choice, (self.slots, self.n_ctx));
             let parts = Parts::layers(cpu_windows);
             let model = Model::load_parts(&g, parts, crate::detect_kernels()).map_err(anyhow::Error::from)?;
             Ok((g, model, cost, gpu))

@@ -67,7 +67,8 @@ pub struct ServeArgs {
     #[arg(long = "rediscover", value_name = "SECS", default_value_t = 30.0)]
     pub rediscover: f64,
     /// Layers to run on the GPU, the first ones (llama-server's -ngl; 99:
-    /// all); on a ring, the first of the head's window.
+    /// all); on a ring, the first of the head's windows, and with Halda's
+    /// windows at most this many: Halda picks the count.
     #[arg(long = "n-gpu-layers", default_value_t = 0)]
     pub n_gpu_layers: usize,
     /// Which GPU adapter, as `prima devices` numbers them.
@@ -209,9 +210,9 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         };
         let models = crate::ring::recover::Models::new();
         let gpu = crate::gpu::GpuChoice { layers: a.n_gpu_layers, device: a.gpu_device };
-        match ring.handshake(&file, &g, &path, slot_ctx, parallel, KvType::F16, draft_bytes, &pool) {
+        match ring.handshake((&file, &g, &path), &shape, gpu, &pool) {
             Err(e) => fail(e),
-            Ok(Some(hs)) => match Resilient::new(hs.with_gpu(gpu), &models, &file, &pool, &g, shape) {
+            Ok(Some(hs)) => match Resilient::new(hs, &models, &file, &pool, &g, shape) {
                 Ok(mut forward) => {
                     let devices = engine::Evaluate::devices(&forward).map_or(1, |d| d.len());
                     let layers = format!("a ring of {devices} devices");

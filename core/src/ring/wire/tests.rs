@@ -20,6 +20,7 @@ fn every_control() -> Vec<Control> {
             kv_f32: false,
             model: [9; 32],
             slots: 8,
+            gpu_layers: Some(3),
         },
         Control::Need { weights: true },
         Control::Weights { offset: 1 << 33, total: 1 << 34, bytes: alloc::vec![1, 2, 3] },
