@@ -1,10 +1,11 @@
 //! Tile-kernel throughput per weight type: the scalar oracle against every
 //! SIMD level this CPU supports, for decode (one token) and prompt batches
-//! (four tokens per tile). Run with `cargo bench -p prima-core`.
+//! (four tokens per tile), and the row-parallel products for several
+//! tokens. Run with `cargo bench -p prima-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
-use prima_core::kernels::{CpuCaps, Kernels, TILE};
+use prima_core::kernels::{CpuCaps, Kernels, GEMM_ROWS, GEMM_TOKENS, TILE};
 use prima_core::parallel::Serial;
 use prima_core::quant::q8::quantize_row;
 use prima_core::quant::{random_matrix, random_row};
@@ -70,6 +71,34 @@ fn bench_tiles(c: &mut Criterion) {
     group.finish();
 }
 
+/// The row-parallel products (8 rows by 1, 4, 8 and 16 tokens) where a
+/// type has one, beside the tiles above: elements are weights times tokens.
+fn bench_gemm(c: &mut Criterion) {
+    let mut rng = Rng::new(2);
+    let mut group = c.benchmark_group("gemm");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let rows: Vec<Vec<u8>> = (0..GEMM_ROWS).map(|_| random_row(ty, N, &mut rng)).collect();
+        let x: Vec<f32> = (0..N).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut act = vec![0u8; ty.act_format().row_bytes(N)];
+        quantize_row(ty.act_format(), &x, &mut act);
+        let w: [&[u8]; GEMM_ROWS] = std::array::from_fn(|r| &rows[r][..]);
+        for k in variants() {
+            let Some(gemm) = k.gemm(ty) else { continue };
+            for toks in [1, 4, 8, GEMM_TOKENS] {
+                let a: Vec<&[u8]> = (0..toks).map(|_| &act[..]).collect();
+                group.throughput(Throughput::Elements((GEMM_ROWS * toks * N) as u64));
+                let id = BenchmarkId::new(format!("{ty}/{}", k.name()), format!("8x{toks}"));
+                group.bench_function(id, |b| {
+                    let mut out = [[0.0; GEMM_ROWS]; GEMM_TOKENS];
+                    b.iter(|| gemm(N, black_box(&w), black_box(&a), &mut out, false))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 /// Decode's matrix-vector product over a matrix far larger than the caches,
 /// as a layer's weights stream from memory: what prefetching decides. Row
 /// widths are those of 2B to 8B models' matrices.
@@ -95,5 +124,5 @@ fn bench_streaming(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tiles, bench_streaming);
+criterion_group!(benches, bench_tiles, bench_gemm, bench_streaming);
 criterion_main!(benches);

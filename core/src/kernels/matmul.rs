@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use core::ops::Range;
 
-use super::{Kernels, TileFn, TILE};
+use super::{GemmFn, Kernels, TileFn, GEMM_ROWS, GEMM_TOKENS, TILE};
 use crate::parallel::{chunk_size, for_each_chunk_mut, Parallel};
 use crate::quant::{q8::quantize_row, ActFormat, GgmlType};
 
@@ -76,7 +76,7 @@ const TOKEN_BLOCK: usize = 16;
 /// `out[t][r] = dot(w.row(r), acts.row(t))` for every token `t` and row `r`.
 /// `out` holds `acts.rows()` vectors of `w.n_out`. `scratch` is reused.
 pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch: &mut Vec<f32>, par: &dyn Parallel) {
-    let tile = k.tile(w.ty);
+    let tile = Products { tile: k.tile(w.ty), gemm: k.gemm(w.ty) };
     let n_tok = acts.rows();
     debug_assert_eq!(out.len(), n_tok * w.n_out);
     if n_tok >= SPLIT_BY_TOKEN_FROM {
@@ -86,7 +86,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
             let n = o.len() / w.n_out;
             for tb in (0..n).step_by(TOKEN_BLOCK) {
                 let toks = tb..(tb + TOKEN_BLOCK).min(n);
-                tiles(tile, w, acts, 0..w.n_out, t0 + toks.start..t0 + toks.end, &mut |r, t, y| {
+                tiles(tile, w, acts, 0..w.n_out, t0 + toks.start..t0 + toks.end, false, &mut |r, t, y| {
                     o[(t - t0) * w.n_out + r] = y
                 });
             }
@@ -96,7 +96,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     let rows_per_task = chunk_size(w.n_out, par.threads(), 16);
     if n_tok == 1 {
         for_each_chunk_mut(par, out, rows_per_task, &|r0, o| {
-            tiles(tile, w, acts, r0..r0 + o.len(), 0..1, |r, _, y| o[r - r0] = y);
+            tiles(tile, w, acts, r0..r0 + o.len(), 0..1, true, |r, _, y| o[r - r0] = y);
         });
         return;
     }
@@ -105,7 +105,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     scratch.resize(w.n_out * n_tok, 0.0);
     for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, o| {
         let r0 = start / n_tok;
-        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, |r, t, y| o[(r - r0) * n_tok + t] = y);
+        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, true, |r, t, y| o[(r - r0) * n_tok + t] = y);
     });
     for t in 0..n_tok {
         for r in 0..w.n_out {
@@ -121,7 +121,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
 pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f32], par: &dyn Parallel) {
     debug_assert_eq!(acts.rows(), 1);
     debug_assert!(ws.iter().all(|w| w.ty == ws[0].ty && w.n_in == ws[0].n_in));
-    let tile = k.tile(ws[0].ty);
+    let tile = Products { tile: k.tile(ws[0].ty), gemm: k.gemm(ws[0].ty) };
     let total: usize = ws.iter().map(|w| w.n_out).sum();
     debug_assert_eq!(out.len(), total);
     let rows_per_task = chunk_size(total, par.threads(), 16);
@@ -130,16 +130,67 @@ pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f
         for w in ws {
             let (lo, hi) = (r0.max(base), (r0 + o.len()).min(base + w.n_out));
             if lo < hi {
-                tiles(tile, w, acts, lo - base..hi - base, 0..1, |r, _, y| o[base + r - r0] = y);
+                tiles(tile, w, acts, lo - base..hi - base, 0..1, true, |r, _, y| o[base + r - r0] = y);
             }
             base += w.n_out;
         }
     });
 }
 
-/// Runs `tile` over `rows` x `toks` in [`TILE`]-sized groups, passing each
-/// result to `put(row, token, value)`.
+/// A weight type's kernels: tiles, and the row-parallel product for
+/// several tokens where there is one.
+#[derive(Clone, Copy)]
+struct Products {
+    tile: TileFn,
+    gemm: Option<GemmFn>,
+}
+
+/// Runs the products over `rows` x `toks`, passing each result to
+/// `put(row, token, value)`: the aligned groups of [`GEMM_ROWS`] rows by
+/// the row-parallel product where the type has one (`prefetch` as
+/// [`GemmFn`] says), the rest in [`TILE`]-sized tiles. A row is computed
+/// the same way whatever the tokens beside it, so a sequence batched with
+/// others gets the logits it gets alone (as long as the row ranges split
+/// at multiples of [`GEMM_ROWS`], as `chunk_size` and the matrices of real
+/// models do).
 fn tiles(
+    k: Products,
+    w: &Matrix<'_>,
+    acts: &Acts,
+    rows: Range<usize>,
+    toks: Range<usize>,
+    prefetch: bool,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
+    let Some(gemm) = k.gemm else {
+        return tile_rows(k.tile, w, acts, rows, toks, put);
+    };
+    let aligned = rows.start.next_multiple_of(GEMM_ROWS).min(rows.end);
+    let grouped = aligned..aligned + (rows.end - aligned) / GEMM_ROWS * GEMM_ROWS;
+    tile_rows(k.tile, w, acts, rows.start..grouped.start, toks.clone(), &mut put);
+    tile_rows(k.tile, w, acts, grouped.end..rows.end, toks.clone(), &mut put);
+    let mut out = [[0.0; GEMM_ROWS]; GEMM_TOKENS];
+    for r0 in grouped.step_by(GEMM_ROWS) {
+        let wr: [&[u8]; GEMM_ROWS] = core::array::from_fn(|i| &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb]);
+        for t0 in toks.clone().step_by(GEMM_TOKENS) {
+            let t1 = (t0 + GEMM_TOKENS).min(toks.end);
+            let mut ar: [&[u8]; GEMM_TOKENS] = [&[]; GEMM_TOKENS];
+            for (i, slot) in ar.iter_mut().enumerate().take(t1 - t0) {
+                *slot = &acts.data[(t0 + i) * arb..(t0 + i + 1) * arb];
+            }
+            gemm(w.n_in, &wr, &ar[..t1 - t0], &mut out, prefetch);
+            for (t, row) in (t0..t1).zip(&out) {
+                for (r, &y) in row.iter().enumerate() {
+                    put(r0 + r, t, y);
+                }
+            }
+        }
+    }
+}
+
+/// `rows` x `toks` in [`TILE`]-sized tiles.
+fn tile_rows(
     tile: TileFn,
     w: &Matrix<'_>,
     acts: &Acts,
@@ -147,8 +198,8 @@ fn tiles(
     toks: Range<usize>,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    let mut out = [[0.0; TILE]; TILE];
     let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
+    let mut out = [[0.0; TILE]; TILE];
     for r0 in rows.clone().step_by(TILE) {
         let r1 = (r0 + TILE).min(rows.end);
         let mut wr: [&[u8]; TILE] = [&[]; TILE];

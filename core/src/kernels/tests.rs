@@ -205,3 +205,47 @@ fn simd_is_chosen_where_the_cpu_has_it() {
         std::println!("kernel variant under test: {}", v.name());
     }
 }
+
+/// The row-parallel products against the scalar oracle, for every token
+/// count a call takes and row widths of one block up to SmolLM2's 1536.
+#[test]
+fn every_gemm_matches_scalar() {
+    let mut rng = Rng::new(7);
+    let mut checked = 0;
+    for ty in TYPES {
+        for n in [32usize, 256, 576, 1536] {
+            let rows: Vec<Vec<u8>> = (0..GEMM_ROWS).map(|_| random_row(ty, n, &mut rng)).collect();
+            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS)
+                .map(|_| {
+                    let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+                    let mut a = vec![0u8; ty.act_format().row_bytes(n)];
+                    quantize_row(ty.act_format(), &x, &mut a);
+                    a
+                })
+                .collect();
+            let w: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &rows[r][..]);
+            for k in variants() {
+                let Some(gemm) = k.gemm(ty) else { continue };
+                for toks in 1..=GEMM_TOKENS {
+                    let a: Vec<&[u8]> = acts[..toks].iter().map(|a| &a[..]).collect();
+                    let mut out = [[f32::NAN; GEMM_ROWS]; GEMM_TOKENS];
+                    gemm(n, &w, &a, &mut out, toks % 2 == 0);
+                    for (t, a) in a.iter().enumerate() {
+                        for (r, w) in w.iter().enumerate() {
+                            let want = scalar::dot(ty, n, w, a);
+                            let got = out[t][r];
+                            let tol = 1e-4 * (1.0 + want.abs());
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{ty} n={n} {} t={t}/{toks} r={r}: {got} vs {want}",
+                                k.name()
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0 || !cfg!(target_arch = "x86_64"), "no gemm kernel ran");
+}

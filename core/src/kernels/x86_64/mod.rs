@@ -2,6 +2,7 @@
 //! kernel table consults only after [`detect`] confirmed AVX2, FMA and F16C.
 
 mod block32;
+mod gemm;
 mod kquant;
 
 /// The least distance ahead of the current block that the tile kernels
@@ -354,6 +355,7 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
 }
 
 pub(super) use block32::{tile_avx2, tile_avx512, tile_vnni};
+pub(super) use gemm::{gemm_avx2, gemm_avx512, gemm_vnni};
 pub(super) use kquant::tile_kquant;
 
 /// F16 and BF16 weights (with activations in the same format): eight

@@ -1,0 +1,290 @@
+//! Products of 8 weight rows by several tokens with the rows across the
+//! vector lanes (Q4_0, Q4_1, Q8_0): each block of the 8 rows is transposed
+//! once into 8 vectors of "4 consecutive weights of each row", so one
+//! `dpbusd` (or `maddubs`) per 4 columns, with that token's 4 activation
+//! bytes broadcast, adds into all 8 rows' sums at once. A block's integer
+//! sums stay integers until its scales apply, and nothing needs a
+//! horizontal sum. The transpose is paid once per block for every token of
+//! the call.
+
+use super::PREFETCH_BYTES;
+use crate::kernels::shared::{layout, Q4_0, Q4_1, Q8_0};
+use crate::kernels::{GemmFn, GEMM_ROWS, GEMM_TOKENS};
+use crate::quant::GgmlType;
+use core::arch::x86_64::*;
+
+/// `N` bytes of `bytes` at `at`.
+#[inline]
+fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut raw = [0u8; N];
+    raw.copy_from_slice(&bytes[at..at + N]);
+    raw
+}
+
+/// 16 bytes at `at`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load16(bytes: &[u8], at: usize) -> __m128i {
+    let raw = bytes_at::<16>(bytes, at);
+    // SAFETY: `raw` is 16 readable bytes; unaligned load.
+    unsafe { _mm_loadu_si128(raw.as_ptr().cast()) }
+}
+
+/// 4 activation bytes at `at`, in every dword lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn broadcast4(qa: &[u8], at: usize) -> __m256i {
+    _mm256_set1_epi32(i32::from_le_bytes(bytes_at::<4>(qa, at)))
+}
+
+/// Dword `j` of each of `rows` (rows 0..3 in the low half, 4..7 in the
+/// high half, as `rows[r]` holds row `r` and row `r + 4` there).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose4(rows: [__m256i; 4]) -> [__m256i; 4] {
+    let (lo01, hi01) = (_mm256_unpacklo_epi32(rows[0], rows[1]), _mm256_unpackhi_epi32(rows[0], rows[1]));
+    let (lo23, hi23) = (_mm256_unpacklo_epi32(rows[2], rows[3]), _mm256_unpackhi_epi32(rows[2], rows[3]));
+    [
+        _mm256_unpacklo_epi64(lo01, lo23),
+        _mm256_unpackhi_epi64(lo01, lo23),
+        _mm256_unpacklo_epi64(hi01, hi23),
+        _mm256_unpackhi_epi64(hi01, hi23),
+    ]
+}
+
+/// Block `b` of 8 rows of type `TY`: `groups[j]` holds, in lane `r`, row
+/// `r`'s weights `4j..4j+4` (unsigned levels for Q4_1, signed for the
+/// others); then the rows' scales and (Q4_1) minimums.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn unpack8<const TY: u8>(w: &[&[u8]; GEMM_ROWS], b: usize) -> ([__m256i; 8], __m256, __m256) {
+    let (wb, _, has_min) = layout(TY);
+    let at = b * wb;
+    let mut groups = [_mm256_setzero_si256(); 8];
+    if TY == Q8_0 {
+        // Two transposes of 4 x 4 dwords per half: weights 0..16, then 16..32.
+        for (half, base) in [(0, at + 2), (4, at + 18)] {
+            let mut rows = [_mm256_setzero_si256(); 4];
+            for r in 0..4 {
+                rows[r] = _mm256_set_m128i(load16(w[r + 4], base), load16(w[r], base));
+            }
+            groups[half..half + 4].copy_from_slice(&transpose4(rows));
+        }
+    } else {
+        let qs = if has_min { at + 4 } else { at + 2 };
+        let mut rows = [_mm256_setzero_si256(); 4];
+        for r in 0..4 {
+            rows[r] = _mm256_set_m128i(load16(w[r + 4], qs), load16(w[r], qs));
+        }
+        let dwords = transpose4(rows);
+        let low = _mm256_set1_epi8(0x0F);
+        for j in 0..4 {
+            // A byte's low nibble is weight i, its high nibble weight i + 16.
+            groups[j] = _mm256_and_si256(dwords[j], low);
+            groups[j + 4] = _mm256_and_si256(_mm256_srli_epi16(dwords[j], 4), low);
+        }
+        if TY == Q4_0 {
+            for g in &mut groups {
+                *g = _mm256_sub_epi8(*g, _mm256_set1_epi8(8));
+            }
+        }
+    }
+    // A row's scale (and minimum) are its block's first bytes.
+    let mut heads = [0i32; 8];
+    for r in 0..8 {
+        let h = bytes_at::<4>(w[r], at);
+        heads[r] = if has_min { i32::from_le_bytes(h) } else { i32::from(u16::from_le_bytes([h[0], h[1]])) };
+    }
+    // SAFETY: `heads` is 32 readable bytes; unaligned load.
+    let heads = unsafe { _mm256_loadu_si256(heads.as_ptr().cast()) };
+    // Scales in the low 16 bits of each dword, minimums in the high: packed
+    // as 8 scales and then 8 minimums.
+    let scales = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
+    let mins = _mm256_srli_epi32(heads, 16);
+    let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(scales, mins));
+    let d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+    let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed));
+    (groups, d, m)
+}
+
+/// Signed weights as what `dpbusd`/`maddubs` take: their magnitudes
+/// (unsigned), with their signs moved onto the activations per token.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn magnitudes(groups: &mut [__m256i; 8]) -> [__m256i; 8] {
+    let signs = *groups;
+    for g in groups.iter_mut() {
+        *g = _mm256_sign_epi8(*g, *g);
+    }
+    signs
+}
+
+/// The stamped-out kernels: `$dot(acc, u, s)` adds each 4 products of
+/// unsigned bytes `u` and signed bytes `s` into the i32 lanes of `acc`
+/// (for `maddubs`, the i16 lanes: `$widen` makes them i32 at the end).
+macro_rules! gemm_kernels {
+    ($features:literal, $dot:expr, $widen:expr, max_tokens: $max:literal) => {
+        use super::*;
+
+        /// Tokens one pass carries: what the registers hold.
+        const MAX_TOKENS: usize = $max;
+
+        /// One token's integer dot with the 8 rows' block (in 8 i32
+        /// lanes): two chains, so consecutive groups do not wait on each other.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn block_sum<const SIGNED: bool>(groups: &[__m256i; 8], signs: &[__m256i; 8], qa: &[u8]) -> __m256i {
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for j in (0..8).step_by(2) {
+                let (mut a0, mut a1) = (broadcast4(qa, 4 * j), broadcast4(qa, 4 * j + 4));
+                if SIGNED {
+                    (a0, a1) = (_mm256_sign_epi8(a0, signs[j]), _mm256_sign_epi8(a1, signs[j + 1]));
+                }
+                even = $dot(even, groups[j], a0);
+                odd = $dot(odd, groups[j + 1], a1);
+            }
+            $widen(even, odd)
+        }
+
+        /// `T` tokens; `prefetch` (only on the first pass over these rows:
+        /// later ones find the next rows fetched) as [`GemmFn`] says.
+        #[target_feature(enable = $features)]
+        fn gemm<const TY: u8, const T: usize>(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]],
+            prefetch: bool,
+        ) {
+            let (wb, ab, has_min) = layout(TY);
+            let qa_at = if has_min { 4 } else { 2 };
+            let nb = n / 32;
+            let mut rows: [&[u8]; GEMM_ROWS] = [&[]; GEMM_ROWS];
+            for r in 0..GEMM_ROWS {
+                rows[r] = &w[r][..nb * wb];
+            }
+            let mut toks: [&[u8]; T] = [&[]; T];
+            for t in 0..T {
+                toks[t] = &a[t][..nb * ab];
+            }
+            // As the tiles do: each row prefetches the row 8 below it (the
+            // next call's), at the same block.
+            let ahead = (GEMM_ROWS * nb * wb).max(PREFETCH_BYTES);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..nb {
+                if prefetch && (b * wb) % 64 < wb {
+                    for r in 0..GEMM_ROWS {
+                        // A hint only: it never faults, whatever the address.
+                        _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(b * wb + ahead).cast());
+                    }
+                }
+                let (mut groups, dw, mw) = unpack8::<TY>(&rows, b);
+                let signs = if has_min { groups } else { magnitudes(&mut groups) };
+                for t in 0..T {
+                    let blk = &toks[t][b * ab..(b + 1) * ab];
+                    let sums = if has_min {
+                        block_sum::<false>(&groups, &signs, &blk[qa_at..])
+                    } else {
+                        block_sum::<true>(&groups, &signs, &blk[qa_at..])
+                    };
+                    // The block's scale and (Q8_1) scaled sum, converted together.
+                    let head = i32::from_le_bytes(bytes_at::<4>(blk, 0));
+                    let da_sa = _mm_cvtph_ps(_mm_cvtsi32_si128(head));
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcastss_ps(da_sa));
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc[t]);
+                    if has_min {
+                        let sa = _mm256_broadcastss_ps(_mm_movehdup_ps(da_sa));
+                        acc[t] = _mm256_fmadd_ps(mw, sa, acc[t]);
+                    }
+                }
+            }
+            for t in 0..T {
+                // SAFETY: `out[t]` is 8 writable f32s; unaligned store.
+                unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+            }
+        }
+
+        /// Any number of tokens up to [`GEMM_TOKENS`], in passes of at most `MAX_TOKENS`.
+        #[target_feature(enable = $features)]
+        pub(super) fn gemm_any<const TY: u8>(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]; GEMM_TOKENS],
+            prefetch: bool,
+        ) {
+            let mut done = 0;
+            while done < a.len() {
+                let take = (a.len() - done).min(MAX_TOKENS);
+                let (a, o, first) = (&a[done..done + take], &mut out[done..done + take], prefetch && done == 0);
+                match take {
+                    1 => gemm::<TY, 1>(n, w, a, o, first),
+                    2 => gemm::<TY, 2>(n, w, a, o, first),
+                    3 => gemm::<TY, 3>(n, w, a, o, first),
+                    4 => gemm::<TY, 4>(n, w, a, o, first),
+                    5 => gemm::<TY, 5>(n, w, a, o, first),
+                    6 => gemm::<TY, 6>(n, w, a, o, first),
+                    7 => gemm::<TY, 7>(n, w, a, o, first),
+                    _ => gemm::<TY, 8>(n, w, a, o, first),
+                }
+                done += take;
+            }
+        }
+    };
+}
+
+/// AVX2: pairs of byte products summed to i16 by `maddubs`, a chain's 4
+/// groups added as i16, then widened to i32 once. Only for 4-bit weights,
+/// whose chains stay within i16 (at most 4 · 2 · 15 · 128 = 15360); Q8_0's
+/// would not, so it keeps the tiles there.
+mod avx2 {
+    gemm_kernels!(
+        "avx2,fma,f16c",
+        |acc, u, s| _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)),
+        |even, odd| {
+            let ones = _mm256_set1_epi16(1);
+            _mm256_add_epi32(_mm256_madd_epi16(even, ones), _mm256_madd_epi16(odd, ones))
+        },
+        max_tokens: 4
+    );
+}
+
+mod vnni {
+    gemm_kernels!("avx2,fma,f16c,avxvnni", _mm256_dpbusd_avx_epi32, _mm256_add_epi32, max_tokens: 4);
+}
+
+/// 32 vector registers: 8 tokens' accumulators beside the 8 weight groups.
+mod avx512 {
+    gemm_kernels!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        _mm256_dpbusd_epi32,
+        _mm256_add_epi32,
+        max_tokens: 8
+    );
+}
+
+/// The row-parallel product for `ty` on this instruction set, if there is one.
+macro_rules! gemm_table {
+    ($m:ident, $ty:expr) => {
+        // SAFETY (every arm): the kernel table asks for module `$m`'s
+        // kernels only when the CPU has its features.
+        match $ty {
+            GgmlType::Q4_0 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q4_0>(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q4_1 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q4_1>(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q8_0 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q8_0>(n, w, a, o, p) }) as GemmFn),
+            _ => None,
+        }
+    };
+}
+
+pub(in crate::kernels) fn gemm_avx2(ty: GgmlType) -> Option<GemmFn> {
+    gemm_table!(avx2, ty).filter(|_| ty != GgmlType::Q8_0)
+}
+
+pub(in crate::kernels) fn gemm_vnni(ty: GgmlType) -> Option<GemmFn> {
+    gemm_table!(vnni, ty)
+}
+
+pub(in crate::kernels) fn gemm_avx512(ty: GgmlType) -> Option<GemmFn> {
+    gemm_table!(avx512, ty)
+}
