@@ -175,6 +175,10 @@ impl Kernels {
                 return x86_64::gemm_avx2(ty);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if self.dotprod {
+            return aarch64::gemm_dotprod(ty);
+        }
         let _ = ty;
         None
     }

@@ -2,5 +2,7 @@
 //! CPUs with the dotprod extension, which only the host can detect.
 
 mod block32;
+mod gemm;
 
 pub(super) use block32::{tile_dotprod, tile_neon};
+pub(super) use gemm::gemm_dotprod;
