@@ -199,6 +199,32 @@ impl Kernels {
         scalar::dot_f16_f32(a, b)
     }
 
+    /// `out[j] = dot_f16_f32(&keys[j * stride..][..q.len()], q)` for every
+    /// `j`, with the same sums: one call for all of decode's keys of a head.
+    pub fn dot_f16_strided(&self, q: &[f32], keys: &[half::f16], stride: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::STRIDED_AVX2.0(q, keys, stride, out);
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = self.dot_f16_f32(&keys[j * stride..j * stride + q.len()], q);
+        }
+    }
+
+    /// `out = Σ p[j] * values[j * stride..][..out.len()]`, as `axpy_f16`
+    /// from zero in `j` order: one call for all of decode's values of a head.
+    pub fn weighted_sum_f16(&self, p: &[f32], values: &[half::f16], stride: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::STRIDED_AVX2.1(p, values, stride, out);
+        }
+        out.fill(0.0);
+        let hd = out.len();
+        for (j, &pj) in p.iter().enumerate() {
+            self.axpy_f16(out, pj, &values[j * stride..j * stride + hd]);
+        }
+    }
+
     /// Rounds every value to the nearest f16 (ties to even), kept as f32.
     pub fn round_to_f16(&self, x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]

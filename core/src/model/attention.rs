@@ -113,16 +113,11 @@ fn attend_per_head(
         let first = h.first_seen(n_ctx - 1);
         let kvh = head / h.group();
         rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, qh);
-        let row = |j: usize| j * kv_dim + kvh * hd..j * kv_dim + kvh * hd + hd;
+        let rows = (first, kvh * hd, kv_dim);
         let scores = &mut scores[..n_ctx - first];
-        for (j, s) in (first..).zip(scores.iter_mut()) {
-            *s = kc.dot(k, row(j), qh);
-        }
+        kc.dots(k, rows, qh, scores);
         probabilities(k, scores, h.scale, vc);
-        o.fill(0.0);
-        for (j, &p) in (first..).zip(scores.iter()) {
-            vc.axpy(k, o, p, row(j));
-        }
+        vc.weighted(k, rows, scores, o);
     });
     for (task, o) in out.chunks_exact_mut(hd).enumerate() {
         o.copy_from_slice(&scratch[task * per_task + hd..][..hd]);

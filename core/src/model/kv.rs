@@ -173,6 +173,41 @@ impl RowsRef<'_> {
         }
     }
 
+    /// `out[i]` = `q` · the `q.len()` values at `offset` of row `first + i`,
+    /// as [`Self::dot`] computes each (`stride`: values per row).
+    pub(crate) fn dots(&self, k: &Kernels, (first, offset, stride): (usize, usize, usize), q: &[f32], out: &mut [f32]) {
+        match self {
+            RowsRef::F16(d) => k.dot_f16_strided(q, &d[first * stride + offset..], stride, out),
+            RowsRef::F32(_) => {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let at = (first + i) * stride + offset;
+                    *o = self.dot(k, at..at + q.len(), q);
+                }
+            }
+        }
+    }
+
+    /// `out` = Σ `p[i]` × the `out.len()` values at `offset` of row
+    /// `first + i`, as [`Self::axpy`] from zero computes it.
+    pub(crate) fn weighted(
+        &self,
+        k: &Kernels,
+        (first, offset, stride): (usize, usize, usize),
+        p: &[f32],
+        out: &mut [f32],
+    ) {
+        match self {
+            RowsRef::F16(d) => k.weighted_sum_f16(p, &d[first * stride + offset..], stride, out),
+            RowsRef::F32(_) => {
+                out.fill(0.0);
+                for (i, &pi) in p.iter().enumerate() {
+                    let at = (first + i) * stride + offset;
+                    self.axpy(k, out, pi, at..at + out.len());
+                }
+            }
+        }
+    }
+
     /// `out += p * rows[range]`.
     pub(crate) fn axpy(&self, k: &Kernels, out: &mut [f32], p: f32, range: Range<usize>) {
         match self {

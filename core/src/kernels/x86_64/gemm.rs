@@ -52,59 +52,62 @@ fn transpose4(rows: [__m256i; 4]) -> [__m256i; 4] {
     ]
 }
 
-/// Block `b` of 8 rows of type `TY`: `groups[j]` holds, in lane `r`, row
-/// `r`'s weights `4j..4j+4` (unsigned levels for Q4_1, signed for the
-/// others); then the rows' scales and (Q4_1) minimums.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn unpack8<const TY: u8>(w: &[&[u8]; GEMM_ROWS], b: usize) -> ([__m256i; 8], __m256, __m256) {
-    let (wb, _, has_min) = layout(TY);
-    let at = b * wb;
-    let mut groups = [_mm256_setzero_si256(); 8];
-    if TY == Q8_0 {
-        // Two transposes of 4 x 4 dwords per half: weights 0..16, then 16..32.
-        for (half, base) in [(0, at + 2), (4, at + 18)] {
+/// Block `$b` of 8 rows (`$w`) of type `$ty`: `groups[j]` holds, in lane
+/// `r`, row `r`'s weights `4j..4j+4` (unsigned levels for Q4_1, signed for
+/// the others); then the rows' scales and (Q4_1) minimums. A macro, so it
+/// is always inlined into the kernel (as a function LLVM kept it out of
+/// line, a call and a 300-byte return per block).
+macro_rules! unpack8 {
+    ($ty:ident, $w:expr, $b:expr) => {{
+        let (w, b): (&[&[u8]; GEMM_ROWS], usize) = ($w, $b);
+        let (wb, _, has_min) = layout($ty);
+        let at = b * wb;
+        let mut groups = [_mm256_setzero_si256(); 8];
+        if $ty == Q8_0 {
+            // Two transposes of 4 x 4 dwords per half: weights 0..16, then 16..32.
+            for (half, base) in [(0, at + 2), (4, at + 18)] {
+                let mut rows = [_mm256_setzero_si256(); 4];
+                for r in 0..4 {
+                    rows[r] = _mm256_set_m128i(load16(w[r + 4], base), load16(w[r], base));
+                }
+                groups[half..half + 4].copy_from_slice(&transpose4(rows));
+            }
+        } else {
+            let qs = if has_min { at + 4 } else { at + 2 };
             let mut rows = [_mm256_setzero_si256(); 4];
             for r in 0..4 {
-                rows[r] = _mm256_set_m128i(load16(w[r + 4], base), load16(w[r], base));
+                rows[r] = _mm256_set_m128i(load16(w[r + 4], qs), load16(w[r], qs));
             }
-            groups[half..half + 4].copy_from_slice(&transpose4(rows));
-        }
-    } else {
-        let qs = if has_min { at + 4 } else { at + 2 };
-        let mut rows = [_mm256_setzero_si256(); 4];
-        for r in 0..4 {
-            rows[r] = _mm256_set_m128i(load16(w[r + 4], qs), load16(w[r], qs));
-        }
-        let dwords = transpose4(rows);
-        let low = _mm256_set1_epi8(0x0F);
-        for j in 0..4 {
-            // A byte's low nibble is weight i, its high nibble weight i + 16.
-            groups[j] = _mm256_and_si256(dwords[j], low);
-            groups[j + 4] = _mm256_and_si256(_mm256_srli_epi16(dwords[j], 4), low);
-        }
-        if TY == Q4_0 {
-            for g in &mut groups {
-                *g = _mm256_sub_epi8(*g, _mm256_set1_epi8(8));
+            let dwords = transpose4(rows);
+            let low = _mm256_set1_epi8(0x0F);
+            for j in 0..4 {
+                // A byte's low nibble is weight i, its high nibble weight i + 16.
+                groups[j] = _mm256_and_si256(dwords[j], low);
+                groups[j + 4] = _mm256_and_si256(_mm256_srli_epi16(dwords[j], 4), low);
+            }
+            if $ty == Q4_0 {
+                for g in &mut groups {
+                    *g = _mm256_sub_epi8(*g, _mm256_set1_epi8(8));
+                }
             }
         }
-    }
-    // A row's scale (and minimum) are its block's first bytes.
-    let mut heads = [0i32; 8];
-    for r in 0..8 {
-        let h = bytes_at::<4>(w[r], at);
-        heads[r] = if has_min { i32::from_le_bytes(h) } else { i32::from(u16::from_le_bytes([h[0], h[1]])) };
-    }
-    // SAFETY: `heads` is 32 readable bytes; unaligned load.
-    let heads = unsafe { _mm256_loadu_si256(heads.as_ptr().cast()) };
-    // Scales in the low 16 bits of each dword, minimums in the high: packed
-    // as 8 scales and then 8 minimums.
-    let scales = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
-    let mins = _mm256_srli_epi32(heads, 16);
-    let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(scales, mins));
-    let d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
-    let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed));
-    (groups, d, m)
+        // A row's scale (and minimum) are its block's first bytes.
+        let mut heads = [0i32; 8];
+        for r in 0..8 {
+            let h = bytes_at::<4>(w[r], at);
+            heads[r] = if has_min { i32::from_le_bytes(h) } else { i32::from(u16::from_le_bytes([h[0], h[1]])) };
+        }
+        // SAFETY: `heads` is 32 readable bytes; unaligned load.
+        let heads = unsafe { _mm256_loadu_si256(heads.as_ptr().cast()) };
+        // Scales in the low 16 bits of each dword, minimums in the high:
+        // packed as 8 scales and then 8 minimums.
+        let scales = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
+        let mins = _mm256_srli_epi32(heads, 16);
+        let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(scales, mins));
+        let d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+        let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed));
+        (groups, d, m)
+    }};
 }
 
 /// Signed weights as what `dpbusd`/`maddubs` take: their magnitudes
@@ -123,7 +126,7 @@ fn magnitudes(groups: &mut [__m256i; 8]) -> [__m256i; 8] {
 /// unsigned bytes `u` and signed bytes `s` into the i32 lanes of `acc`
 /// (for `maddubs`, the i16 lanes: `$widen` makes them i32 at the end).
 macro_rules! gemm_kernels {
-    ($features:literal, $dot:expr, $widen:expr, max_tokens: $max:literal) => {
+    ($features:literal, $dot:expr, $widen:expr, $dot_wide:expr, max_tokens: $max:literal) => {
         use super::*;
 
         /// Tokens one pass carries: what the registers hold.
@@ -133,17 +136,30 @@ macro_rules! gemm_kernels {
         /// lanes): two chains, so consecutive groups do not wait on each other.
         #[inline]
         #[target_feature(enable = $features)]
-        fn block_sum<const SIGNED: bool>(groups: &[__m256i; 8], signs: &[__m256i; 8], qa: &[u8]) -> __m256i {
+        fn block_sum<const SIGNED: bool, const WIDE: bool>(
+            groups: &[__m256i; 8],
+            signs: &[__m256i; 8],
+            qa: &[u8],
+        ) -> __m256i {
             let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
             for j in (0..8).step_by(2) {
                 let (mut a0, mut a1) = (broadcast4(qa, 4 * j), broadcast4(qa, 4 * j + 4));
                 if SIGNED {
                     (a0, a1) = (_mm256_sign_epi8(a0, signs[j]), _mm256_sign_epi8(a1, signs[j + 1]));
                 }
-                even = $dot(even, groups[j], a0);
-                odd = $dot(odd, groups[j + 1], a1);
+                if WIDE {
+                    even = $dot_wide(even, groups[j], a0);
+                    odd = $dot_wide(odd, groups[j + 1], a1);
+                } else {
+                    even = $dot(even, groups[j], a0);
+                    odd = $dot(odd, groups[j + 1], a1);
+                }
             }
-            $widen(even, odd)
+            if WIDE {
+                _mm256_add_epi32(even, odd)
+            } else {
+                $widen(even, odd)
+            }
         }
 
         /// `T` tokens; `prefetch` (only on the first pass over these rows:
@@ -178,14 +194,15 @@ macro_rules! gemm_kernels {
                         _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(b * wb + ahead).cast());
                     }
                 }
-                let (mut groups, dw, mw) = unpack8::<TY>(&rows, b);
+                let (mut groups, dw, mw) = unpack8!(TY, &rows, b);
                 let signs = if has_min { groups } else { magnitudes(&mut groups) };
                 for t in 0..T {
                     let blk = &toks[t][b * ab..(b + 1) * ab];
-                    let sums = if has_min {
-                        block_sum::<false>(&groups, &signs, &blk[qa_at..])
-                    } else {
-                        block_sum::<true>(&groups, &signs, &blk[qa_at..])
+                    let qa = &blk[qa_at..];
+                    let sums = match (has_min, TY == Q8_0) {
+                        (true, _) => block_sum::<false, false>(&groups, &signs, qa),
+                        (false, false) => block_sum::<true, false>(&groups, &signs, qa),
+                        (false, true) => block_sum::<true, true>(&groups, &signs, qa),
                     };
                     // The block's scale and (Q8_1) scaled sum, converted together.
                     let head = i32::from_le_bytes(bytes_at::<4>(blk, 0));
@@ -233,10 +250,10 @@ macro_rules! gemm_kernels {
     };
 }
 
-/// AVX2: pairs of byte products summed to i16 by `maddubs`, a chain's 4
-/// groups added as i16, then widened to i32 once. Only for 4-bit weights,
-/// whose chains stay within i16 (at most 4 · 2 · 15 · 128 = 15360); Q8_0's
-/// would not, so it keeps the tiles there.
+/// AVX2: pairs of byte products summed to i16 by `maddubs`. For 4-bit
+/// weights a chain's 4 groups are added as i16 (at most 4 · 2 · 15 · 128 =
+/// 15360) and widened to i32 once; Q8_0's pairs reach 2 · 128 · 127, so
+/// each of its groups is widened (`madd`) and added as i32.
 mod avx2 {
     gemm_kernels!(
         "avx2,fma,f16c",
@@ -245,12 +262,19 @@ mod avx2 {
             let ones = _mm256_set1_epi16(1);
             _mm256_add_epi32(_mm256_madd_epi16(even, ones), _mm256_madd_epi16(odd, ones))
         },
+        |acc, u, s| _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))),
         max_tokens: 4
     );
 }
 
 mod vnni {
-    gemm_kernels!("avx2,fma,f16c,avxvnni", _mm256_dpbusd_avx_epi32, _mm256_add_epi32, max_tokens: 4);
+    gemm_kernels!(
+        "avx2,fma,f16c,avxvnni",
+        _mm256_dpbusd_avx_epi32,
+        _mm256_add_epi32,
+        _mm256_dpbusd_avx_epi32,
+        max_tokens: 4
+    );
 }
 
 /// 32 vector registers: 8 tokens' accumulators beside the 8 weight groups.
@@ -259,6 +283,7 @@ mod avx512 {
         "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
         _mm256_dpbusd_epi32,
         _mm256_add_epi32,
+        _mm256_dpbusd_epi32,
         max_tokens: 8
     );
 }
@@ -278,7 +303,7 @@ macro_rules! gemm_table {
 }
 
 pub(in crate::kernels) fn gemm_avx2(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(avx2, ty).filter(|_| ty != GgmlType::Q8_0)
+    gemm_table!(avx2, ty)
 }
 
 pub(in crate::kernels) fn gemm_vnni(ty: GgmlType) -> Option<GemmFn> {

@@ -296,6 +296,81 @@ fn load_f32x8(v: &[f32]) -> __m256 {
     unsafe { _mm256_loadu_ps(raw.as_ptr()) }
 }
 
+/// Strided f16 rows for decode attention ([`dot_f16_strided`],
+/// [`weighted_sum_f16`]); the kernel table uses them only after detection
+/// confirmed AVX2+FMA+F16C.
+#[allow(clippy::type_complexity)]
+pub(super) const STRIDED_AVX2: (fn(&[f32], &[f16], usize, &mut [f32]), fn(&[f32], &[f16], usize, &mut [f32])) = (
+    // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+    |q, k, s, o| unsafe { dot_f16_strided(q, k, s, o) },
+    // SAFETY: as above.
+    |p, v, s, o| unsafe { weighted_sum_f16(p, v, s, o) },
+);
+
+/// `out[j] = dot_f16_f32(&keys[j * stride..][..q.len()], q)` for every `j`,
+/// each with exactly its sums, eight keys per reduction tree (`hsum8`
+/// adds as `hsum` does): decode's scores without a call per key.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_strided(q: &[f32], keys: &[f16], stride: usize, out: &mut [f32]) {
+    let hd = q.len();
+    let n8 = hd / 8 * 8;
+    let key = |j: usize| &keys[j * stride..j * stride + hd];
+    let sums = |k: &[f16]| {
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in k[..n8].chunks_exact(8).zip(q[..n8].chunks_exact(8)) {
+            acc = _mm256_fmadd_ps(load_f16x8(x), load_f32x8(y), acc);
+        }
+        acc
+    };
+    let mut groups = out.chunks_exact_mut(8);
+    let mut j = 0;
+    for o in &mut groups {
+        let v: [__m256; 8] = core::array::from_fn(|i| sums(key(j + i)));
+        store_f32x8(o, hsum8(v));
+        for (i, y) in o.iter_mut().enumerate() {
+            *y += super::scalar::dot_f16_f32(&key(j + i)[n8..], &q[n8..]);
+        }
+        j += 8;
+    }
+    for (i, o) in groups.into_remainder().iter_mut().enumerate() {
+        let k = key(j + i);
+        *o = hsum(sums(k)) + super::scalar::dot_f16_f32(&k[n8..], &q[n8..]);
+    }
+}
+
+/// `out = Σ p[j] * values[j * stride..][..out.len()]`, exactly as `axpy_f16`
+/// from zero in `j` order, with the sums kept in registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn weighted_sum_f16(p: &[f32], values: &[f16], stride: usize, out: &mut [f32]) {
+    match out.len() {
+        64 => weighted_sum_f16_fixed::<8>(p, values, stride, out),
+        128 => weighted_sum_f16_fixed::<16>(p, values, stride, out),
+        hd => {
+            out.fill(0.0);
+            for (j, &pj) in p.iter().enumerate() {
+                axpy_f16(out, pj, &values[j * stride..j * stride + hd]);
+            }
+        }
+    }
+}
+
+/// [`weighted_sum_f16`] for heads of `V * 8` elements.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn weighted_sum_f16_fixed<const V: usize>(p: &[f32], values: &[f16], stride: usize, out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); V];
+    for (j, &pj) in p.iter().enumerate() {
+        let v = &values[j * stride..j * stride + V * 8];
+        let pv = _mm256_set1_ps(pj);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(pv, load_f16x8(&v[8 * i..]), *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        store_f32x8(&mut out[8 * i..], *a);
+    }
+}
+
 /// `sum(a[i] * b[i])` over f16 keys and f32 queries.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
