@@ -100,16 +100,19 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
         });
         return;
     }
-    // Small batches: by row into [row][token], then transposed.
+    // Small batches: each task's rows into its own piece of `scratch` as
+    // [token][row], then each token's run of rows copied out whole.
     scratch.clear();
     scratch.resize(w.n_out * n_tok, 0.0);
-    for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, o| {
-        let r0 = start / n_tok;
-        tiles(tile, w, acts, r0..r0 + o.len() / n_tok, 0..n_tok, true, |r, t, y| o[(r - r0) * n_tok + t] = y);
+    let per_task = rows_per_task * n_tok;
+    for_each_chunk_mut(par, scratch, per_task, &|start, o| {
+        let (r0, rows) = (start / n_tok, o.len() / n_tok);
+        tiles(tile, w, acts, r0..r0 + rows, 0..n_tok, true, |r, t, y| o[t * rows + r - r0] = y);
     });
-    for t in 0..n_tok {
-        for r in 0..w.n_out {
-            out[t * w.n_out + r] = scratch[r * n_tok + t];
+    for (task, piece) in scratch.chunks(per_task).enumerate() {
+        let (r0, rows) = (task * rows_per_task, piece.len() / n_tok);
+        for (t, run) in piece.chunks_exact(rows).enumerate() {
+            out[t * w.n_out + r0..][..rows].copy_from_slice(run);
         }
     }
 }
