@@ -124,7 +124,8 @@ fn magnitudes(groups: &mut [__m256i; 8]) -> [__m256i; 8] {
 
 /// The stamped-out kernels: `$dot(acc, u, s)` adds each 4 products of
 /// unsigned bytes `u` and signed bytes `s` into the i32 lanes of `acc`
-/// (for `maddubs`, the i16 lanes: `$widen` makes them i32 at the end).
+/// (for `maddubs`, the i16 lanes: `$widen` makes them i32 at the end);
+/// `$dot_wide` does it in i32 lanes whatever the products (Q8_0's).
 macro_rules! gemm_kernels {
     ($features:literal, $dot:expr, $widen:expr, $dot_wide:expr, max_tokens: $max:literal) => {
         use super::*;
