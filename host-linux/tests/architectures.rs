@@ -51,13 +51,16 @@ fn check(arch: &str) {
             }
         }
         eprintln!("{arch} {}: mean |dlogit| {:.2e}, {agree:?}", kernels.name(), agree.mean_abs_dlogit());
-        // The SIMD kernels sum as the reference does: measured within 5e-7
-        // everywhere but a few positions where one f16 rounding flips
-        // (mean 2.5e-4, max 1.7e-2 on Mistral 3; NEON under qemu: mean
-        // 4.7e-4, max 2.2e-2). The scalar oracle sums in
-        // another order (Qwen3: mean 2.9e-3, max 3.4e-2; the two C++
-        // engines differ by 2.5e-3 on average on synthetic Qwen2).
-        let (max, mean) = if kernels.name() == "scalar" { (5e-2, 5e-3) } else { (3e-2, 1e-3) };
+        // The SIMD tiles sum as the reference does (8 scaled partial sums
+        // per block): within 5e-7 everywhere but a few positions where one
+        // f16 rounding flips (mean 2.5e-4, max 1.7e-2 on Mistral 3). The
+        // row-parallel kernels of Q4_0, Q4_1 and Q8_0 sum each block's
+        // integers exactly before scaling, another order, as the scalar
+        // oracle sums in another order too: Qwen3 mean 4.4e-3, max 3.7e-2
+        // (both x86 and NEON), the oracle mean 2.9e-3, max 3.4e-2; the two
+        // C++ engines differ by 2.5e-3 on average on synthetic Qwen2. The
+        // confident top-1 tokens must agree either way.
+        let (max, mean) = (5e-2, 5e-3);
         assert!(agree.abs_dlogit_max <= max, "{arch} {}: {agree:?}", kernels.name());
         assert!(agree.mean_abs_dlogit() <= mean, "{arch} {}: {agree:?}", kernels.name());
         assert_eq!(
