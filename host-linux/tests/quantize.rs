@@ -53,7 +53,9 @@ fn quantized_models_stay_close_to_the_reference() {
     // reference ran the Q4_1 original, so each conversion adds its rounding
     // to Q4_1's. Measured: Q8_0 0.237 and 130/130, Q6_K 0.356 and 129/130,
     // Q4_K_M 0.887 and 125/130 (the engines differ by 0.159 among themselves).
-    for (scheme, mean_limit, confident_share) in [("Q8_0", 0.3, 1.0), ("Q6_K", 0.45, 0.98), ("Q4_K_M", 1.1, 0.93)] {
+    // Since Q8_0's products sum each block's integers before scaling
+    // (session 16), Q8_0 measures 0.233 and 129/130.
+    for (scheme, mean_limit, confident_share) in [("Q8_0", 0.3, 0.99), ("Q6_K", 0.45, 0.98), ("Q4_K_M", 1.1, 0.93)] {
         let out = dir.join(format!("smollm2-{scheme}.gguf"));
         let status = prima()
             .args(["quantize".as_ref(), smollm2_path().as_os_str(), out.as_os_str(), scheme.as_ref()])
