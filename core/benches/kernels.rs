@@ -1,7 +1,9 @@
 //! Tile-kernel throughput per weight type: the scalar oracle against every
 //! SIMD level this CPU supports, for decode (one token) and prompt batches
 //! (four tokens per tile), and the row-parallel products for several
-//! tokens. Run with `cargo bench -p prima-core`.
+//! tokens, and a prompt's attention at depth (scores, softmax, weighted
+//! sums of one KV head's three query heads over 2048 keys). Run with
+//! `cargo bench -p prima-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
@@ -124,5 +126,52 @@ fn bench_streaming(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tiles, bench_gemm, bench_streaming);
+/// One token's attention work for a group of three query heads over 2048
+/// widened keys and values of 64: the products one query at a time and
+/// together, and the softmax between them.
+fn bench_attention(c: &mut Criterion) {
+    const KEYS: usize = 2048;
+    const HD: usize = 64;
+    const NQ: usize = 3;
+    let mut group = c.benchmark_group("attention");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    group.throughput(Throughput::Elements((NQ * KEYS) as u64));
+    let mut rng = Rng::new(5);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect() };
+    let (qs, keys, values, scores) = (rand(NQ * HD), rand(KEYS * HD), rand(KEYS * HD), rand(NQ * KEYS));
+    for k in variants() {
+        let name = k.name();
+        let mut out = vec![0.0f32; NQ * KEYS];
+        group.bench_function(BenchmarkId::new("scores/one at a time", name), |b| {
+            b.iter(|| {
+                for (q, o) in qs.chunks_exact(HD).zip(out.chunks_exact_mut(KEYS)) {
+                    k.dot_rows(q, &keys, o);
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("scores/together", name), |b| {
+            b.iter(|| k.dot_rows_multi(black_box(&qs), HD, &keys, &mut out))
+        });
+        group.bench_function(BenchmarkId::new("softmax", name), |b| {
+            b.iter(|| {
+                out.copy_from_slice(&scores);
+                out.chunks_exact_mut(KEYS).for_each(|s| k.softmax(s));
+            })
+        });
+        let mut o = vec![0.0f32; NQ * HD];
+        group.bench_function(BenchmarkId::new("weighted/one at a time", name), |b| {
+            b.iter(|| {
+                for (p, o) in scores.chunks_exact(KEYS).zip(o.chunks_exact_mut(HD)) {
+                    k.weighted_sum(p, &values, o);
+                }
+            })
+        });
+        group.bench_function(BenchmarkId::new("weighted/together", name), |b| {
+            b.iter(|| k.weighted_sum_multi(black_box(&scores), &values, HD, &mut o))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_tiles, bench_gemm, bench_streaming, bench_attention);
 criterion_main!(benches);

@@ -7,6 +7,7 @@ mod shared;
 #[cfg(target_arch = "aarch64")]
 #[allow(unsafe_code)]
 mod aarch64;
+pub mod activation;
 mod attn;
 mod caps;
 pub mod matmul;
@@ -225,6 +226,52 @@ impl Kernels {
         }
     }
 
+    /// [`Self::dot_f16_strided`] for `qs.len() / hd` queries at once, each key
+    /// read once for all: `out[i * n + j]` for query `i` and key `j`, each
+    /// equal to the one-query kernel's score.
+    pub fn dot_f16_strided_multi(&self, qs: &[f32], hd: usize, keys: &[half::f16], stride: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::STRIDED_MULTI_AVX2.0(qs, hd, keys, stride, out);
+        }
+        let n = out.len() / (qs.len() / hd.max(1)).max(1);
+        for (q, o) in qs.chunks_exact(hd.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+            self.dot_f16_strided(q, keys, stride, o);
+        }
+    }
+
+    /// [`Self::weighted_sum_f16`] for `ps.len()` queries at once into
+    /// `outs` (one row of `outs.len() / ps.len()` per query), each value row
+    /// read once for all; each output equals the one-query kernel's.
+    pub fn weighted_sum_f16_multi(&self, ps: &[&[f32]], values: &[half::f16], stride: usize, outs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::STRIDED_MULTI_AVX2.1(ps, values, stride, outs);
+        }
+        let cols = outs.len() / ps.len().max(1);
+        for (p, o) in ps.iter().zip(outs.chunks_exact_mut(cols.max(1))) {
+            self.weighted_sum_f16(p, values, stride, o);
+        }
+    }
+
+    /// [`activation::softmax`], bit for bit.
+    pub fn softmax(&self, x: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ACTIVATION_AVX2.0(x);
+        }
+        activation::softmax(x)
+    }
+
+    /// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU), as [`activation::silu`] computes it.
+    pub fn swiglu(&self, gate: &mut [f32], up: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::ACTIVATION_AVX2.1(gate, up);
+        }
+        gate.iter_mut().zip(up).for_each(|(g, &u)| *g = activation::silu(*g) * u);
+    }
+
     /// Rounds every value to the nearest f16 (ties to even), kept as f32.
     pub fn round_to_f16(&self, x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -275,6 +322,20 @@ impl Kernels {
             return x86_64::ROWS_AVX2.2(p, values, out);
         }
         attn::weighted_sum(p, values, out)
+    }
+
+    /// [`Self::weighted_sum`] for `outs.len() / hd` queries at once: `ps`
+    /// holds each query's scores over the same `values` rows, one after
+    /// another. Each output equals its own `weighted_sum`.
+    pub fn weighted_sum_multi(&self, ps: &[f32], values: &[f32], hd: usize, outs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::WEIGHTED_MULTI_AVX2(ps, values, hd, outs);
+        }
+        let m = ps.len() / (outs.len() / hd.max(1)).max(1);
+        for (p, o) in ps.chunks_exact(m.max(1)).zip(outs.chunks_exact_mut(hd.max(1))) {
+            self.weighted_sum(p, values, o);
+        }
     }
 
     /// `out[i] += p * v[i]` over f32 values, in `axpy_f16`'s arithmetic order.

@@ -126,6 +126,59 @@ fn multi_query_scores_equal_one_query_at_a_time() {
     }
 }
 
+/// Weighted sums of several queries over the same values equal each
+/// query's own weighted sum, bit for bit.
+#[test]
+fn multi_query_weighted_sums_equal_one_query_at_a_time() {
+    let mut rng = Rng::new(23);
+    for k in variants() {
+        for hd in [64, 72, 128] {
+            for nq in 1..=5 {
+                for m in [1, 2, 7, 33] {
+                    let mut rand = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.next_f64() as f32 - 0.5).collect() };
+                    let (ps, values) = (rand(nq * m), rand(m * hd));
+                    let mut together = vec![f32::NAN; nq * hd];
+                    k.weighted_sum_multi(&ps, &values, hd, &mut together);
+                    for (i, p) in ps.chunks_exact(m).enumerate() {
+                        let mut alone = vec![f32::NAN; hd];
+                        k.weighted_sum(p, &values, &mut alone);
+                        let got = &together[i * hd..(i + 1) * hd];
+                        assert!(
+                            got.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{} hd {hd}, {nq} queries, {m} rows, query {i}",
+                            k.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Softmax and SwiGLU equal the scalar activations bit for bit, over
+/// lengths with and without a tail and inputs past exp's clamps.
+#[test]
+fn activations_match_scalar_bit_for_bit() {
+    let mut rng = Rng::new(29);
+    for k in variants() {
+        for n in [1, 7, 8, 9, 64, 100, 2049] {
+            for spread in [1.0f32, 30.0, 400.0] {
+                let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * spread).collect();
+                let up: Vec<f32> = (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect();
+                let (mut got, mut want) = (x.clone(), x.clone());
+                k.softmax(&mut got);
+                super::activation::softmax(&mut want);
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same(&got, &want), "{} softmax of {n} (spread {spread})", k.name());
+                let (mut got, mut want) = (x.clone(), x.clone());
+                k.swiglu(&mut got, &up);
+                want.iter_mut().zip(&up).for_each(|(g, &u)| *g = super::activation::silu(*g) * u);
+                assert!(same(&got, &want), "{} swiglu of {n} (spread {spread})", k.name());
+            }
+        }
+    }
+}
+
 #[test]
 fn forcing_no_caps_gives_scalar() {
     assert_eq!(Kernels::with_caps(CpuCaps::NONE).name(), "scalar");

@@ -4,7 +4,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::kv::RowsRef;
-use super::ops::softmax;
 use crate::kernels::Kernels;
 use crate::parallel::{for_each_chunk_mut, Parallel};
 
@@ -13,6 +12,11 @@ const TOKEN_BLOCK: usize = 16;
 /// Query heads of a group scored against the keys together (the AVX2
 /// kernel's most).
 const QUERIES_AT_ONCE: usize = 4;
+/// Key rows per scoring task in decode.
+const KEY_CHUNK: usize = 256;
+/// Output columns per weighted-sum task in decode (four vectors of eight
+/// for each of three queries fit the AVX2 registers).
+const COLUMN_PART: usize = 32;
 
 /// The attention problem of one layer for `n_tok` new tokens at `pos0..`.
 #[derive(Debug, Clone, Copy)]
@@ -76,16 +80,20 @@ fn rounded_query(k: &Kernels, q: &[f32], keys: RowsRef<'_>, out: &mut [f32]) {
 /// the reference engine keeps them.
 fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32, values: RowsRef<'_>) {
     scores.iter_mut().for_each(|s| *s *= scale);
-    softmax(scores);
+    k.softmax(scores);
     if values.is_f16() {
         k.round_to_f16(scores);
     }
 }
 
-/// One task per (token, head), reading the f16 cache directly: decode's
-/// only parallelism is across heads. Each task works in its own piece of
-/// `scratch` (query, output, scores), sized once for the whole cache, so
-/// decoding allocates nothing.
+/// Decode and short batches, in three parallel passes over the cache as it
+/// is. Scores: one task per (token, KV head, KEY_CHUNK rows) scores the
+/// group's query heads together, so each key row is read once for the
+/// group. Softmax: one task per (token, head). Sums: one task per (token, KV
+/// head, COLUMN_PART columns) reads each value row's columns once for the
+/// group. Each result equals one query head's alone, and so the blocked
+/// path's. `scratch` is sized once for the whole cache, so decoding
+/// allocates nothing.
 #[allow(clippy::too_many_arguments)]
 fn attend_per_head(
     k: &Kernels,
@@ -97,37 +105,102 @@ fn attend_per_head(
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let (hd, q_dim, kv_dim) = (h.head_dim, h.q_dim(), h.kv_dim());
+    let (hd, q_dim, kv_dim, group) = (h.head_dim, h.q_dim(), h.kv_dim(), h.group());
     let n_tok = q.len() / q_dim;
-    let n_tasks = n_tok * h.n_head;
-    let per_task = 2 * hd + h.pos0 + n_tok;
-    scratch.clear();
-    scratch.reserve(n_tasks * (2 * hd + kc.len() / kv_dim));
-    scratch.resize(n_tasks * per_task, 0.0);
-    for_each_chunk_mut(par, scratch, per_task, &|start, buf| {
-        let task = start / per_task;
-        let (t, head) = (task / h.n_head, task % h.n_head);
-        let (qh, rest) = buf.split_at_mut(hd);
-        let (o, scores) = rest.split_at_mut(hd);
+    // Token t sees rows `first..n_ctx`.
+    let seen = |t: usize| {
         let n_ctx = h.pos0 + t + 1;
-        let first = h.first_seen(n_ctx - 1);
-        let kvh = head / h.group();
-        rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, qh);
-        let rows = (first, kvh * hd, kv_dim);
-        let scores = &mut scores[..n_ctx - first];
-        kc.dots(k, rows, qh, scores);
-        probabilities(k, scores, h.scale, vc);
-        vc.weighted(k, rows, scores, o);
+        (h.first_seen(n_ctx - 1), n_ctx)
+    };
+    let m_max = (0..n_tok).map(|t| seen(t).1 - seen(t).0).max().unwrap_or(1);
+    let part = if hd.is_multiple_of(COLUMN_PART) { COLUMN_PART } else { hd };
+    let n_parts = hd / part;
+    let (score_task, sum_task) = (group * KEY_CHUNK, group * part);
+    // [rounded queries][scores: token, kv head, chunk, group × rows][probabilities: token, head, m_max][sums]
+    let sizes = |m: usize| {
+        let chunks = m.div_ceil(KEY_CHUNK);
+        [
+            n_tok * q_dim,
+            n_tok * h.n_head_kv * chunks * score_task,
+            n_tok * h.n_head * m,
+            n_tok * h.n_head_kv * n_parts * sum_task,
+        ]
+    };
+    let need = sizes(m_max);
+    let total = need.iter().sum();
+    if scratch.len() < total {
+        let capacity: usize = sizes(kc.len() / kv_dim).iter().sum();
+        scratch.resize(capacity.max(total), 0.0);
+    }
+    let (qr, rest) = scratch[..total].split_at_mut(need[0]);
+    let (scores, rest) = rest.split_at_mut(need[1]);
+    let (probs, sums) = rest.split_at_mut(need[2]);
+    for (r, qh) in qr.chunks_exact_mut(hd).zip(q.chunks_exact(hd)) {
+        rounded_query(k, qh, kc, r);
+    }
+    let qr = &*qr;
+    let n_chunks = m_max.div_ceil(KEY_CHUNK);
+    for_each_chunk_mut(par, scores, score_task, &|start, piece| {
+        let task = start / score_task;
+        let (tg, c) = (task / n_chunks, task % n_chunks);
+        let (t, g) = (tg / h.n_head_kv, tg % h.n_head_kv);
+        let (first, n_ctx) = seen(t);
+        let r0 = first + c * KEY_CHUNK;
+        if r0 >= n_ctx {
+            return;
+        }
+        let len = KEY_CHUNK.min(n_ctx - r0);
+        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
+            let nq = QUERIES_AT_ONCE.min(group - h0);
+            let qs = &qr[t * q_dim + (g * group + h0) * hd..][..nq * hd];
+            kc.dots_multi(k, (r0, g * hd, kv_dim), qs, hd, &mut piece[h0 * len..(h0 + nq) * len]);
+        }
     });
-    for (task, o) in out.chunks_exact_mut(hd).enumerate() {
-        o.copy_from_slice(&scratch[task * per_task + hd..][..hd]);
+    let scores = &*scores;
+    for_each_chunk_mut(par, probs, m_max, &|start, row| {
+        let task = start / m_max;
+        let (t, head) = (task / h.n_head, task % h.n_head);
+        let (g, hi) = (head / group, head % group);
+        let (first, n_ctx) = seen(t);
+        let m = n_ctx - first;
+        for (c, dst) in row[..m].chunks_mut(KEY_CHUNK).enumerate() {
+            let from = ((t * h.n_head_kv + g) * n_chunks + c) * score_task + hi * dst.len();
+            dst.copy_from_slice(&scores[from..from + dst.len()]);
+        }
+        probabilities(k, &mut row[..m], h.scale, vc);
+    });
+    let probs = &*probs;
+    for_each_chunk_mut(par, sums, sum_task, &|start, o| {
+        let task = start / sum_task;
+        let (tg, p) = (task / n_parts, task % n_parts);
+        let (t, g) = (tg / h.n_head_kv, tg % h.n_head_kv);
+        let (first, n_ctx) = seen(t);
+        let m = n_ctx - first;
+        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
+            let nq = QUERIES_AT_ONCE.min(group - h0);
+            let ps: [&[f32]; QUERIES_AT_ONCE] =
+                core::array::from_fn(|i| &probs[(t * h.n_head + g * group + h0 + i.min(nq - 1)) * m_max..][..m]);
+            vc.weighted_multi(k, (first, g * hd + p * part, kv_dim), &ps[..nq], &mut o[h0 * part..(h0 + nq) * part]);
+        }
+    });
+    for t in 0..n_tok {
+        for head in 0..h.n_head {
+            let (g, hi) = (head / group, head % group);
+            for p in 0..n_parts {
+                let from = ((t * h.n_head_kv + g) * n_parts + p) * sum_task + hi * part;
+                out[t * q_dim + head * hd + p * part..][..part].copy_from_slice(&sums[from..from + part]);
+            }
+        }
     }
 }
 
-/// One task per (KV head, block of tokens): the head's keys and values are
-/// widened to f32 once and serve every query head of the group for every
-/// token of the block. Results land in `scratch` as `[kv head][token][group * hd]`
-/// and are then scattered into `out`.
+/// Two passes. First every KV head's keys and values the prompt sees are
+/// widened to f32 once, for all tasks; then one task per (KV head, block of
+/// tokens) scores the group's query heads together, so each key and value is
+/// read once for all of them. Results land in `scratch` after the widened
+/// rows, as `[kv head][token][group * hd]`, and are then scattered into `out`.
+/// The widened rows take twice one layer's cache in f32: a layer's share of
+/// the cache's own size.
 #[allow(clippy::too_many_arguments)]
 fn attend_blocked(
     k: &Kernels,
@@ -143,41 +216,48 @@ fn attend_blocked(
     let n_tok = q.len() / q_dim;
     let n_blocks = n_tok.div_ceil(TOKEN_BLOCK);
     let per_task = TOKEN_BLOCK * group * hd;
+    // Rows `lo..ctx` are all any token of the prompt sees.
+    let (lo, ctx) = (h.first_seen(h.pos0), h.pos0 + n_tok);
+    let head_rows = (ctx - lo) * hd;
     scratch.clear();
-    scratch.resize(h.n_head_kv * n_blocks * per_task, 0.0);
-    for_each_chunk_mut(par, scratch, per_task, &|start, res| {
+    scratch.resize(2 * h.n_head_kv * head_rows + h.n_head_kv * n_blocks * per_task, 0.0);
+    let (widened, results) = scratch.split_at_mut(2 * h.n_head_kv * head_rows);
+    for_each_chunk_mut(par, widened, head_rows, &|start, rows| {
+        let i = start / head_rows;
+        let (src, g) = if i < h.n_head_kv { (kc, i) } else { (vc, i - h.n_head_kv) };
+        for (j, row) in rows.chunks_exact_mut(hd).enumerate() {
+            let at = (lo + j) * kv_dim + g * hd;
+            src.widen(k, at..at + hd, row);
+        }
+    });
+    let (keys, values) = widened.split_at(h.n_head_kv * head_rows);
+    for_each_chunk_mut(par, results, per_task, &|start, res| {
         let task = start / per_task;
         let (g, t0) = (task / n_blocks, task % n_blocks * TOKEN_BLOCK);
         let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
-        let ctx_end = h.pos0 + t1;
-        let (mut keys, mut values) = (vec![0.0f32; ctx_end * hd], vec![0.0f32; ctx_end * hd]);
-        for j in 0..ctx_end {
-            let row = j * kv_dim + g * hd..j * kv_dim + g * hd + hd;
-            kc.widen(k, row.clone(), &mut keys[j * hd..(j + 1) * hd]);
-            vc.widen(k, row, &mut values[j * hd..(j + 1) * hd]);
-        }
-        // The group's query heads go through the keys together, up to
-        // QUERIES_AT_ONCE at a time, so each key is read once for all of them.
-        let mut scores = vec![0.0f32; QUERIES_AT_ONCE * ctx_end];
+        let (keys, values) = (&keys[g * head_rows..][..head_rows], &values[g * head_rows..][..head_rows]);
+        // The group's query heads go through the keys and values together,
+        // up to QUERIES_AT_ONCE at a time.
+        let mut scores = vec![0.0f32; QUERIES_AT_ONCE * (h.pos0 + t1 - lo)];
         let mut qh = vec![0.0f32; QUERIES_AT_ONCE * hd];
         for t in t0..t1 {
             let n_ctx = h.pos0 + t + 1;
             let first = h.first_seen(n_ctx - 1);
             let m = n_ctx - first;
+            let seen = (first - lo) * hd..(n_ctx - lo) * hd;
             for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
-                let his = h0..(h0 + QUERIES_AT_ONCE).min(group);
-                for (i, hi) in his.clone().enumerate() {
-                    let head = g * group + hi;
-                    rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, &mut qh[i * hd..(i + 1) * hd]);
+                let nq = QUERIES_AT_ONCE.min(group - h0);
+                for (i, qi) in qh.chunks_exact_mut(hd).take(nq).enumerate() {
+                    let head = g * group + h0 + i;
+                    rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, qi);
                 }
-                let nq = his.len();
-                k.dot_rows_multi(&qh[..nq * hd], hd, &keys[first * hd..n_ctx * hd], &mut scores[..nq * m]);
-                for (i, hi) in his.enumerate() {
-                    let s = &mut scores[i * m..(i + 1) * m];
+                let scores = &mut scores[..nq * m];
+                k.dot_rows_multi(&qh[..nq * hd], hd, &keys[seen.clone()], scores);
+                for s in scores.chunks_exact_mut(m) {
                     probabilities(k, s, h.scale, vc);
-                    let o = &mut res[((t - t0) * group + hi) * hd..][..hd];
-                    k.weighted_sum(s, &values[first * hd..n_ctx * hd], o);
                 }
+                let o = &mut res[((t - t0) * group + h0) * hd..][..nq * hd];
+                k.weighted_sum_multi(scores, &values[seen.clone()], hd, o);
             }
         }
     });
@@ -185,7 +265,7 @@ fn attend_blocked(
         for head in 0..h.n_head {
             let (g, hi) = (head / group, head % group);
             let from = (g * n_blocks * TOKEN_BLOCK + t) * group * hd + hi * hd;
-            out[t * q_dim + head * hd..][..hd].copy_from_slice(&scratch[from..from + hd]);
+            out[t * q_dim + head * hd..][..hd].copy_from_slice(&results[from..from + hd]);
         }
     }
 }
@@ -195,6 +275,7 @@ mod tests {
     use super::*;
     use crate::parallel::Serial;
     use crate::sampler::Rng;
+    use alloc::format;
     use half::f16;
 
     /// The blocked prompt path and the per-head decode path compute exactly
@@ -203,23 +284,48 @@ mod tests {
     #[test]
     fn blocked_and_per_head_paths_agree() {
         let mut rng = Rng::new(9);
-        let h = Heads { n_head: 6, n_head_kv: 2, head_dim: 64, pos0: 7, scale: 0.125, window: None };
-        let n_tok = 37;
-        let ctx = h.pos0 + n_tok;
-        let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
-        let q = rand(n_tok * h.q_dim());
-        let (kf, vf) = (rand(ctx * h.kv_dim()), rand(ctx * h.kv_dim()));
-        let (kh, vh): (Vec<f16>, Vec<f16>) =
-            (kf.iter().map(|&x| f16::from_f32(x)).collect(), vf.iter().map(|&x| f16::from_f32(x)).collect());
-        for window in [None, Some(5)] {
-            let h = Heads { window, ..h };
-            for k in [Kernels::detect(), Kernels::scalar()] {
-                for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
-                    let mut per_head = vec![0.0; q.len()];
-                    attend_per_head(&k, h, &q, kc, vc, &mut per_head, &mut Vec::new(), &Serial);
-                    let mut blocked = vec![0.0; q.len()];
-                    attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
-                    assert_eq!(per_head, blocked, "{} f16={} window {window:?}", k.name(), kc.is_f16());
+        // Groups of 3, 4 and 5 query heads, a head size that is no multiple
+        // of the column part, and caches longer than one key chunk.
+        let shapes = [(6, 2, 64, 7, 37), (8, 2, 64, 600, 17), (10, 2, 80, 300, 18), (4, 1, 128, 270, 16)];
+        for (n_head, n_head_kv, head_dim, pos0, n_tok) in shapes {
+            let h = Heads { n_head, n_head_kv, head_dim, pos0, scale: 0.125, window: None };
+            let ctx = h.pos0 + n_tok;
+            let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
+            let q = rand(n_tok * h.q_dim());
+            let (kf, vf) = (rand(ctx * h.kv_dim()), rand(ctx * h.kv_dim()));
+            let (kh, vh): (Vec<f16>, Vec<f16>) =
+                (kf.iter().map(|&x| f16::from_f32(x)).collect(), vf.iter().map(|&x| f16::from_f32(x)).collect());
+            for window in [None, Some(5), Some(290)] {
+                let h = Heads { window, ..h };
+                for k in [Kernels::detect(), Kernels::scalar()] {
+                    for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
+                        let mut per_head = vec![0.0; q.len()];
+                        attend_per_head(&k, h, &q, kc, vc, &mut per_head, &mut Vec::new(), &Serial);
+                        let mut blocked = vec![0.0; q.len()];
+                        attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
+                        let what = format!("{} f16={} {h:?}", k.name(), kc.is_f16());
+                        assert_eq!(per_head, blocked, "{what}");
+                        // One token at a time through the decode path, as
+                        // generation feeds it, gives the same rows again.
+                        let mut scratch = Vec::new();
+                        for t in 0..n_tok {
+                            let one = Heads { pos0: h.pos0 + t, ..h };
+                            let mut row = vec![0.0; h.q_dim()];
+                            let qt = &q[t * h.q_dim()..(t + 1) * h.q_dim()];
+                            let cut = (one.pos0 + 1) * h.kv_dim();
+                            let (kc1, vc1) = match (kc, vc) {
+                                (RowsRef::F16(a), RowsRef::F16(b)) => {
+                                    (RowsRef::F16(&a[..cut]), RowsRef::F16(&b[..cut]))
+                                }
+                                (RowsRef::F32(a), RowsRef::F32(b)) => {
+                                    (RowsRef::F32(&a[..cut]), RowsRef::F32(&b[..cut]))
+                                }
+                                _ => unreachable!(),
+                            };
+                            attend_per_head(&k, one, qt, kc1, vc1, &mut row, &mut scratch, &Serial);
+                            assert_eq!(row, blocked[t * h.q_dim()..(t + 1) * h.q_dim()], "{what}, token {t}");
+                        }
+                    }
                 }
             }
         }

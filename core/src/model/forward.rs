@@ -2,7 +2,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::attention::{attend, Heads};
-use super::ops::{gelu_gate, rms_norm, rms_norm_in_place, silu, Rope};
+use super::ops::{gelu_gate, rms_norm, rms_norm_in_place, Rope};
 use super::Arch;
 use super::{KvCache, Model, ModelError};
 use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
@@ -292,9 +292,14 @@ impl Model<'_> {
             project(&ws.norm, &lw.w_up, &mut ws.acts, &mut ws.up, &mut ws.scratch);
         }
         let (up, n_ff) = (&ws.up, lw.w_gate.n_out);
-        let act: fn(f32) -> f32 = if c.arch == Arch::Gemma3 { gelu_gate } else { silu };
+        let gelu = c.arch == Arch::Gemma3;
         by_rows(par, &mut ws.gate, n_ff, &|t0, rows| {
-            rows.iter_mut().zip(&up[t0 * n_ff..]).for_each(|(g, u)| *g = act(*g) * u);
+            let up = &up[t0 * n_ff..][..rows.len()];
+            if gelu {
+                rows.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_gate(*g) * u);
+            } else {
+                k_.swiglu(rows, up);
+            }
         });
         ws.acts.encode(lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);

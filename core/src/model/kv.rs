@@ -208,6 +208,36 @@ impl RowsRef<'_> {
         }
     }
 
+    /// [`Self::dots`] for the `qs.len() / hd` queries of `qs` at once:
+    /// `out[i * n + j]` for query `i` and row `first + j`.
+    pub(crate) fn dots_multi(&self, k: &Kernels, rows: (usize, usize, usize), qs: &[f32], hd: usize, out: &mut [f32]) {
+        let (first, offset, stride) = rows;
+        match self {
+            RowsRef::F16(d) => k.dot_f16_strided_multi(qs, hd, &d[first * stride + offset..], stride, out),
+            RowsRef::F32(_) => {
+                let n = out.len() / (qs.len() / hd).max(1);
+                for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(n.max(1))) {
+                    self.dots(k, rows, q, o);
+                }
+            }
+        }
+    }
+
+    /// [`Self::weighted`] for `ps.len()` queries at once, into rows of
+    /// `outs.len() / ps.len()` values.
+    pub(crate) fn weighted_multi(&self, k: &Kernels, rows: (usize, usize, usize), ps: &[&[f32]], outs: &mut [f32]) {
+        let (first, offset, stride) = rows;
+        match self {
+            RowsRef::F16(d) => k.weighted_sum_f16_multi(ps, &d[first * stride + offset..], stride, outs),
+            RowsRef::F32(_) => {
+                let cols = outs.len() / ps.len().max(1);
+                for (p, o) in ps.iter().zip(outs.chunks_exact_mut(cols.max(1))) {
+                    self.weighted(k, rows, p, o);
+                }
+            }
+        }
+    }
+
     /// `out += p * rows[range]`.
     pub(crate) fn axpy(&self, k: &Kernels, out: &mut [f32], p: f32, range: Range<usize>) {
         match self {

@@ -1,6 +1,7 @@
 //! Element-wise operations, written to round as the reference engine does.
 
 use super::{RopeKind, Yarn};
+pub use crate::kernels::activation::{exp_approx, silu, softmax};
 
 /// `out = x / rms(x) * w`, accumulating the square sum in f64 like ggml.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -42,64 +43,6 @@ pub fn gelu_gate(x: f32) -> f32 {
         x
     } else {
         f16::from_f32(gelu(f16::from_f32(x).to_f32())).to_f32()
-    }
-}
-
-/// `x * sigmoid(x)`; the reference engine also uses an approximate exp here.
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + exp_approx(-x))
-}
-
-/// `e^x` within 4 ulp for `x <= 88`, branch-free so loops over it vectorize
-/// (softmax spends most of its time here). Underflows to 0 below -87.
-#[inline]
-pub fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = core::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Selects and bit moves only (no `clamp`, no saturating `as i32`), so
-    // loops over it vectorize; NaN stays NaN.
-    let x = if x < -87.0 { -87.0 } else { x };
-    let x = if x > 88.0 { 88.0 } else { x };
-    // n = round(x / ln 2), by the add-and-subtract trick (ties to even):
-    // between 2^23 and 2^24 floats are the integers, so the shifted value's
-    // bits, less the shift's, are n itself.
-    const SHIFT: f32 = 12_582_912.0;
-    let shifted = x * LOG2E + SHIFT;
-    let n = shifted - SHIFT;
-    let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = (p * r) * r + r + 1.0;
-    p * f32::from_bits((n_int.wrapping_add(127) as u32) << 23)
-}
-
-/// In-place softmax with the sum in f64. The maximum and the sum run in
-/// eight independent lanes, so they vectorize instead of waiting on one
-/// chain (the maximum is the same in any order).
-pub fn softmax(x: &mut [f32]) {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
-    }
-    let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    for v in x.iter_mut() {
-        *v = exp_approx(*v - max);
-    }
-    let mut sums = [0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        sums.iter_mut().zip(c).for_each(|(s, &v)| *s += v as f64);
-    }
-    let sum: f64 = sums.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| v as f64).sum::<f64>();
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }
 
@@ -156,22 +99,5 @@ impl Rope<'_> {
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exp_approx_is_within_a_few_ulp_of_libm() {
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let (got, want) = (exp_approx(x), libm::expf(x));
-            assert!(((got - want) / want).abs() <= 4e-7, "exp({x}) = {got}, libm {want}");
-            x += 0.0137;
-        }
-        assert!(exp_approx(-1000.0) < 1e-37);
-        assert_eq!(exp_approx(0.0), 1.0);
     }
 }

@@ -1,9 +1,11 @@
 //! AVX2 kernels. Each is reachable only through the tables here, which the
 //! kernel table consults only after [`detect`] confirmed AVX2, FMA and F16C.
 
+mod activation;
 mod block32;
 mod gemm;
 mod kquant;
+mod strided;
 
 /// The least distance ahead of the current block that the tile kernels
 /// prefetch weight rows: enough to cover DRAM latency at decode's rate.
@@ -244,6 +246,54 @@ fn weighted_sum_fixed<const V: usize>(p: &[f32], values: &[f32], out: &mut [f32]
     }
 }
 
+/// [`weighted_sum_multi`], used only after detection confirmed AVX2+FMA+F16C.
+// SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
+pub(super) const WEIGHTED_MULTI_AVX2: fn(&[f32], &[f32], usize, &mut [f32]) =
+    |p, v, hd, o| unsafe { weighted_sum_multi(p, v, hd, o) };
+
+/// [`weighted_sum`] for several queries (`ps`: `nq` rows of scores over the
+/// same value rows, `outs`: `nq` rows of `hd`), each value chunk read once
+/// for all of them. Every output is summed as `weighted_sum` sums it.
+#[target_feature(enable = "avx2,fma")]
+fn weighted_sum_multi(ps: &[f32], values: &[f32], hd: usize, outs: &mut [f32]) {
+    let nq = outs.len() / hd.max(1);
+    match nq {
+        2 if hd.is_multiple_of(32) => weighted_multi_by::<2, 4>(ps, values, hd, outs),
+        3 if hd.is_multiple_of(32) => weighted_multi_by::<3, 4>(ps, values, hd, outs),
+        4 if hd.is_multiple_of(16) => weighted_multi_by::<4, 2>(ps, values, hd, outs),
+        _ => {
+            let m = ps.len() / nq.max(1);
+            for (p, o) in ps.chunks_exact(m.max(1)).zip(outs.chunks_exact_mut(hd.max(1))) {
+                weighted_sum(p, values, o);
+            }
+        }
+    }
+}
+
+/// `NQ` queries by `C` vectors of 8 outputs, one pass per `8 * C` columns.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn weighted_multi_by<const NQ: usize, const C: usize>(ps: &[f32], values: &[f32], hd: usize, outs: &mut [f32]) {
+    let m = ps.len() / NQ;
+    for col in (0..hd).step_by(8 * C) {
+        let mut acc = [[_mm256_setzero_ps(); C]; NQ];
+        for (j, v) in values.chunks_exact(hd).take(m).enumerate() {
+            let v: [__m256; C] = core::array::from_fn(|c| load_f32x8(&v[col + 8 * c..]));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let pv = _mm256_set1_ps(ps[i * m + j]);
+                for (a, &x) in a.iter_mut().zip(&v) {
+                    *a = _mm256_fmadd_ps(pv, x, *a);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (c, a) in a.iter().enumerate() {
+                store_f32x8(&mut outs[i * hd + col + 8 * c..], *a);
+            }
+        }
+    }
+}
+
 /// `axpy_f32`, used only after detection confirmed AVX2+FMA+F16C.
 // SAFETY: reachable only through a `Kernels` built with AVX2+FMA+F16C detected.
 pub(super) const AXPY_F32_AVX2: fn(&mut [f32], f32, &[f32]) = |o, p, v| unsafe { axpy_f32(o, p, v) };
@@ -275,16 +325,13 @@ pub(super) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-/// Eight f16 values widened to f32.
+/// The first eight f16 values of `v` widened to f32 (a shorter `v` panics).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn load_f16x8(v: &[f16]) -> __m256 {
-    let mut raw = [0u16; 8];
-    for (r, x) in raw.iter_mut().zip(v) {
-        *r = x.to_bits();
-    }
-    // SAFETY: `raw` is 16 readable bytes; unaligned load.
-    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(raw.as_ptr().cast()) })
+    let v = &v[..8];
+    // SAFETY: `v` is 16 readable bytes (`f16` is a transparent u16); unaligned load.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
 
 #[inline]
@@ -429,9 +476,11 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
     unsafe { _mm256_loadu_si256(raw.as_ptr().cast()) }
 }
 
+pub(super) use activation::ACTIVATION_AVX2;
 pub(super) use block32::{tile_avx2, tile_avx512, tile_vnni};
 pub(super) use gemm::{gemm_avx2, gemm_avx512, gemm_vnni};
 pub(super) use kquant::tile_kquant;
+pub(super) use strided::STRIDED_MULTI_AVX2;
 
 /// F16 and BF16 weights (with activations in the same format): eight
 /// values widened to f32 per step, four independent FMA chains.
