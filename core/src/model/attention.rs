@@ -35,6 +35,7 @@ impl Heads {
     fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+    #[cfg(test)]
     fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
@@ -44,6 +45,15 @@ impl Heads {
     /// The first cache row a token at `pos` sees.
     fn first_seen(&self, pos: usize) -> usize {
         self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+    /// The cache rows new token `t` sees, `first..n_ctx`.
+    fn seen(&self, t: usize) -> (usize, usize) {
+        let n_ctx = self.pos0 + t + 1;
+        (self.first_seen(n_ctx - 1), n_ctx)
+    }
+    /// The most rows any of `n_tok` new tokens sees.
+    fn most_seen(&self, n_tok: usize) -> usize {
+        (0..n_tok).map(|t| self.seen(t).1 - self.seen(t).0).max().unwrap_or(1)
     }
 }
 
@@ -60,8 +70,11 @@ pub(super) fn attend(
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    if q.len() / h.q_dim() >= TOKEN_BLOCK {
+    let n_tok = q.len() / h.q_dim();
+    if n_tok >= TOKEN_BLOCK {
         attend_blocked(k, h, q, kc, vc, out, scratch, par);
+    } else if h.most_seen(n_tok) <= KEY_CHUNK {
+        attend_short(k, h, q, kc, vc, out, scratch, par);
     } else {
         attend_per_head(k, h, q, kc, vc, out, scratch, par);
     }
@@ -86,6 +99,57 @@ fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32, values: RowsRef<'_
     }
 }
 
+/// Decode where every token sees at most KEY_CHUNK rows: one task per
+/// (token, KV head) scores the group's query heads together, then weighs the
+/// values for them together, in one dispatch (a server's many short
+/// sequences each pay one hand-off per layer, not three). Each result equals
+/// one query head's alone.
+#[allow(clippy::too_many_arguments)]
+fn attend_short(
+    k: &Kernels,
+    h: Heads,
+    q: &[f32],
+    kc: RowsRef<'_>,
+    vc: RowsRef<'_>,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    par: &dyn Parallel,
+) {
+    let (hd, q_dim, group) = (h.head_dim, h.q_dim(), h.group());
+    let n_tok = q.len() / q_dim;
+    // [rounded queries][sums][scores], group × (hd, hd, KEY_CHUNK)
+    let per_task = group * (2 * hd + KEY_CHUNK);
+    let total = n_tok * h.n_head_kv * per_task;
+    if scratch.len() < total {
+        scratch.resize(total, 0.0);
+    }
+    for_each_chunk_mut(par, &mut scratch[..total], per_task, &|start, buf| {
+        let task = start / per_task;
+        let (t, g) = (task / h.n_head_kv, task % h.n_head_kv);
+        let (first, n_ctx) = h.seen(t);
+        let m = n_ctx - first;
+        let (qs, rest) = buf.split_at_mut(group * hd);
+        let (sums, scores) = rest.split_at_mut(group * hd);
+        for (i, r) in qs.chunks_exact_mut(hd).enumerate() {
+            rounded_query(k, &q[t * q_dim + (g * group + i) * hd..][..hd], kc, r);
+        }
+        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
+            let nq = QUERIES_AT_ONCE.min(group - h0);
+            let s = &mut scores[h0 * m..(h0 + nq) * m];
+            kc.dots_multi(k, g, first, &qs[h0 * hd..(h0 + nq) * hd], s);
+            for row in s.chunks_exact_mut(m) {
+                probabilities(k, row, h.scale, vc);
+            }
+            let s = &*s;
+            let ps: [&[f32]; QUERIES_AT_ONCE] = core::array::from_fn(|i| &s[i.min(nq - 1) * m..][..m]);
+            vc.weighted_multi(k, (g, first), 0..hd, &ps[..nq], &mut sums[h0 * hd..(h0 + nq) * hd]);
+        }
+    });
+    for (task, o) in out.chunks_exact_mut(group * hd).enumerate() {
+        o.copy_from_slice(&scratch[task * per_task + group * hd..][..group * hd]);
+    }
+}
+
 /// Decode and short batches, in three parallel passes over the cache as it
 /// is. Scores: one task per (token, KV head, KEY_CHUNK rows) scores the
 /// group's query heads together, so each key row is read once for the
@@ -105,14 +169,10 @@ fn attend_per_head(
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let (hd, q_dim, kv_dim, group) = (h.head_dim, h.q_dim(), h.kv_dim(), h.group());
+    let (hd, q_dim, group) = (h.head_dim, h.q_dim(), h.group());
     let n_tok = q.len() / q_dim;
-    // Token t sees rows `first..n_ctx`.
-    let seen = |t: usize| {
-        let n_ctx = h.pos0 + t + 1;
-        (h.first_seen(n_ctx - 1), n_ctx)
-    };
-    let m_max = (0..n_tok).map(|t| seen(t).1 - seen(t).0).max().unwrap_or(1);
+    let seen = |t: usize| h.seen(t);
+    let m_max = h.most_seen(n_tok);
     let part = if hd.is_multiple_of(COLUMN_PART) { COLUMN_PART } else { hd };
     let n_parts = hd / part;
     let (score_task, sum_task) = (group * KEY_CHUNK, group * part);
@@ -129,7 +189,7 @@ fn attend_per_head(
     let need = sizes(m_max);
     let total = need.iter().sum();
     if scratch.len() < total {
-        let capacity: usize = sizes(kc.len() / kv_dim).iter().sum();
+        let capacity: usize = sizes(kc.n_ctx()).iter().sum();
         scratch.resize(capacity.max(total), 0.0);
     }
     let (qr, rest) = scratch[..total].split_at_mut(need[0]);
@@ -153,7 +213,7 @@ fn attend_per_head(
         for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
             let nq = QUERIES_AT_ONCE.min(group - h0);
             let qs = &qr[t * q_dim + (g * group + h0) * hd..][..nq * hd];
-            kc.dots_multi(k, (r0, g * hd, kv_dim), qs, hd, &mut piece[h0 * len..(h0 + nq) * len]);
+            kc.dots_multi(k, g, r0, qs, &mut piece[h0 * len..(h0 + nq) * len]);
         }
     });
     let scores = &*scores;
@@ -180,7 +240,8 @@ fn attend_per_head(
             let nq = QUERIES_AT_ONCE.min(group - h0);
             let ps: [&[f32]; QUERIES_AT_ONCE] =
                 core::array::from_fn(|i| &probs[(t * h.n_head + g * group + h0 + i.min(nq - 1)) * m_max..][..m]);
-            vc.weighted_multi(k, (first, g * hd + p * part, kv_dim), &ps[..nq], &mut o[h0 * part..(h0 + nq) * part]);
+            let cols = p * part..(p + 1) * part;
+            vc.weighted_multi(k, (g, first), cols, &ps[..nq], &mut o[h0 * part..(h0 + nq) * part]);
         }
     });
     for t in 0..n_tok {
@@ -212,7 +273,7 @@ fn attend_blocked(
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let (hd, q_dim, kv_dim, group) = (h.head_dim, h.q_dim(), h.kv_dim(), h.group());
+    let (hd, q_dim, group) = (h.head_dim, h.q_dim(), h.group());
     let n_tok = q.len() / q_dim;
     let n_blocks = n_tok.div_ceil(TOKEN_BLOCK);
     let per_task = TOKEN_BLOCK * group * hd;
@@ -225,10 +286,7 @@ fn attend_blocked(
     for_each_chunk_mut(par, widened, head_rows, &|start, rows| {
         let i = start / head_rows;
         let (src, g) = if i < h.n_head_kv { (kc, i) } else { (vc, i - h.n_head_kv) };
-        for (j, row) in rows.chunks_exact_mut(hd).enumerate() {
-            let at = (lo + j) * kv_dim + g * hd;
-            src.widen(k, at..at + hd, row);
-        }
+        src.widen(k, g, lo..ctx, rows);
     });
     let (keys, values) = widened.split_at(h.n_head_kv * head_rows);
     for_each_chunk_mut(par, results, per_task, &|start, res| {
@@ -298,13 +356,19 @@ mod tests {
             for window in [None, Some(5), Some(290)] {
                 let h = Heads { window, ..h };
                 for k in [Kernels::detect(), Kernels::scalar()] {
-                    for (kc, vc) in [(RowsRef::F16(&kh), RowsRef::F16(&vh)), (RowsRef::F32(&kf), RowsRef::F32(&vf))] {
+                    let f16s = (RowsRef::f16(&kh, head_dim, ctx), RowsRef::f16(&vh, head_dim, ctx));
+                    for (kc, vc) in [f16s, (RowsRef::f32(&kf, head_dim, ctx), RowsRef::f32(&vf, head_dim, ctx))] {
                         let mut per_head = vec![0.0; q.len()];
                         attend_per_head(&k, h, &q, kc, vc, &mut per_head, &mut Vec::new(), &Serial);
                         let mut blocked = vec![0.0; q.len()];
                         attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
                         let what = format!("{} f16={} {h:?}", k.name(), kc.is_f16());
                         assert_eq!(per_head, blocked, "{what}");
+                        if h.most_seen(n_tok) <= KEY_CHUNK {
+                            let mut short = vec![0.0; q.len()];
+                            attend_short(&k, h, &q, kc, vc, &mut short, &mut Vec::new(), &Serial);
+                            assert_eq!(short, blocked, "{what}");
+                        }
                         // One token at a time through the decode path, as
                         // generation feeds it, gives the same rows again.
                         let mut scratch = Vec::new();
@@ -312,17 +376,7 @@ mod tests {
                             let one = Heads { pos0: h.pos0 + t, ..h };
                             let mut row = vec![0.0; h.q_dim()];
                             let qt = &q[t * h.q_dim()..(t + 1) * h.q_dim()];
-                            let cut = (one.pos0 + 1) * h.kv_dim();
-                            let (kc1, vc1) = match (kc, vc) {
-                                (RowsRef::F16(a), RowsRef::F16(b)) => {
-                                    (RowsRef::F16(&a[..cut]), RowsRef::F16(&b[..cut]))
-                                }
-                                (RowsRef::F32(a), RowsRef::F32(b)) => {
-                                    (RowsRef::F32(&a[..cut]), RowsRef::F32(&b[..cut]))
-                                }
-                                _ => unreachable!(),
-                            };
-                            attend_per_head(&k, one, qt, kc1, vc1, &mut row, &mut scratch, &Serial);
+                            attend(&k, one, qt, kc, vc, &mut row, &mut scratch, &Serial);
                             assert_eq!(row, blocked[t * h.q_dim()..(t + 1) * h.q_dim()], "{what}, token {t}");
                         }
                     }
@@ -340,23 +394,21 @@ mod tests {
         let h = Heads { n_head: 4, n_head_kv: 2, head_dim: 32, pos0, scale: 0.2, window: Some(w) };
         let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect() };
         let q = rand(h.q_dim());
-        let (kf, vf) = (rand((pos0 + 1) * h.kv_dim()), rand((pos0 + 1) * h.kv_dim()));
+        let ctx = pos0 + 1;
+        let (kf, vf) = (rand(ctx * h.kv_dim()), rand(ctx * h.kv_dim()));
         let k = Kernels::scalar();
         let mut windowed = vec![0.0; q.len()];
-        attend_per_head(&k, h, &q, RowsRef::F32(&kf), RowsRef::F32(&vf), &mut windowed, &mut Vec::new(), &Serial);
-        let tail = (pos0 + 1 - w) * h.kv_dim();
+        let (kc, vc) = (RowsRef::f32(&kf, h.head_dim, ctx), RowsRef::f32(&vf, h.head_dim, ctx));
+        attend_per_head(&k, h, &q, kc, vc, &mut windowed, &mut Vec::new(), &Serial);
+        // Each head's latest w rows, as a cache of w positions holds them.
+        let latest = |rows: &[f32]| -> Vec<f32> {
+            rows.chunks_exact(ctx * h.head_dim).flat_map(|head| head[(ctx - w) * h.head_dim..].to_vec()).collect()
+        };
+        let (ks, vs) = (latest(&kf), latest(&vf));
         let short = Heads { pos0: w - 1, window: None, ..h };
         let mut expect = vec![0.0; q.len()];
-        attend_per_head(
-            &k,
-            short,
-            &q,
-            RowsRef::F32(&kf[tail..]),
-            RowsRef::F32(&vf[tail..]),
-            &mut expect,
-            &mut Vec::new(),
-            &Serial,
-        );
+        let (kc, vc) = (RowsRef::f32(&ks, h.head_dim, w), RowsRef::f32(&vs, h.head_dim, w));
+        attend_per_head(&k, short, &q, kc, vc, &mut expect, &mut Vec::new(), &Serial);
         assert_eq!(windowed, expect);
     }
 }

@@ -251,8 +251,8 @@ impl Model<'_> {
             let rows = row..row + s.n_tok;
             row += s.n_tok;
             let (k, v) = (&ws.k[rows.start * kvd..rows.end * kvd], &ws.v[rows.start * kvd..rows.end * kvd]);
-            s.kv.write(il, s.pos0, k, v);
-            let (kc, vc) = s.kv.layer(il);
+            s.kv.write(il, s.pos0, hd, k, v);
+            let (kc, vc) = s.kv.layer(il, hd);
             let window = c.is_swa(il).then_some(c.sliding_window);
             let heads = Heads {
                 n_head: c.n_head,

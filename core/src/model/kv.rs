@@ -15,7 +15,8 @@ pub enum KvType {
     F32,
 }
 
-/// One layer's keys or values: `[position][kv_head * head_dim]`.
+/// One layer's keys or values, head-major: `[kv_head][position][head_dim]`,
+/// so each head's rows are contiguous and decode attention streams them.
 #[derive(Debug)]
 enum Rows {
     F16(Vec<f16>),
@@ -23,17 +24,26 @@ enum Rows {
 }
 
 impl Rows {
-    fn view(&self) -> RowsRef<'_> {
-        match self {
-            Rows::F16(d) => RowsRef::F16(d),
-            Rows::F32(d) => RowsRef::F32(d),
-        }
+    fn view(&self, head_dim: usize, n_ctx: usize) -> RowsRef<'_> {
+        let data = match self {
+            Rows::F16(d) => Elems::F16(d),
+            Rows::F32(d) => Elems::F32(d),
+        };
+        RowsRef { data, head_dim, n_ctx }
     }
 }
 
-/// A read-only view of one layer's keys or values.
+/// A read-only view of one layer's keys or values, laid out as [`Rows`]
+/// (`n_ctx` positions per head).
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum RowsRef<'a> {
+pub(crate) struct RowsRef<'a> {
+    data: Elems<'a>,
+    head_dim: usize,
+    n_ctx: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Elems<'a> {
     F16(&'a [f16]),
     F32(&'a [f32]),
 }
@@ -103,22 +113,29 @@ impl KvCache {
         range.is_empty() || self.windows.iter().any(|w| w.start <= range.start && range.end <= w.end)
     }
 
-    /// Stores the keys and values of positions `pos0 ..` of `layer`.
-    pub(crate) fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
-        let j = self.slot(layer);
-        let at = pos0 * self.kv_dim;
+    /// Stores the keys and values of positions `pos0 ..` of `layer`, given
+    /// as rows of `kv_dim` (heads of `head_dim` side by side).
+    pub(crate) fn write(&mut self, layer: usize, pos0: usize, head_dim: usize, k: &[f32], v: &[f32]) {
+        let (j, n_ctx) = (self.slot(layer), self.n_ctx);
         for (rows, src) in [(&mut self.k[j], k), (&mut self.v[j], v)] {
-            match rows {
-                Rows::F16(d) => d[at..at + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s)),
-                Rows::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+            for (t, row) in src.chunks_exact(self.kv_dim).enumerate() {
+                for (g, head) in row.chunks_exact(head_dim).enumerate() {
+                    let at = (g * n_ctx + pos0 + t) * head_dim;
+                    match rows {
+                        Rows::F16(d) => {
+                            d[at..at + head_dim].iter_mut().zip(head).for_each(|(d, s)| *d = f16::from_f32(*s))
+                        }
+                        Rows::F32(d) => d[at..at + head_dim].copy_from_slice(head),
+                    }
+                }
             }
         }
     }
 
-    /// Keys and values of `layer`.
-    pub(crate) fn layer(&self, layer: usize) -> (RowsRef<'_>, RowsRef<'_>) {
+    /// Keys and values of `layer`, in heads of `head_dim`.
+    pub(crate) fn layer(&self, layer: usize, head_dim: usize) -> (RowsRef<'_>, RowsRef<'_>) {
         let j = self.slot(layer);
-        (self.k[j].view(), self.v[j].view())
+        (self.k[j].view(head_dim, self.n_ctx), self.v[j].view(head_dim, self.n_ctx))
     }
 
     /// Bytes held.
@@ -138,111 +155,81 @@ impl KvCache {
     }
 }
 
-impl RowsRef<'_> {
-    /// Elements held (every row the cache can hold, filled or not).
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            RowsRef::F16(d) => d.len(),
-            RowsRef::F32(d) => d.len(),
-        }
+impl<'a> RowsRef<'a> {
+    /// A view of f16 rows laid out as [`Rows`].
+    #[cfg(test)]
+    pub(crate) fn f16(data: &'a [f16], head_dim: usize, n_ctx: usize) -> Self {
+        Self { data: Elems::F16(data), head_dim, n_ctx }
+    }
+
+    /// A view of f32 rows laid out as [`Rows`].
+    #[cfg(test)]
+    pub(crate) fn f32(data: &'a [f32], head_dim: usize, n_ctx: usize) -> Self {
+        Self { data: Elems::F32(data), head_dim, n_ctx }
+    }
+
+    /// Positions each head can hold.
+    pub(crate) fn n_ctx(&self) -> usize {
+        self.n_ctx
     }
 
     /// Whether values are stored as f16 (the reference engine then rounds
     /// what meets them to f16 too).
     pub(crate) fn is_f16(&self) -> bool {
-        matches!(self, RowsRef::F16(_))
+        matches!(self.data, Elems::F16(_))
     }
 
-    /// Elements `range` as f32.
-    pub(crate) fn widen(&self, k: &Kernels, range: Range<usize>, out: &mut [f32]) {
-        match self {
-            RowsRef::F16(d) => k.f16_to_f32(&d[range], out),
-            RowsRef::F32(d) => out.copy_from_slice(&d[range]),
+    /// Where head `g`'s row at `pos` starts.
+    fn at(&self, g: usize, pos: usize) -> usize {
+        (g * self.n_ctx + pos) * self.head_dim
+    }
+
+    /// Head `g`'s rows `rows`, widened to f32 into `out` (one after another).
+    pub(crate) fn widen(&self, k: &Kernels, g: usize, rows: Range<usize>, out: &mut [f32]) {
+        let span = self.at(g, rows.start)..self.at(g, rows.end);
+        match self.data {
+            Elems::F16(d) => k.f16_to_f32(&d[span], out),
+            Elems::F32(d) => out.copy_from_slice(&d[span]),
         }
     }
 
-    /// `sum(rows[range] * q)`.
-    pub(crate) fn dot(&self, k: &Kernels, range: Range<usize>, q: &[f32]) -> f32 {
-        match self {
-            RowsRef::F16(d) => k.dot_f16_f32(&d[range], q),
-            RowsRef::F32(d) => {
-                let mut score = [0.0];
-                k.dot_rows(q, &d[range], &mut score);
-                score[0]
-            }
-        }
-    }
-
-    /// `out[i]` = `q` · the `q.len()` values at `offset` of row `first + i`,
-    /// as [`Self::dot`] computes each (`stride`: values per row).
-    pub(crate) fn dots(&self, k: &Kernels, (first, offset, stride): (usize, usize, usize), q: &[f32], out: &mut [f32]) {
-        match self {
-            RowsRef::F16(d) => k.dot_f16_strided(q, &d[first * stride + offset..], stride, out),
-            RowsRef::F32(_) => {
-                for (i, o) in out.iter_mut().enumerate() {
-                    let at = (first + i) * stride + offset;
-                    *o = self.dot(k, at..at + q.len(), q);
+    /// `out[i * n + j]` = query `i` of `qs` (rows of `head_dim`) · head `g`'s
+    /// row `first + j`, each as one query's product alone.
+    pub(crate) fn dots_multi(&self, k: &Kernels, g: usize, first: usize, qs: &[f32], out: &mut [f32]) {
+        let (hd, at) = (self.head_dim, self.at(g, first));
+        let n = out.len() / (qs.len() / hd).max(1);
+        match self.data {
+            Elems::F16(d) => k.dot_f16_strided_multi(qs, hd, &d[at..at + n * hd], hd, out),
+            Elems::F32(d) => {
+                for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(n.max(1))) {
+                    k.dot_rows(q, &d[at..at + n * hd], o);
                 }
             }
         }
     }
 
-    /// `out` = Σ `p[i]` × the `out.len()` values at `offset` of row
-    /// `first + i`, as [`Self::axpy`] from zero computes it.
-    pub(crate) fn weighted(
+    /// `outs[i]` = Σ_j `ps[i][j]` × columns `cols` of head `g`'s row
+    /// `first + j`, each as one query's sum alone.
+    pub(crate) fn weighted_multi(
         &self,
         k: &Kernels,
-        (first, offset, stride): (usize, usize, usize),
-        p: &[f32],
-        out: &mut [f32],
+        (g, first): (usize, usize),
+        cols: Range<usize>,
+        ps: &[&[f32]],
+        outs: &mut [f32],
     ) {
-        match self {
-            RowsRef::F16(d) => k.weighted_sum_f16(p, &d[first * stride + offset..], stride, out),
-            RowsRef::F32(_) => {
-                out.fill(0.0);
-                for (i, &pi) in p.iter().enumerate() {
-                    let at = (first + i) * stride + offset;
-                    self.axpy(k, out, pi, at..at + out.len());
+        let (hd, m) = (self.head_dim, ps.first().map_or(0, |p| p.len()));
+        let from = self.at(g, first) + cols.start;
+        match self.data {
+            Elems::F16(d) => k.weighted_sum_f16_multi(ps, &d[from..from + m * hd - cols.start], hd, outs),
+            Elems::F32(d) => {
+                for (p, o) in ps.iter().zip(outs.chunks_exact_mut(cols.len().max(1))) {
+                    o.fill(0.0);
+                    for (j, &pj) in p.iter().enumerate() {
+                        k.axpy_f32(o, pj, &d[from + j * hd..][..cols.len()]);
+                    }
                 }
             }
-        }
-    }
-
-    /// [`Self::dots`] for the `qs.len() / hd` queries of `qs` at once:
-    /// `out[i * n + j]` for query `i` and row `first + j`.
-    pub(crate) fn dots_multi(&self, k: &Kernels, rows: (usize, usize, usize), qs: &[f32], hd: usize, out: &mut [f32]) {
-        let (first, offset, stride) = rows;
-        match self {
-            RowsRef::F16(d) => k.dot_f16_strided_multi(qs, hd, &d[first * stride + offset..], stride, out),
-            RowsRef::F32(_) => {
-                let n = out.len() / (qs.len() / hd).max(1);
-                for (q, o) in qs.chunks_exact(hd).zip(out.chunks_exact_mut(n.max(1))) {
-                    self.dots(k, rows, q, o);
-                }
-            }
-        }
-    }
-
-    /// [`Self::weighted`] for `ps.len()` queries at once, into rows of
-    /// `outs.len() / ps.len()` values.
-    pub(crate) fn weighted_multi(&self, k: &Kernels, rows: (usize, usize, usize), ps: &[&[f32]], outs: &mut [f32]) {
-        let (first, offset, stride) = rows;
-        match self {
-            RowsRef::F16(d) => k.weighted_sum_f16_multi(ps, &d[first * stride + offset..], stride, outs),
-            RowsRef::F32(_) => {
-                let cols = outs.len() / ps.len().max(1);
-                for (p, o) in ps.iter().zip(outs.chunks_exact_mut(cols.max(1))) {
-                    self.weighted(k, rows, p, o);
-                }
-            }
-        }
-    }
-
-    /// `out += p * rows[range]`.
-    pub(crate) fn axpy(&self, k: &Kernels, out: &mut [f32], p: f32, range: Range<usize>) {
-        match self {
-            RowsRef::F16(d) => k.axpy_f16(out, p, &d[range]),
-            RowsRef::F32(d) => k.axpy_f32(out, p, &d[range]),
         }
     }
 }

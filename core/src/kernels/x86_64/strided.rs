@@ -7,6 +7,10 @@ use super::{dot_f16_strided, hsum, hsum8, load_f16x8, load_f32x8, store_f32x8, w
 use core::arch::x86_64::*;
 use half::f16;
 
+/// Rows ahead to ask the memory for: the cache is read once per token, from
+/// DRAM at depth, and the hardware prefetcher alone left these loops waiting.
+const PREFETCH_ROWS: usize = 16;
+
 /// The multi-query scores and weighted sums, used only after detection
 /// confirmed AVX2+FMA+F16C.
 #[allow(clippy::type_complexity)]
@@ -48,6 +52,9 @@ fn dot_by<const NQ: usize>(qs: &[f32], hd: usize, keys: &[f16], stride: usize, o
     let tail = |i: usize, j: usize| super::super::scalar::dot_f16_f32(&key(j)[n8..], &q[i][n8..]);
     let mut j = 0;
     while j + 2 <= n {
+        // A hint only: it never faults, whatever the address.
+        _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().wrapping_add((j + PREFETCH_ROWS) * stride).cast());
+        _mm_prefetch::<_MM_HINT_T0>(keys.as_ptr().wrapping_add((j + PREFETCH_ROWS + 1) * stride).cast());
         let (k0, k1) = (key(j), key(j + 1));
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..n8).step_by(8) {
@@ -105,6 +112,8 @@ fn weighted_by<const NQ: usize, const C: usize>(ps: &[&[f32]], values: &[f16], s
     for col in (0..cols).step_by(8 * C) {
         let mut acc = [[_mm256_setzero_ps(); C]; NQ];
         for j in 0..m {
+            // A hint only: it never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().wrapping_add((j + PREFETCH_ROWS) * stride + col).cast());
             let row = &values[j * stride + col..][..8 * C];
             let v: [__m256; C] = core::array::from_fn(|c| load_f16x8(&row[8 * c..]));
             for (a, pi) in acc.iter_mut().zip(&p) {
