@@ -53,7 +53,7 @@ impl Heads {
     }
     /// The most rows any of `n_tok` new tokens sees.
     fn most_seen(&self, n_tok: usize) -> usize {
-        (0..n_tok).map(|t| self.seen(t).1 - self.seen(t).0).max().unwrap_or(1)
+        (0..n_tok).map(|t| self.seen(t)).map(|(first, n_ctx)| n_ctx - first).max().unwrap_or(1)
     }
 }
 
@@ -78,6 +78,12 @@ pub(super) fn attend(
     } else {
         attend_per_head(k, h, q, kc, vc, out, scratch, par);
     }
+}
+
+/// A KV head's group of query heads in sets of at most QUERIES_AT_ONCE:
+/// (first head in the group, heads in the set).
+fn query_sets(group: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..group).step_by(QUERIES_AT_ONCE).map(move |h0| (h0, QUERIES_AT_ONCE.min(group - h0)))
 }
 
 /// A query head, rounded to f16 precision when the keys are f16: the
@@ -133,8 +139,7 @@ fn attend_short(
         for (i, r) in qs.chunks_exact_mut(hd).enumerate() {
             rounded_query(k, &q[t * q_dim + (g * group + i) * hd..][..hd], kc, r);
         }
-        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
-            let nq = QUERIES_AT_ONCE.min(group - h0);
+        for (h0, nq) in query_sets(group) {
             let s = &mut scores[h0 * m..(h0 + nq) * m];
             kc.dots_multi(k, g, first, &qs[h0 * hd..(h0 + nq) * hd], s);
             for row in s.chunks_exact_mut(m) {
@@ -171,7 +176,6 @@ fn attend_per_head(
 ) {
     let (hd, q_dim, group) = (h.head_dim, h.q_dim(), h.group());
     let n_tok = q.len() / q_dim;
-    let seen = |t: usize| h.seen(t);
     let m_max = h.most_seen(n_tok);
     let part = if hd.is_multiple_of(COLUMN_PART) { COLUMN_PART } else { hd };
     let n_parts = hd / part;
@@ -204,14 +208,13 @@ fn attend_per_head(
         let task = start / score_task;
         let (tg, c) = (task / n_chunks, task % n_chunks);
         let (t, g) = (tg / h.n_head_kv, tg % h.n_head_kv);
-        let (first, n_ctx) = seen(t);
+        let (first, n_ctx) = h.seen(t);
         let r0 = first + c * KEY_CHUNK;
         if r0 >= n_ctx {
             return;
         }
         let len = KEY_CHUNK.min(n_ctx - r0);
-        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
-            let nq = QUERIES_AT_ONCE.min(group - h0);
+        for (h0, nq) in query_sets(group) {
             let qs = &qr[t * q_dim + (g * group + h0) * hd..][..nq * hd];
             kc.dots_multi(k, g, r0, qs, &mut piece[h0 * len..(h0 + nq) * len]);
         }
@@ -221,7 +224,7 @@ fn attend_per_head(
         let task = start / m_max;
         let (t, head) = (task / h.n_head, task % h.n_head);
         let (g, hi) = (head / group, head % group);
-        let (first, n_ctx) = seen(t);
+        let (first, n_ctx) = h.seen(t);
         let m = n_ctx - first;
         for (c, dst) in row[..m].chunks_mut(KEY_CHUNK).enumerate() {
             let from = ((t * h.n_head_kv + g) * n_chunks + c) * score_task + hi * dst.len();
@@ -234,10 +237,9 @@ fn attend_per_head(
         let task = start / sum_task;
         let (tg, p) = (task / n_parts, task % n_parts);
         let (t, g) = (tg / h.n_head_kv, tg % h.n_head_kv);
-        let (first, n_ctx) = seen(t);
+        let (first, n_ctx) = h.seen(t);
         let m = n_ctx - first;
-        for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
-            let nq = QUERIES_AT_ONCE.min(group - h0);
+        for (h0, nq) in query_sets(group) {
             let ps: [&[f32]; QUERIES_AT_ONCE] =
                 core::array::from_fn(|i| &probs[(t * h.n_head + g * group + h0 + i.min(nq - 1)) * m_max..][..m]);
             let cols = p * part..(p + 1) * part;
@@ -299,12 +301,10 @@ fn attend_blocked(
         let mut scores = vec![0.0f32; QUERIES_AT_ONCE * (h.pos0 + t1 - lo)];
         let mut qh = vec![0.0f32; QUERIES_AT_ONCE * hd];
         for t in t0..t1 {
-            let n_ctx = h.pos0 + t + 1;
-            let first = h.first_seen(n_ctx - 1);
+            let (first, n_ctx) = h.seen(t);
             let m = n_ctx - first;
             let seen = (first - lo) * hd..(n_ctx - lo) * hd;
-            for h0 in (0..group).step_by(QUERIES_AT_ONCE) {
-                let nq = QUERIES_AT_ONCE.min(group - h0);
+            for (h0, nq) in query_sets(group) {
                 for (i, qi) in qh.chunks_exact_mut(hd).take(nq).enumerate() {
                     let head = g * group + h0 + i;
                     rounded_query(k, &q[t * q_dim + head * hd..][..hd], kc, qi);
