@@ -1,5 +1,5 @@
 //! Products of 8 weight rows by several tokens with the rows across the
-//! vector lanes (Q4_0, Q4_1, Q8_0): each block of the 8 rows is transposed
+//! vector lanes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): each block of the 8 rows is transposed
 //! once into 8 vectors of "4 consecutive weights of each row", so one
 //! `dpbusd` (or `maddubs`) per 4 columns, with that token's 4 activation
 //! bytes broadcast, adds into all 8 rows' sums at once. A block's integer
@@ -8,14 +8,14 @@
 //! the call.
 
 use super::PREFETCH_BYTES;
-use crate::kernels::shared::{layout, Q4_0, Q4_1, Q8_0};
+use crate::kernels::shared::{layout, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use crate::kernels::{GemmFn, GEMM_ROWS, GEMM_TOKENS};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
 
 /// `N` bytes of `bytes` at `at`.
 #[inline]
-fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+pub(super) fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut raw = [0u8; N];
     raw.copy_from_slice(&bytes[at..at + N]);
     raw
@@ -24,7 +24,7 @@ fn bytes_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
 /// 16 bytes at `at`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load16(bytes: &[u8], at: usize) -> __m128i {
+pub(super) fn load16(bytes: &[u8], at: usize) -> __m128i {
     let raw = bytes_at::<16>(bytes, at);
     // SAFETY: `raw` is 16 readable bytes; unaligned load.
     unsafe { _mm_loadu_si128(raw.as_ptr().cast()) }
@@ -33,7 +33,7 @@ fn load16(bytes: &[u8], at: usize) -> __m128i {
 /// 4 activation bytes at `at`, in every dword lane.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn broadcast4(qa: &[u8], at: usize) -> __m256i {
+pub(super) fn broadcast4(qa: &[u8], at: usize) -> __m256i {
     _mm256_set1_epi32(i32::from_le_bytes(bytes_at::<4>(qa, at)))
 }
 
@@ -41,7 +41,7 @@ fn broadcast4(qa: &[u8], at: usize) -> __m256i {
 /// high half, as `rows[r]` holds row `r` and row `r + 4` there).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose4(rows: [__m256i; 4]) -> [__m256i; 4] {
+pub(super) fn transpose4(rows: [__m256i; 4]) -> [__m256i; 4] {
     let (lo01, hi01) = (_mm256_unpacklo_epi32(rows[0], rows[1]), _mm256_unpackhi_epi32(rows[0], rows[1]));
     let (lo23, hi23) = (_mm256_unpacklo_epi32(rows[2], rows[3]), _mm256_unpackhi_epi32(rows[2], rows[3]));
     [
@@ -73,7 +73,8 @@ macro_rules! unpack8 {
                 groups[half..half + 4].copy_from_slice(&transpose4(rows));
             }
         } else {
-            let qs = if has_min { at + 4 } else { at + 2 };
+            let five = $ty == Q5_0 || $ty == Q5_1;
+            let qs = if has_min { at + 4 } else { at + 2 } + if five { 4 } else { 0 };
             let mut rows = [_mm256_setzero_si256(); 4];
             for r in 0..4 {
                 rows[r] = _mm256_set_m128i(load16(w[r + 4], qs), load16(w[r], qs));
@@ -85,9 +86,13 @@ macro_rules! unpack8 {
                 groups[j] = _mm256_and_si256(dwords[j], low);
                 groups[j + 4] = _mm256_and_si256(_mm256_srli_epi16(dwords[j], 4), low);
             }
-            if $ty == Q4_0 {
+            if five {
+                fifth_bits(&mut groups, w, qs - 4);
+            }
+            if $ty == Q4_0 || $ty == Q5_0 {
+                let offset = _mm256_set1_epi8(if $ty == Q4_0 { 8 } else { 16 });
                 for g in &mut groups {
-                    *g = _mm256_sub_epi8(*g, _mm256_set1_epi8(8));
+                    *g = _mm256_sub_epi8(*g, offset);
                 }
             }
         }
@@ -108,6 +113,44 @@ macro_rules! unpack8 {
         let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed));
         (groups, d, m)
     }};
+}
+
+/// Q5_0/Q5_1: adds 16 to each level whose bit is set in its row's 32-bit
+/// `qh` at `at`: group `g` holds weights `4g..4g + 4`, so bits `4g..4g + 4`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(groups: &mut [__m256i; 8], w: &[&[u8]; GEMM_ROWS], at: usize) {
+    let qh: [i32; GEMM_ROWS] = core::array::from_fn(|r| i32::from_le_bytes(bytes_at::<4>(w[r], at)));
+    // SAFETY: `qh` is 32 readable bytes; unaligned load.
+    let qh = unsafe { _mm256_loadu_si256(qh.as_ptr().cast()) };
+    for (g, group) in groups.iter_mut().enumerate() {
+        // Byte g / 2 of each row's qh into all four bytes of its lane, then
+        // the bit of each byte's weight.
+        let byte = (g / 2) as i8;
+        let spread = _mm_setr_epi8(
+            byte,
+            byte,
+            byte,
+            byte,
+            byte + 4,
+            byte + 4,
+            byte + 4,
+            byte + 4,
+            byte + 8,
+            byte + 8,
+            byte + 8,
+            byte + 8,
+            byte + 12,
+            byte + 12,
+            byte + 12,
+            byte + 12,
+        );
+        let shift = 4 * (g % 2) as i32;
+        let bits = _mm256_set1_epi32(0x0804_0201 << shift);
+        let spread = _mm256_shuffle_epi8(qh, _mm256_set_m128i(spread, spread));
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+        *group = _mm256_or_si256(*group, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
 }
 
 /// Signed weights as what `dpbusd`/`maddubs` take: their magnitudes
@@ -251,9 +294,9 @@ macro_rules! gemm_kernels {
     };
 }
 
-/// AVX2: pairs of byte products summed to i16 by `maddubs`. For 4-bit
-/// weights a chain's 4 groups are added as i16 (at most 4 · 2 · 15 · 128 =
-/// 15360) and widened to i32 once; Q8_0's pairs reach 2 · 128 · 127, so
+/// AVX2: pairs of byte products summed to i16 by `maddubs`. For 4- and
+/// 5-bit weights a chain's 4 groups are added as i16 (at most 4 · 2 · 31 ·
+/// 128 = 31744, Q5_1's unsigned levels) and widened to i32 once; Q8_0's pairs reach 2 · 128 · 127, so
 /// each of its groups is widened (`madd`) and added as i32.
 mod avx2 {
     gemm_kernels!(
@@ -297,6 +340,8 @@ macro_rules! gemm_table {
         match $ty {
             GgmlType::Q4_0 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q4_0>(n, w, a, o, p) }) as GemmFn),
             GgmlType::Q4_1 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q4_1>(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q5_0 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q5_0>(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q5_1 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q5_1>(n, w, a, o, p) }) as GemmFn),
             GgmlType::Q8_0 => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<Q8_0>(n, w, a, o, p) }) as GemmFn),
             _ => None,
         }
@@ -304,13 +349,13 @@ macro_rules! gemm_table {
 }
 
 pub(in crate::kernels) fn gemm_avx2(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(avx2, ty)
+    gemm_table!(avx2, ty).or_else(|| super::gemm_k::gemm_q4k_avx2(ty))
 }
 
 pub(in crate::kernels) fn gemm_vnni(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(vnni, ty)
+    gemm_table!(vnni, ty).or_else(|| super::gemm_k::gemm_q4k_vnni(ty))
 }
 
 pub(in crate::kernels) fn gemm_avx512(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(avx512, ty)
+    gemm_table!(avx512, ty).or_else(|| super::gemm_k::gemm_q4k_avx512(ty))
 }

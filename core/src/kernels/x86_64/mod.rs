@@ -4,6 +4,7 @@
 mod activation;
 mod block32;
 mod gemm;
+mod gemm_k;
 mod kquant;
 mod strided;
 

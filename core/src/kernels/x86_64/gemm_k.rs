@@ -1,0 +1,259 @@
+//! Row-parallel products for Q4_K, the main type of "Q4_K_M" files, laid
+//! out as gemm.rs lays out the 32-element types: 8 weight rows across the
+//! vector lanes, each super-block transposed once per call, and each
+//! token's 4 activation bytes, broadcast, meeting 4 weights of all 8 rows
+//! in one instruction. The rows' 6-bit scales and minimums are decoded
+//! together in the lanes, and stay integers until the super-block's end.
+
+use super::gemm::{broadcast4, bytes_at, load16, transpose4};
+use super::PREFETCH_BYTES;
+use crate::kernels::{GemmFn, GEMM_ROWS, GEMM_TOKENS};
+use crate::quant::GgmlType;
+use core::arch::x86_64::*;
+
+/// Q4_K super-block: f16 d and dmin, 12 bytes of packed 6-bit scales and
+/// minimums, then 128 bytes of nibbles.
+const BLOCK_BYTES: usize = 144;
+/// Q8_K activation block: f32 scale, 256 levels, 16 i16 sums of 16 levels.
+const ACT_BYTES: usize = 292;
+const ACT_SUMS_AT: usize = 260;
+
+/// The 8 rows' super-block header at `at`: d and dmin in f32 lanes, and
+/// per lane the row's eight 6-bit scales and eight minimums as bytes:
+/// `[scales 0..4, scales 4..8, mins 0..4, mins 4..8]`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
+    let mut rows = [_mm256_setzero_si256(); 4];
+    for r in 0..4 {
+        rows[r] = _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at));
+    }
+    let [heads, q0, q1, q2] = transpose4(rows);
+    let d = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
+    let dmin = _mm256_srli_epi32(heads, 16);
+    // 8 d's then 8 dmin's as f16, widened together.
+    let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(d, dmin));
+    let d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+    let dmin = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed));
+    // Scales and minimums 0..4 are the low 6 bits of bytes 0..4 and 4..8;
+    // 4..8 take their low 4 bits from bytes 8..12 and their top 2 from the
+    // spare high bits of bytes 0..8.
+    let (six, four, two) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
+    let top2 = |q| _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(q, 6), two), 4);
+    let scales_hi = _mm256_or_si256(_mm256_and_si256(q2, four), top2(q0));
+    let mins_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(q2, 4), four), top2(q1));
+    (d, dmin, [_mm256_and_si256(q0, six), scales_hi, _mm256_and_si256(q1, six), mins_hi])
+}
+
+/// Byte `k` of each dword of `v` as a dword (`PAIR`: in both i16 halves).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pick_byte<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
+    let mask = |i: i32| {
+        let b = 4 * i + k as i32;
+        if PAIR {
+            b | 0x80 << 8 | b << 16 | 0x80 << 24
+        } else {
+            b | 0x8080_8000_u32 as i32
+        }
+    };
+    let lane = _mm_setr_epi32(mask(0), mask(1), mask(2), mask(3));
+    _mm256_shuffle_epi8(v, _mm256_set_m128i(lane, lane))
+}
+
+/// The rows' minimums as i16 pairs `(0, 2), (1, 3), (4, 6), (5, 7)`, to
+/// meet the activation's 32-level sums in that order ([`level_sums`]).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn min_pairs(mins_lo: __m256i, mins_hi: __m256i) -> [__m256i; 4] {
+    let even = _mm256_set1_epi32(0x00FF_00FF);
+    let (odd_lo, odd_hi) = (_mm256_srli_epi32(mins_lo, 8), _mm256_srli_epi32(mins_hi, 8));
+    [mins_lo, odd_lo, mins_hi, odd_hi].map(|v| _mm256_and_si256(v, even))
+}
+
+/// `sum_j mins[j] * (sum of the activation's levels in sub-block j)`, per
+/// row lane. A sub-block's 32 levels sum to at most 32 · 128, an i16.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn level_sums(blk: &[u8], mins: &[__m256i; 4]) -> __m256i {
+    let sums16 = _mm_hadd_epi16(load16(blk, ACT_SUMS_AT), load16(blk, ACT_SUMS_AT + 16));
+    let order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    let pairs = _mm256_broadcastsi128_si256(_mm_shuffle_epi8(sums16, order));
+    let a = _mm256_madd_epi16(mins[0], _mm256_shuffle_epi32::<0x00>(pairs));
+    let b = _mm256_madd_epi16(mins[1], _mm256_shuffle_epi32::<0x55>(pairs));
+    let c = _mm256_madd_epi16(mins[2], _mm256_shuffle_epi32::<0xAA>(pairs));
+    let e = _mm256_madd_epi16(mins[3], _mm256_shuffle_epi32::<0xFF>(pairs));
+    _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, e))
+}
+
+/// One sub-block (32 levels, 8 groups of 4 per row) against a token's 32
+/// levels `qa`, times each row's scale (byte `k` of `scales`), by
+/// `maddubs`: 8 groups of pairs add up to at most 8 · 2 · 15 · 128 =
+/// 30720, an i16, and one `madd` by the scales widens them.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub_block_maddubs(groups: &[__m256i; 8], qa: &[u8], scales: __m256i, k: usize) -> __m256i {
+    let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for g in (0..8).step_by(2) {
+        even = _mm256_add_epi16(even, _mm256_maddubs_epi16(groups[g], broadcast4(qa, 4 * g)));
+        odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(groups[g + 1], broadcast4(qa, 4 * g + 4)));
+    }
+    _mm256_madd_epi16(_mm256_add_epi16(even, odd), pick_byte::<true>(scales, k))
+}
+
+/// The same by `dpbusd` (`$dot`) in i32 lanes, then a multiply by the scales.
+macro_rules! sub_block_dpbusd {
+    ($name:ident, $features:literal, $dot:path) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name(groups: &[__m256i; 8], qa: &[u8], scales: __m256i, k: usize) -> __m256i {
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for g in (0..8).step_by(2) {
+                even = $dot(even, groups[g], broadcast4(qa, 4 * g));
+                odd = $dot(odd, groups[g + 1], broadcast4(qa, 4 * g + 4));
+            }
+            _mm256_mullo_epi32(_mm256_add_epi32(even, odd), pick_byte::<false>(scales, k))
+        }
+    };
+}
+
+sub_block_dpbusd!(sub_block_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+sub_block_dpbusd!(sub_block_avx512, "avx2,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32);
+
+/// The stamped-out kernels, with `$sub` taking one sub-block.
+macro_rules! gemm_q4k_kernels {
+    ($features:literal, $sub:path, max_tokens: $max:literal) => {
+        use super::*;
+
+        /// `T` tokens; `prefetch` as [`GemmFn`] says.
+        #[target_feature(enable = $features)]
+        fn gemm<const T: usize>(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]],
+            prefetch: bool,
+        ) {
+            let nb = n / 256;
+            let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * BLOCK_BYTES]);
+            let toks: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ACT_BYTES]);
+            // Each row prefetches the row 8 below it (the next call's) at the same block.
+            let ahead = (GEMM_ROWS * nb * BLOCK_BYTES).max(PREFETCH_BYTES);
+            let low = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..nb {
+                let at = b * BLOCK_BYTES;
+                if prefetch {
+                    for r in 0..GEMM_ROWS {
+                        for line in (0..BLOCK_BYTES).step_by(64) {
+                            // A hint only: it never faults, whatever the address.
+                            _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(at + ahead + line).cast());
+                        }
+                    }
+                }
+                let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(&rows, at);
+                let mut isum = [_mm256_setzero_si256(); T];
+                for c in 0..4 {
+                    // 32 bytes per row: low nibbles are sub-block 2c, high ones 2c + 1.
+                    let qs = at + 16 + 32 * c;
+                    let mut dwords = [_mm256_setzero_si256(); 8];
+                    for (half, base) in [(0, qs), (4, qs + 16)] {
+                        let mut rs = [_mm256_setzero_si256(); 4];
+                        for r in 0..4 {
+                            rs[r] = _mm256_set_m128i(load16(rows[r + 4], base), load16(rows[r], base));
+                        }
+                        dwords[half..half + 4].copy_from_slice(&transpose4(rs));
+                    }
+                    let lo = dwords.map(|v| _mm256_and_si256(v, low));
+                    let hi = dwords.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+                    let scales = if c < 2 { scales_lo } else { scales_hi };
+                    for t in 0..T {
+                        let qa = &toks[t][b * ACT_BYTES + 4 + 64 * c..][..64];
+                        let s0 = $sub(&lo, &qa[..32], scales, (2 * c) % 4);
+                        let s1 = $sub(&hi, &qa[32..], scales, (2 * c + 1) % 4);
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(s0, s1));
+                    }
+                }
+                let mins = min_pairs(mins_lo, mins_hi);
+                for t in 0..T {
+                    let blk = &toks[t][b * ACT_BYTES..(b + 1) * ACT_BYTES];
+                    let da = _mm256_set1_ps(f32::from_le_bytes(bytes_at::<4>(blk, 0)));
+                    // d · sums - dmin · mins nearly cancel: one rounding for
+                    // the difference (a fused multiply-subtract), then one
+                    // for the activation's scale.
+                    let m = _mm256_mul_ps(_mm256_cvtepi32_ps(level_sums(blk, &mins)), dmin);
+                    let block = _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[t]), d, m);
+                    acc[t] = _mm256_fmadd_ps(block, da, acc[t]);
+                }
+            }
+            for t in 0..T {
+                // SAFETY: `out[t]` is 8 writable f32s; unaligned store.
+                unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+            }
+        }
+
+        /// Any number of tokens up to [`GEMM_TOKENS`], in passes of at most `$max`.
+        #[target_feature(enable = $features)]
+        pub(super) fn gemm_any(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]; GEMM_TOKENS],
+            prefetch: bool,
+        ) {
+            let mut done = 0;
+            while done < a.len() {
+                let take = (a.len() - done).min($max);
+                let (a, o, first) = (&a[done..done + take], &mut out[done..done + take], prefetch && done == 0);
+                match take {
+                    1 => gemm::<1>(n, w, a, o, first),
+                    2 => gemm::<2>(n, w, a, o, first),
+                    3 => gemm::<3>(n, w, a, o, first),
+                    4 => gemm::<4>(n, w, a, o, first),
+                    5 => gemm::<5>(n, w, a, o, first),
+                    6 => gemm::<6>(n, w, a, o, first),
+                    7 => gemm::<7>(n, w, a, o, first),
+                    _ => gemm::<8>(n, w, a, o, first),
+                }
+                done += take;
+            }
+        }
+    };
+}
+
+mod avx2 {
+    gemm_q4k_kernels!("avx2,fma,f16c", sub_block_maddubs, max_tokens: 4);
+}
+
+mod vnni {
+    gemm_q4k_kernels!("avx2,fma,f16c,avxvnni", sub_block_avxvnni, max_tokens: 4);
+}
+
+/// 32 vector registers: 8 tokens' accumulators beside the weight groups.
+mod avx512 {
+    gemm_q4k_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", sub_block_avx512, max_tokens: 8);
+}
+
+/// The Q4_K row-parallel product for the instruction set of module `$m`.
+macro_rules! q4k_gemm {
+    ($m:ident, $ty:expr) => {
+        // SAFETY: the kernel table asks for module `$m`'s kernels only when
+        // the CPU has its features.
+        match $ty {
+            GgmlType::Q4_K => Some((|n, w, a, o, p| unsafe { $m::gemm_any(n, w, a, o, p) }) as GemmFn),
+            _ => None,
+        }
+    };
+}
+
+pub(super) fn gemm_q4k_avx2(ty: GgmlType) -> Option<GemmFn> {
+    q4k_gemm!(avx2, ty)
+}
+
+pub(super) fn gemm_q4k_vnni(ty: GgmlType) -> Option<GemmFn> {
+    q4k_gemm!(vnni, ty)
+}
+
+pub(super) fn gemm_q4k_avx512(ty: GgmlType) -> Option<GemmFn> {
+    q4k_gemm!(avx512, ty)
+}
