@@ -349,13 +349,13 @@ macro_rules! gemm_table {
 }
 
 pub(in crate::kernels) fn gemm_avx2(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(avx2, ty).or_else(|| super::gemm_k::gemm_q4k_avx2(ty))
+    gemm_table!(avx2, ty).or_else(|| super::gemm_k::gemm_k_avx2(ty))
 }
 
 pub(in crate::kernels) fn gemm_vnni(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(vnni, ty).or_else(|| super::gemm_k::gemm_q4k_vnni(ty))
+    gemm_table!(vnni, ty).or_else(|| super::gemm_k::gemm_k_vnni(ty))
 }
 
 pub(in crate::kernels) fn gemm_avx512(ty: GgmlType) -> Option<GemmFn> {
-    gemm_table!(avx512, ty).or_else(|| super::gemm_k::gemm_q4k_avx512(ty))
+    gemm_table!(avx512, ty).or_else(|| super::gemm_k::gemm_k_avx512(ty))
 }

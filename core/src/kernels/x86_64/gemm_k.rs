@@ -1,5 +1,5 @@
-//! Row-parallel products for Q4_K, the main type of "Q4_K_M" files, laid
-//! out as gemm.rs lays out the 32-element types: 8 weight rows across the
+//! Row-parallel products for Q4_K and Q6_K, the types of "Q4_K_M" files,
+//! laid out as gemm.rs lays out the 32-element types: 8 weight rows across the
 //! vector lanes, each super-block transposed once per call, and each
 //! token's 4 activation bytes, broadcast, meeting 4 weights of all 8 rows
 //! in one instruction. The rows' 6-bit scales and minimums are decoded
@@ -14,6 +14,9 @@ use core::arch::x86_64::*;
 /// Q4_K super-block: f16 d and dmin, 12 bytes of packed 6-bit scales and
 /// minimums, then 128 bytes of nibbles.
 const BLOCK_BYTES: usize = 144;
+/// Q6_K super-block: 128 bytes of low nibbles, 64 of 2-bit high parts, 16
+/// i8 scales (one per 16 levels), f16 d.
+const Q6K_BYTES: usize = 210;
 /// Q8_K activation block: f32 scale, 256 levels, 16 i16 sums of 16 levels.
 const ACT_BYTES: usize = 292;
 const ACT_SUMS_AT: usize = 260;
@@ -86,6 +89,74 @@ fn level_sums(blk: &[u8], mins: &[__m256i; 4]) -> __m256i {
     _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, e))
 }
 
+/// Byte `k` of each dword of `v`, sign-extended to a dword (`PAIR`: to
+/// both i16 halves).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn pick_signed<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
+    let mask = |i: i32| {
+        let b = 4 * i + k as i32;
+        if PAIR {
+            0x80 | b << 8 | 0x80 << 16 | b << 24
+        } else {
+            0x0080_8080 | b << 24
+        }
+    };
+    let lane = _mm_setr_epi32(mask(0), mask(1), mask(2), mask(3));
+    let high = _mm256_shuffle_epi8(v, _mm256_set_m128i(lane, lane));
+    if PAIR {
+        _mm256_srai_epi16(high, 8)
+    } else {
+        _mm256_srai_epi32(high, 24)
+    }
+}
+
+/// 16 bytes at `at` of each of the 8 rows, as 4 vectors: vector `g` holds
+/// bytes `4g..4g + 4` of row `r` in lane `r`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transposed16(w: &[&[u8]; GEMM_ROWS], at: usize) -> [__m256i; 4] {
+    let rows: [__m256i; 4] = core::array::from_fn(|r| _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at)));
+    transpose4(rows)
+}
+
+/// `sum_s scale[s] * (sum of the activation's 16 levels of group s)` per
+/// row lane, from the rows' i8 scales (`scales[k]`: scales `4k..4k + 4`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q6k_level_sums(blk: &[u8], scales: &[__m256i; 4]) -> __m256i {
+    // Sums in the order the scale pairs below take them: per 8 sums,
+    // (0, 2), (1, 3), (4, 6), (5, 7).
+    let order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
+    let sums = _mm256_set_m128i(load16(blk, ACT_SUMS_AT + 16), load16(blk, ACT_SUMS_AT));
+    let sums = _mm256_shuffle_epi8(sums, _mm256_set_m128i(order, order));
+    let mut total = _mm256_setzero_si256();
+    for (k, &v) in scales.iter().enumerate() {
+        // Scales 4k and 4k + 2 as i16 pairs, then 4k + 1 and 4k + 3.
+        let even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+        let odd = _mm256_srai_epi16(v, 8);
+        for (j, pairs) in [(2 * k, even), (2 * k + 1, odd)] {
+            let sums_j = _mm256_permutevar8x32_epi32(sums, _mm256_set1_epi32(j as i32));
+            total = _mm256_add_epi32(total, _mm256_madd_epi16(pairs, sums_j));
+        }
+    }
+    total
+}
+
+/// A Q6_K scale group (16 levels, 4 groups of 4 per row, unsigned 0..64)
+/// against a token's 16 levels `qa`, times each row's scale (byte `k` of
+/// `scales`): two groups of pairs reach 2 · 2 · 63 · 128 = 32256, so each
+/// two are widened by the scales' `madd`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn group16_maddubs(groups: &[__m256i; 4], qa: &[u8], scales: __m256i, k: usize) -> __m256i {
+    let pairs = |g: usize| _mm256_maddubs_epi16(groups[g], broadcast4(qa, 4 * g));
+    let scale = pick_signed::<true>(scales, k);
+    let low = _mm256_madd_epi16(_mm256_add_epi16(pairs(0), pairs(1)), scale);
+    let high = _mm256_madd_epi16(_mm256_add_epi16(pairs(2), pairs(3)), scale);
+    _mm256_add_epi32(low, high)
+}
+
 /// One sub-block (32 levels, 8 groups of 4 per row) against a token's 32
 /// levels `qa`, times each row's scale (byte `k` of `scales`), by
 /// `maddubs`: 8 groups of pairs add up to at most 8 · 2 · 15 · 128 =
@@ -120,14 +191,32 @@ macro_rules! sub_block_dpbusd {
 sub_block_dpbusd!(sub_block_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
 sub_block_dpbusd!(sub_block_avx512, "avx2,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32);
 
-/// The stamped-out kernels, with `$sub` taking one sub-block.
-macro_rules! gemm_q4k_kernels {
-    ($features:literal, $sub:path, max_tokens: $max:literal) => {
+/// [`group16_maddubs`] by `dpbusd` (`$dot`).
+macro_rules! group16_dpbusd {
+    ($name:ident, $features:literal, $dot:path) => {
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn $name(groups: &[__m256i; 4], qa: &[u8], scales: __m256i, k: usize) -> __m256i {
+            let even = $dot(_mm256_setzero_si256(), groups[0], broadcast4(qa, 0));
+            let odd = $dot(_mm256_setzero_si256(), groups[1], broadcast4(qa, 4));
+            let (even, odd) = ($dot(even, groups[2], broadcast4(qa, 8)), $dot(odd, groups[3], broadcast4(qa, 12)));
+            _mm256_mullo_epi32(_mm256_add_epi32(even, odd), pick_signed::<false>(scales, k))
+        }
+    };
+}
+
+group16_dpbusd!(group16_avxvnni, "avx2,avxvnni", _mm256_dpbusd_avx_epi32);
+group16_dpbusd!(group16_avx512, "avx2,avx512f,avx512vl,avx512vnni", _mm256_dpbusd_epi32);
+
+/// The stamped-out kernels, with `$sub` taking one Q4_K sub-block and
+/// `$group16` one Q6_K scale group.
+macro_rules! gemm_k_kernels {
+    ($features:literal, $sub:path, $group16:path, max_tokens: $max:literal) => {
         use super::*;
 
-        /// `T` tokens; `prefetch` as [`GemmFn`] says.
+        /// Q4_K, `T` tokens; `prefetch` as [`GemmFn`] says.
         #[target_feature(enable = $features)]
-        fn gemm<const T: usize>(
+        fn gemm_q4k<const T: usize>(
             n: usize,
             w: &[&[u8]; GEMM_ROWS],
             a: &[&[u8]],
@@ -192,9 +281,102 @@ macro_rules! gemm_q4k_kernels {
             }
         }
 
+        /// Q6_K, `T` tokens; `prefetch` as [`GemmFn`] says.
+        #[target_feature(enable = $features)]
+        fn gemm_q6k<const T: usize>(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]],
+            prefetch: bool,
+        ) {
+            let nb = n / 256;
+            let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * Q6K_BYTES]);
+            let toks: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ACT_BYTES]);
+            let ahead = (GEMM_ROWS * nb * Q6K_BYTES).max(PREFETCH_BYTES);
+            let (low4, high2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..nb {
+                let at = b * Q6K_BYTES;
+                if prefetch {
+                    for r in 0..GEMM_ROWS {
+                        for line in (0..Q6K_BYTES).step_by(64) {
+                            // A hint only: it never faults, whatever the address.
+                            _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(at + ahead + line).cast());
+                        }
+                    }
+                }
+                let scales = transposed16(&rows, at + 192);
+                let d: [u16; GEMM_ROWS] =
+                    core::array::from_fn(|r| u16::from_le_bytes(bytes_at::<2>(rows[r], at + 208)));
+                // SAFETY: `d` is 16 readable bytes; unaligned load.
+                let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) });
+                let mut isum = [_mm256_setzero_si256(); T];
+                // Level 128h + 32k + l (l < 32) takes a nibble of ql[64h +
+                // 32(k % 2) + l] (the high one for k >= 2) and bits 2k, 2k + 1
+                // of qh[32h + l]; scale group 8h + 2k + l / 16.
+                for h in 0..2 {
+                    for l0 in [0, 16] {
+                        let ql_a = transposed16(&rows, at + 64 * h + l0);
+                        let ql_b = transposed16(&rows, at + 64 * h + 32 + l0);
+                        let qh = transposed16(&rows, at + 128 + 32 * h + l0);
+                        let mut levels = [[_mm256_setzero_si256(); 4]; 4];
+                        for g in 0..4 {
+                            let (a, b, hi) = (ql_a[g], ql_b[g], qh[g]);
+                            let high =
+                                [_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 2), hi, _mm256_srli_epi16(hi, 2)];
+                            let low = [a, b, _mm256_srli_epi16(a, 4), _mm256_srli_epi16(b, 4)];
+                            for k in 0..4 {
+                                levels[k][g] =
+                                    _mm256_or_si256(_mm256_and_si256(low[k], low4), _mm256_and_si256(high[k], high2));
+                            }
+                        }
+                        for t in 0..T {
+                            for k in 0..4 {
+                                let group = 8 * h + 2 * k + l0 / 16;
+                                let qa = &toks[t][b * ACT_BYTES + 4 + 128 * h + 32 * k + l0..][..16];
+                                let s = $group16(&levels[k], qa, scales[group / 4], group % 4);
+                                isum[t] = _mm256_add_epi32(isum[t], s);
+                            }
+                        }
+                    }
+                }
+                for t in 0..T {
+                    let blk = &toks[t][b * ACT_BYTES..(b + 1) * ACT_BYTES];
+                    // Levels are stored plus 32: take 32 · scale · (the
+                    // group's level sum) off, still in integers.
+                    let offset = _mm256_slli_epi32(q6k_level_sums(blk, &scales), 5);
+                    let sums = _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[t], offset));
+                    let da = _mm256_set1_ps(f32::from_le_bytes(bytes_at::<4>(blk, 0)));
+                    acc[t] = _mm256_fmadd_ps(sums, _mm256_mul_ps(d, da), acc[t]);
+                }
+            }
+            for t in 0..T {
+                // SAFETY: `out[t]` is 8 writable f32s; unaligned store.
+                unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+            }
+        }
+
+        /// One pass of `T` tokens through the type's kernel.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn pass<const T: usize, const Q6K: bool>(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]],
+            prefetch: bool,
+        ) {
+            if Q6K {
+                gemm_q6k::<T>(n, w, a, out, prefetch)
+            } else {
+                gemm_q4k::<T>(n, w, a, out, prefetch)
+            }
+        }
+
         /// Any number of tokens up to [`GEMM_TOKENS`], in passes of at most `$max`.
         #[target_feature(enable = $features)]
-        pub(super) fn gemm_any(
+        pub(super) fn gemm_any<const Q6K: bool>(
             n: usize,
             w: &[&[u8]; GEMM_ROWS],
             a: &[&[u8]],
@@ -206,14 +388,14 @@ macro_rules! gemm_q4k_kernels {
                 let take = (a.len() - done).min($max);
                 let (a, o, first) = (&a[done..done + take], &mut out[done..done + take], prefetch && done == 0);
                 match take {
-                    1 => gemm::<1>(n, w, a, o, first),
-                    2 => gemm::<2>(n, w, a, o, first),
-                    3 => gemm::<3>(n, w, a, o, first),
-                    4 => gemm::<4>(n, w, a, o, first),
-                    5 => gemm::<5>(n, w, a, o, first),
-                    6 => gemm::<6>(n, w, a, o, first),
-                    7 => gemm::<7>(n, w, a, o, first),
-                    _ => gemm::<8>(n, w, a, o, first),
+                    1 => pass::<1, Q6K>(n, w, a, o, first),
+                    2 => pass::<2, Q6K>(n, w, a, o, first),
+                    3 => pass::<3, Q6K>(n, w, a, o, first),
+                    4 => pass::<4, Q6K>(n, w, a, o, first),
+                    5 => pass::<5, Q6K>(n, w, a, o, first),
+                    6 => pass::<6, Q6K>(n, w, a, o, first),
+                    7 => pass::<7, Q6K>(n, w, a, o, first),
+                    _ => pass::<8, Q6K>(n, w, a, o, first),
                 }
                 done += take;
             }
@@ -222,38 +404,39 @@ macro_rules! gemm_q4k_kernels {
 }
 
 mod avx2 {
-    gemm_q4k_kernels!("avx2,fma,f16c", sub_block_maddubs, max_tokens: 4);
+    gemm_k_kernels!("avx2,fma,f16c", sub_block_maddubs, group16_maddubs, max_tokens: 4);
 }
 
 mod vnni {
-    gemm_q4k_kernels!("avx2,fma,f16c,avxvnni", sub_block_avxvnni, max_tokens: 4);
+    gemm_k_kernels!("avx2,fma,f16c,avxvnni", sub_block_avxvnni, group16_avxvnni, max_tokens: 4);
 }
 
 /// 32 vector registers: 8 tokens' accumulators beside the weight groups.
 mod avx512 {
-    gemm_q4k_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", sub_block_avx512, max_tokens: 8);
+    gemm_k_kernels!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", sub_block_avx512, group16_avx512, max_tokens: 8);
 }
 
-/// The Q4_K row-parallel product for the instruction set of module `$m`.
+/// The Q4_K and Q6_K row-parallel products for the instruction set of module `$m`.
 macro_rules! q4k_gemm {
     ($m:ident, $ty:expr) => {
         // SAFETY: the kernel table asks for module `$m`'s kernels only when
         // the CPU has its features.
         match $ty {
-            GgmlType::Q4_K => Some((|n, w, a, o, p| unsafe { $m::gemm_any(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q4_K => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<false>(n, w, a, o, p) }) as GemmFn),
+            GgmlType::Q6_K => Some((|n, w, a, o, p| unsafe { $m::gemm_any::<true>(n, w, a, o, p) }) as GemmFn),
             _ => None,
         }
     };
 }
 
-pub(super) fn gemm_q4k_avx2(ty: GgmlType) -> Option<GemmFn> {
+pub(super) fn gemm_k_avx2(ty: GgmlType) -> Option<GemmFn> {
     q4k_gemm!(avx2, ty)
 }
 
-pub(super) fn gemm_q4k_vnni(ty: GgmlType) -> Option<GemmFn> {
+pub(super) fn gemm_k_vnni(ty: GgmlType) -> Option<GemmFn> {
     q4k_gemm!(vnni, ty)
 }
 
-pub(super) fn gemm_q4k_avx512(ty: GgmlType) -> Option<GemmFn> {
+pub(super) fn gemm_k_avx512(ty: GgmlType) -> Option<GemmFn> {
     q4k_gemm!(avx512, ty)
 }
