@@ -2,8 +2,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use super::attention::{attend, Heads};
-use super::ops::{gelu_gate, rms_norm, rms_norm_in_place, Rope};
-use super::Arch;
+use super::ops::{rms_norm, rms_norm_in_place, Rope};
 use super::{KvCache, Model, ModelError};
 use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
 use crate::parallel::{for_each_chunk_mut, Parallel};
@@ -292,11 +291,11 @@ impl Model<'_> {
             project(&ws.norm, &lw.w_up, &mut ws.acts, &mut ws.up, &mut ws.scratch);
         }
         let (up, n_ff) = (&ws.up, lw.w_gate.n_out);
-        let gelu = c.arch == Arch::Gemma3;
+        let gelu = self.gelu.as_ref();
         by_rows(par, &mut ws.gate, n_ff, &|t0, rows| {
             let up = &up[t0 * n_ff..][..rows.len()];
-            if gelu {
-                rows.iter_mut().zip(up).for_each(|(g, u)| *g = gelu_gate(*g) * u);
+            if let Some(gelu) = gelu {
+                rows.iter_mut().zip(up).for_each(|(g, u)| *g = gelu.gate(*g) * u);
             } else {
                 k_.swiglu(rows, up);
             }

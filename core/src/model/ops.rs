@@ -46,6 +46,37 @@ pub fn gelu_gate(x: f32) -> f32 {
     }
 }
 
+/// [`gelu_gate`] of every f16 value, by its bits: the reference engine's
+/// table, so a gate costs a rounding and a load instead of a `tanh`.
+#[derive(Debug)]
+pub struct GeluTable(alloc::vec::Vec<f32>);
+
+impl GeluTable {
+    pub fn new() -> Self {
+        use half::f16;
+        // Every entry by the formula: the range checks in `gate` come first.
+        Self((0..=u16::MAX).map(|bits| f16::from_f32(gelu(f16::from_bits(bits).to_f32())).to_f32()).collect())
+    }
+
+    /// `gelu_gate(x)`, bit for bit.
+    #[inline]
+    pub fn gate(&self, x: f32) -> f32 {
+        if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            self.0[half::f16::from_f32(x).to_bits() as usize]
+        }
+    }
+}
+
+impl Default for GeluTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Rotation angles' cosines and sines for one position.
 #[derive(Debug, Clone, Copy)]
 pub struct Rope<'a> {
@@ -99,5 +130,26 @@ impl Rope<'_> {
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_table_is_gelu_gate_bit_for_bit() {
+        let table = GeluTable::new();
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            for v in [x, x + 1e-4, -x * 1e-3] {
+                assert_eq!(table.gate(v).to_bits(), gelu_gate(v).to_bits(), "at {v}");
+            }
+            x += 0.000_97;
+        }
+        for v in [-10.0, 10.0, 0.0, -0.0, 1e-8, -1e-8, 65504.0, f32::INFINITY, f32::NEG_INFINITY] {
+            assert_eq!(table.gate(v).to_bits(), gelu_gate(v).to_bits(), "at {v}");
+        }
+        assert!(table.gate(f32::NAN).is_nan());
     }
 }

@@ -3,6 +3,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use super::ops::GeluTable;
 use super::{Config, ModelError};
 use crate::gguf::Gguf;
 use crate::kernels::matmul::Matrix;
@@ -88,6 +89,8 @@ pub struct Model<'a> {
     pub(crate) output: Option<Matrix<'a>>,
     pub(crate) rope_freqs: Option<Vec<f32>>,
     pub(crate) layers: Vec<LayerWeights<'a>>,
+    /// Gemma3's feed-forward gate, where this device holds layers.
+    pub(crate) gelu: Option<GeluTable>,
 }
 
 impl<'a> Model<'a> {
@@ -156,6 +159,7 @@ impl<'a> Model<'a> {
             });
         }
         let embedding = parts.embedding;
+        let gelu = (gemma && !layers.is_empty()).then(GeluTable::new);
         Ok(Self {
             config: c,
             parts,
@@ -165,6 +169,7 @@ impl<'a> Model<'a> {
             output,
             rope_freqs,
             layers,
+            gelu,
         })
     }
 
