@@ -42,10 +42,68 @@ fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
     // 4..8 take their low 4 bits from bytes 8..12 and their top 2 from the
     // spare high bits of bytes 0..8.
     let (six, four, two) = (_mm256_set1_epi8(0x3F), _mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
-    let top2 = |q| _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(q, 6), two), 4);
-    let scales_hi = _mm256_or_si256(_mm256_and_si256(q2, four), top2(q0));
-    let mins_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(q2, 4), four), top2(q1));
+    let (top2_scales, top2_mins) = (_mm256_srli_epi32(q0, 6), _mm256_srli_epi32(q1, 6));
+    let top2_scales = _mm256_slli_epi32(_mm256_and_si256(top2_scales, two), 4);
+    let top2_mins = _mm256_slli_epi32(_mm256_and_si256(top2_mins, two), 4);
+    let scales_hi = _mm256_or_si256(_mm256_and_si256(q2, four), top2_scales);
+    let mins_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(q2, 4), four), top2_mins);
     (d, dmin, [_mm256_and_si256(q0, six), scales_hi, _mm256_and_si256(q1, six), mins_hi])
+}
+
+/// 8 rows' Q4_K super-block, unpacked: per 32-level sub-block, its 8
+/// groups of 4 levels per row; the scales (sub-blocks 0..4, 4..8) as bytes
+/// per lane; d and dmin; the minimums as [`min_pairs`] gives them.
+struct Q4kBlock {
+    groups: [[__m256i; 8]; 8],
+    scales: [__m256i; 2],
+    d: __m256,
+    dmin: __m256,
+    mins: [__m256i; 4],
+}
+
+/// The whole super-block at `at`, for prompts: met by several passes of tokens.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
+    let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(rows, at);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut groups = [[_mm256_setzero_si256(); 8]; 8];
+    for c in 0..4 {
+        // 32 bytes per row: low nibbles are sub-block 2c, high ones 2c + 1.
+        let qs = at + 16 + 32 * c;
+        for (half, base) in [(0, qs), (4, qs + 16)] {
+            let dwords = transposed16(rows, base);
+            for g in 0..4 {
+                groups[2 * c][half + g] = _mm256_and_si256(dwords[g], low);
+                groups[2 * c + 1][half + g] = _mm256_and_si256(_mm256_srli_epi16(dwords[g], 4), low);
+            }
+        }
+    }
+    Q4kBlock { groups, scales: [scales_lo, scales_hi], d, dmin, mins: min_pairs(mins_lo, mins_hi) }
+}
+
+/// A token's super-block sum added into `acc`: `d · isum - dmin · mins`
+/// nearly cancel, so the difference takes one rounding (a fused
+/// multiply-subtract), then one more for the activation's scale.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q4k_scaled(act: &[u8], isum: __m256i, d: __m256, dmin: __m256, mins: &[__m256i; 4], acc: __m256) -> __m256 {
+    let da = _mm256_set1_ps(f32::from_le_bytes(bytes_at::<4>(act, 0)));
+    let m = _mm256_mul_ps(_mm256_cvtepi32_ps(level_sums(act, mins)), dmin);
+    _mm256_fmadd_ps(_mm256_fmsub_ps(_mm256_cvtepi32_ps(isum), d, m), da, acc)
+}
+
+/// Each row prefetches the row 8 below it (the next call's) at block `at`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch_next(rows: &[&[u8]; GEMM_ROWS], at: usize, nb: usize) {
+    let ahead = (GEMM_ROWS * nb * BLOCK_BYTES).max(PREFETCH_BYTES);
+    for row in rows {
+        for line in (0..BLOCK_BYTES).step_by(64) {
+            // A hint only: it never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(at + ahead + line).cast());
+        }
+    }
 }
 
 /// Byte `k` of each dword of `v` as a dword (`PAIR`: in both i16 halves).
@@ -71,7 +129,12 @@ fn pick_byte<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
 fn min_pairs(mins_lo: __m256i, mins_hi: __m256i) -> [__m256i; 4] {
     let even = _mm256_set1_epi32(0x00FF_00FF);
     let (odd_lo, odd_hi) = (_mm256_srli_epi32(mins_lo, 8), _mm256_srli_epi32(mins_hi, 8));
-    [mins_lo, odd_lo, mins_hi, odd_hi].map(|v| _mm256_and_si256(v, even))
+    [
+        _mm256_and_si256(mins_lo, even),
+        _mm256_and_si256(odd_lo, even),
+        _mm256_and_si256(mins_hi, even),
+        _mm256_and_si256(odd_hi, even),
+    ]
 }
 
 /// `sum_j mins[j] * (sum of the activation's levels in sub-block j)`, per
@@ -116,7 +179,10 @@ fn pick_signed<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn transposed16(w: &[&[u8]; GEMM_ROWS], at: usize) -> [__m256i; 4] {
-    let rows: [__m256i; 4] = core::array::from_fn(|r| _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at)));
+    let mut rows = [_mm256_setzero_si256(); 4];
+    for r in 0..4 {
+        rows[r] = _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at));
+    }
     transpose4(rows)
 }
 
@@ -150,10 +216,13 @@ fn q6k_level_sums(blk: &[u8], scales: &[__m256i; 4]) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 fn group16_maddubs(groups: &[__m256i; 4], qa: &[u8], scales: __m256i, k: usize) -> __m256i {
-    let pairs = |g: usize| _mm256_maddubs_epi16(groups[g], broadcast4(qa, 4 * g));
+    let mut pairs = [_mm256_setzero_si256(); 4];
+    for g in 0..4 {
+        pairs[g] = _mm256_maddubs_epi16(groups[g], broadcast4(qa, 4 * g));
+    }
     let scale = pick_signed::<true>(scales, k);
-    let low = _mm256_madd_epi16(_mm256_add_epi16(pairs(0), pairs(1)), scale);
-    let high = _mm256_madd_epi16(_mm256_add_epi16(pairs(2), pairs(3)), scale);
+    let low = _mm256_madd_epi16(_mm256_add_epi16(pairs[0], pairs[1]), scale);
+    let high = _mm256_madd_epi16(_mm256_add_epi16(pairs[2], pairs[3]), scale);
     _mm256_add_epi32(low, high)
 }
 
@@ -253,8 +322,11 @@ macro_rules! gemm_k_kernels {
                         }
                         dwords[half..half + 4].copy_from_slice(&transpose4(rs));
                     }
-                    let lo = dwords.map(|v| _mm256_and_si256(v, low));
-                    let hi = dwords.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+                    let (mut lo, mut hi) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+                    for g in 0..8 {
+                        lo[g] = _mm256_and_si256(dwords[g], low);
+                        hi[g] = _mm256_and_si256(_mm256_srli_epi16(dwords[g], 4), low);
+                    }
                     let scales = if c < 2 { scales_lo } else { scales_hi };
                     for t in 0..T {
                         let qa = &toks[t][b * ACT_BYTES + 4 + 64 * c..][..64];
@@ -278,6 +350,73 @@ macro_rules! gemm_k_kernels {
             for t in 0..T {
                 // SAFETY: `out[t]` is 8 writable f32s; unaligned store.
                 unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+            }
+        }
+
+        /// `T` tokens against one unpacked super-block (`b`), into `acc`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn q4k_tokens<const T: usize>(blk: &Q4kBlock, toks: &[&[u8]], b: usize, acc: &mut [__m256]) {
+            let mut isum = [_mm256_setzero_si256(); T];
+            for (j, groups) in blk.groups.iter().enumerate() {
+                for t in 0..T {
+                    let qa = &toks[t][b * ACT_BYTES + 4 + 32 * j..][..32];
+                    isum[t] = _mm256_add_epi32(isum[t], $sub(groups, qa, blk.scales[j / 4], j % 4));
+                }
+            }
+            for t in 0..T {
+                acc[t] = q4k_scaled(
+                    &toks[t][b * ACT_BYTES..(b + 1) * ACT_BYTES],
+                    isum[t],
+                    blk.d,
+                    blk.dmin,
+                    &blk.mins,
+                    acc[t],
+                );
+            }
+        }
+
+        /// Q4_K, more than two passes of tokens: each super-block unpacked
+        /// once, then met by the tokens in passes of at most `$max` (with
+        /// 16 registers this wins a sixth of a prompt's time; with 32, two
+        /// passes re-unpacking in registers beat one unpacking to memory).
+        #[target_feature(enable = $features)]
+        fn gemm_q4k_unpacked(
+            n: usize,
+            w: &[&[u8]; GEMM_ROWS],
+            a: &[&[u8]],
+            out: &mut [[f32; GEMM_ROWS]; GEMM_TOKENS],
+            prefetch: bool,
+        ) {
+            let nb = n / 256;
+            let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * BLOCK_BYTES]);
+            let mut acc = [_mm256_setzero_ps(); GEMM_TOKENS];
+            for b in 0..nb {
+                let at = b * BLOCK_BYTES;
+                if prefetch {
+                    prefetch_next(&rows, at, nb);
+                }
+                let blk = unpack_q4k(&rows, at);
+                let mut done = 0;
+                while done < a.len() {
+                    let take = (a.len() - done).min($max);
+                    let (toks, acc) = (&a[done..done + take], &mut acc[done..done + take]);
+                    match take {
+                        1 => q4k_tokens::<1>(&blk, toks, b, acc),
+                        2 => q4k_tokens::<2>(&blk, toks, b, acc),
+                        3 => q4k_tokens::<3>(&blk, toks, b, acc),
+                        4 => q4k_tokens::<4>(&blk, toks, b, acc),
+                        5 => q4k_tokens::<5>(&blk, toks, b, acc),
+                        6 => q4k_tokens::<6>(&blk, toks, b, acc),
+                        7 => q4k_tokens::<7>(&blk, toks, b, acc),
+                        _ => q4k_tokens::<8>(&blk, toks, b, acc),
+                    }
+                    done += take;
+                }
+            }
+            for (o, acc) in out.iter_mut().zip(&acc).take(a.len()) {
+                // SAFETY: `o` is 8 writable f32s; unaligned store.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *acc) };
             }
         }
 
@@ -383,6 +522,9 @@ macro_rules! gemm_k_kernels {
             out: &mut [[f32; GEMM_ROWS]; GEMM_TOKENS],
             prefetch: bool,
         ) {
+            if !Q6K && a.len() > 2 * $max {
+                return gemm_q4k_unpacked(n, w, a, out, prefetch);
+            }
             let mut done = 0;
             while done < a.len() {
                 let take = (a.len() - done).min($max);
