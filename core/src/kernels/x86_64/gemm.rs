@@ -115,6 +115,43 @@ macro_rules! unpack8 {
     }};
 }
 
+/// Each row prefetches the row 8 below it (`ahead` bytes on) where its
+/// block `b` (of `wb` bytes) starts a new cache line.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn prefetch_block(rows: &[&[u8]; GEMM_ROWS], b: usize, wb: usize, ahead: usize) {
+    if (b * wb) % 64 < wb {
+        for row in rows {
+            // A hint only: it never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(b * wb + ahead).cast());
+        }
+    }
+}
+
+/// Runs `$pass::<$pre.., T>($lead.., a, out, first)` over the tokens `$a`
+/// in passes of at most `$max` (`T` a pass's size, up to 8); only the
+/// first pass prefetches, later ones find the next rows fetched.
+macro_rules! token_passes {
+    ($a:expr, $out:expr, $prefetch:expr, $max:expr, $pass:ident::<$($pre:ident),*>($($lead:expr),*)) => {{
+        let mut done = 0;
+        while done < $a.len() {
+            let take = ($a.len() - done).min($max);
+            let (a, o, first) = (&$a[done..done + take], &mut $out[done..done + take], $prefetch && done == 0);
+            match take {
+                1 => $pass::<$($pre,)* 1>($($lead,)* a, o, first),
+                2 => $pass::<$($pre,)* 2>($($lead,)* a, o, first),
+                3 => $pass::<$($pre,)* 3>($($lead,)* a, o, first),
+                4 => $pass::<$($pre,)* 4>($($lead,)* a, o, first),
+                5 => $pass::<$($pre,)* 5>($($lead,)* a, o, first),
+                6 => $pass::<$($pre,)* 6>($($lead,)* a, o, first),
+                7 => $pass::<$($pre,)* 7>($($lead,)* a, o, first),
+                _ => $pass::<$($pre,)* 8>($($lead,)* a, o, first),
+            }
+            done += take;
+        }
+    }};
+}
+
 /// Q5_0/Q5_1: adds 16 to each level whose bit is set in its row's 32-bit
 /// `qh` at `at`: group `g` holds weights `4g..4g + 4`, so bits `4g..4g + 4`.
 #[inline]
@@ -231,11 +268,8 @@ macro_rules! gemm_kernels {
             let ahead = (GEMM_ROWS * nb * wb).max(PREFETCH_BYTES);
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..nb {
-                if prefetch && (b * wb) % 64 < wb {
-                    for r in 0..GEMM_ROWS {
-                        // A hint only: it never faults, whatever the address.
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(b * wb + ahead).cast());
-                    }
+                if prefetch {
+                    prefetch_block(&rows, b, wb, ahead);
                 }
                 let (mut groups, dw, mw) = unpack8!(TY, &rows, b);
                 let signs = if has_min { groups } else { magnitudes(&mut groups) };
@@ -300,11 +334,8 @@ macro_rules! gemm_kernels {
             let ahead = (GEMM_ROWS * nb * wb).max(PREFETCH_BYTES);
             let mut acc = [_mm256_setzero_ps(); GEMM_TOKENS];
             for b in 0..nb {
-                if prefetch && (b * wb) % 64 < wb {
-                    for r in 0..GEMM_ROWS {
-                        // A hint only: it never faults, whatever the address.
-                        _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(b * wb + ahead).cast());
-                    }
+                if prefetch {
+                    prefetch_block(&rows, b, wb, ahead);
                 }
                 let (mut groups, dw, mw) = unpack8!(TY, &rows, b);
                 let signs = if has_min { groups } else { magnitudes(&mut groups) };
@@ -330,22 +361,7 @@ macro_rules! gemm_kernels {
             if a.len() > 2 * MAX_TOKENS {
                 return gemm_unpacked::<TY>(n, w, a, out, prefetch);
             }
-            let mut done = 0;
-            while done < a.len() {
-                let take = (a.len() - done).min(MAX_TOKENS);
-                let (a, o, first) = (&a[done..done + take], &mut out[done..done + take], prefetch && done == 0);
-                match take {
-                    1 => gemm::<TY, 1>(n, w, a, o, first),
-                    2 => gemm::<TY, 2>(n, w, a, o, first),
-                    3 => gemm::<TY, 3>(n, w, a, o, first),
-                    4 => gemm::<TY, 4>(n, w, a, o, first),
-                    5 => gemm::<TY, 5>(n, w, a, o, first),
-                    6 => gemm::<TY, 6>(n, w, a, o, first),
-                    7 => gemm::<TY, 7>(n, w, a, o, first),
-                    _ => gemm::<TY, 8>(n, w, a, o, first),
-                }
-                done += take;
-            }
+            token_passes!(a, out, prefetch, MAX_TOKENS, gemm::<TY>(n, w));
         }
     };
 }

@@ -27,11 +27,7 @@ const ACT_SUMS_AT: usize = 260;
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
-    let mut rows = [_mm256_setzero_si256(); 4];
-    for r in 0..4 {
-        rows[r] = _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at));
-    }
-    let [heads, q0, q1, q2] = transpose4(rows);
+    let [heads, q0, q1, q2] = transposed16(w, at);
     let d = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
     let dmin = _mm256_srli_epi32(heads, 16);
     // 8 d's then 8 dmin's as f16, widened together.
@@ -61,23 +57,31 @@ struct Q4kBlock {
     mins: [__m256i; 4],
 }
 
+/// Chunk `c` (32 bytes per row) of the super-block at `at`: the groups of
+/// sub-block `2c` (low nibbles), then those of `2c + 1` (high nibbles).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn unpack_chunk(rows: &[&[u8]; GEMM_ROWS], at: usize, c: usize) -> [[__m256i; 8]; 2] {
+    let (qs, low) = (at + 16 + 32 * c, _mm256_set1_epi8(0x0F));
+    let mut halves = [[_mm256_setzero_si256(); 8]; 2];
+    for (half, base) in [(0, qs), (4, qs + 16)] {
+        let dwords = transposed16(rows, base);
+        for g in 0..4 {
+            halves[0][half + g] = _mm256_and_si256(dwords[g], low);
+            halves[1][half + g] = _mm256_and_si256(_mm256_srli_epi16(dwords[g], 4), low);
+        }
+    }
+    halves
+}
+
 /// The whole super-block at `at`, for prompts: met by several passes of tokens.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
     let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(rows, at);
-    let low = _mm256_set1_epi8(0x0F);
     let mut groups = [[_mm256_setzero_si256(); 8]; 8];
     for c in 0..4 {
-        // 32 bytes per row: low nibbles are sub-block 2c, high ones 2c + 1.
-        let qs = at + 16 + 32 * c;
-        for (half, base) in [(0, qs), (4, qs + 16)] {
-            let dwords = transposed16(rows, base);
-            for g in 0..4 {
-                groups[2 * c][half + g] = _mm256_and_si256(dwords[g], low);
-                groups[2 * c + 1][half + g] = _mm256_and_si256(_mm256_srli_epi16(dwords[g], 4), low);
-            }
-        }
+        [groups[2 * c], groups[2 * c + 1]] = unpack_chunk(rows, at, c);
     }
     Q4kBlock { groups, scales: [scales_lo, scales_hi], d, dmin, mins: min_pairs(mins_lo, mins_hi) }
 }
@@ -93,13 +97,14 @@ fn q4k_scaled(act: &[u8], isum: __m256i, d: __m256, dmin: __m256, mins: &[__m256
     _mm256_fmadd_ps(_mm256_fmsub_ps(_mm256_cvtepi32_ps(isum), d, m), da, acc)
 }
 
-/// Each row prefetches the row 8 below it (the next call's) at block `at`.
+/// Each row prefetches the row 8 below it (the next call's) at the
+/// `block_bytes` block at `at`, of `nb` per row.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn prefetch_next(rows: &[&[u8]; GEMM_ROWS], at: usize, nb: usize) {
-    let ahead = (GEMM_ROWS * nb * BLOCK_BYTES).max(PREFETCH_BYTES);
+fn prefetch_next(rows: &[&[u8]; GEMM_ROWS], at: usize, block_bytes: usize, nb: usize) {
+    let ahead = (GEMM_ROWS * nb * block_bytes).max(PREFETCH_BYTES);
     for row in rows {
-        for line in (0..BLOCK_BYTES).step_by(64) {
+        for line in (0..block_bytes).step_by(64) {
             // A hint only: it never faults, whatever the address.
             _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(at + ahead + line).cast());
         }
@@ -295,38 +300,16 @@ macro_rules! gemm_k_kernels {
             let nb = n / 256;
             let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * BLOCK_BYTES]);
             let toks: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ACT_BYTES]);
-            // Each row prefetches the row 8 below it (the next call's) at the same block.
-            let ahead = (GEMM_ROWS * nb * BLOCK_BYTES).max(PREFETCH_BYTES);
-            let low = _mm256_set1_epi8(0x0F);
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..nb {
                 let at = b * BLOCK_BYTES;
                 if prefetch {
-                    for r in 0..GEMM_ROWS {
-                        for line in (0..BLOCK_BYTES).step_by(64) {
-                            // A hint only: it never faults, whatever the address.
-                            _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(at + ahead + line).cast());
-                        }
-                    }
+                    prefetch_next(&rows, at, BLOCK_BYTES, nb);
                 }
                 let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(&rows, at);
                 let mut isum = [_mm256_setzero_si256(); T];
                 for c in 0..4 {
-                    // 32 bytes per row: low nibbles are sub-block 2c, high ones 2c + 1.
-                    let qs = at + 16 + 32 * c;
-                    let mut dwords = [_mm256_setzero_si256(); 8];
-                    for (half, base) in [(0, qs), (4, qs + 16)] {
-                        let mut rs = [_mm256_setzero_si256(); 4];
-                        for r in 0..4 {
-                            rs[r] = _mm256_set_m128i(load16(rows[r + 4], base), load16(rows[r], base));
-                        }
-                        dwords[half..half + 4].copy_from_slice(&transpose4(rs));
-                    }
-                    let (mut lo, mut hi) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
-                    for g in 0..8 {
-                        lo[g] = _mm256_and_si256(dwords[g], low);
-                        hi[g] = _mm256_and_si256(_mm256_srli_epi16(dwords[g], 4), low);
-                    }
+                    let [lo, hi] = unpack_chunk(&rows, at, c);
                     let scales = if c < 2 { scales_lo } else { scales_hi };
                     for t in 0..T {
                         let qa = &toks[t][b * ACT_BYTES + 4 + 64 * c..][..64];
@@ -337,14 +320,7 @@ macro_rules! gemm_k_kernels {
                 }
                 let mins = min_pairs(mins_lo, mins_hi);
                 for t in 0..T {
-                    let blk = &toks[t][b * ACT_BYTES..(b + 1) * ACT_BYTES];
-                    let da = _mm256_set1_ps(f32::from_le_bytes(bytes_at::<4>(blk, 0)));
-                    // d · sums - dmin · mins nearly cancel: one rounding for
-                    // the difference (a fused multiply-subtract), then one
-                    // for the activation's scale.
-                    let m = _mm256_mul_ps(_mm256_cvtepi32_ps(level_sums(blk, &mins)), dmin);
-                    let block = _mm256_fmsub_ps(_mm256_cvtepi32_ps(isum[t]), d, m);
-                    acc[t] = _mm256_fmadd_ps(block, da, acc[t]);
+                    acc[t] = q4k_scaled(&toks[t][b * ACT_BYTES..(b + 1) * ACT_BYTES], isum[t], d, dmin, &mins, acc[t]);
                 }
             }
             for t in 0..T {
@@ -394,7 +370,7 @@ macro_rules! gemm_k_kernels {
             for b in 0..nb {
                 let at = b * BLOCK_BYTES;
                 if prefetch {
-                    prefetch_next(&rows, at, nb);
+                    prefetch_next(&rows, at, BLOCK_BYTES, nb);
                 }
                 let blk = unpack_q4k(&rows, at);
                 let mut done = 0;
@@ -432,18 +408,12 @@ macro_rules! gemm_k_kernels {
             let nb = n / 256;
             let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * Q6K_BYTES]);
             let toks: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ACT_BYTES]);
-            let ahead = (GEMM_ROWS * nb * Q6K_BYTES).max(PREFETCH_BYTES);
             let (low4, high2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..nb {
                 let at = b * Q6K_BYTES;
                 if prefetch {
-                    for r in 0..GEMM_ROWS {
-                        for line in (0..Q6K_BYTES).step_by(64) {
-                            // A hint only: it never faults, whatever the address.
-                            _mm_prefetch::<_MM_HINT_T0>(rows[r].as_ptr().wrapping_add(at + ahead + line).cast());
-                        }
-                    }
+                    prefetch_next(&rows, at, Q6K_BYTES, nb);
                 }
                 let scales = transposed16(&rows, at + 192);
                 let d: [u16; GEMM_ROWS] =
@@ -499,7 +469,7 @@ macro_rules! gemm_k_kernels {
         /// One pass of `T` tokens through the type's kernel.
         #[inline]
         #[target_feature(enable = $features)]
-        fn pass<const T: usize, const Q6K: bool>(
+        fn pass<const Q6K: bool, const T: usize>(
             n: usize,
             w: &[&[u8]; GEMM_ROWS],
             a: &[&[u8]],
@@ -525,22 +495,7 @@ macro_rules! gemm_k_kernels {
             if !Q6K && a.len() > 2 * $max {
                 return gemm_q4k_unpacked(n, w, a, out, prefetch);
             }
-            let mut done = 0;
-            while done < a.len() {
-                let take = (a.len() - done).min($max);
-                let (a, o, first) = (&a[done..done + take], &mut out[done..done + take], prefetch && done == 0);
-                match take {
-                    1 => pass::<1, Q6K>(n, w, a, o, first),
-                    2 => pass::<2, Q6K>(n, w, a, o, first),
-                    3 => pass::<3, Q6K>(n, w, a, o, first),
-                    4 => pass::<4, Q6K>(n, w, a, o, first),
-                    5 => pass::<5, Q6K>(n, w, a, o, first),
-                    6 => pass::<6, Q6K>(n, w, a, o, first),
-                    7 => pass::<7, Q6K>(n, w, a, o, first),
-                    _ => pass::<8, Q6K>(n, w, a, o, first),
-                }
-                done += take;
-            }
+            token_passes!(a, out, prefetch, $max, pass::<Q6K>(n, w));
         }
     };
 }

@@ -3,6 +3,7 @@
 
 mod activation;
 mod block32;
+#[macro_use]
 mod gemm;
 mod gemm_k;
 mod kquant;
