@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use core::ops::Range;
 
-use super::{GemmFn, Kernels, TileFn, GEMM_ROWS, GEMM_TOKENS, TILE};
+use super::{GemmFn, GemmRowsFn, GemmWideFn, Kernels, TileFn, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, TILE};
 use crate::parallel::{chunk_size, for_each_chunk_mut, Parallel};
 use crate::quant::{q8::quantize_row, ActFormat, GgmlType};
 
@@ -76,7 +76,7 @@ const TOKEN_BLOCK: usize = 16;
 /// `out[t][r] = dot(w.row(r), acts.row(t))` for every token `t` and row `r`.
 /// `out` holds `acts.rows()` vectors of `w.n_out`. `scratch` is reused.
 pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch: &mut Vec<f32>, par: &dyn Parallel) {
-    let tile = Products { tile: k.tile(w.ty), gemm: k.gemm(w.ty) };
+    let tile = Products::of(k, w.ty);
     let n_tok = acts.rows();
     debug_assert_eq!(out.len(), n_tok * w.n_out);
     if n_tok >= SPLIT_BY_TOKEN_FROM {
@@ -124,7 +124,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
 pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f32], par: &dyn Parallel) {
     debug_assert_eq!(acts.rows(), 1);
     debug_assert!(ws.iter().all(|w| w.ty == ws[0].ty && w.n_in == ws[0].n_in));
-    let tile = Products { tile: k.tile(ws[0].ty), gemm: k.gemm(ws[0].ty) };
+    let tile = Products::of(k, ws[0].ty);
     let total: usize = ws.iter().map(|w| w.n_out).sum();
     debug_assert_eq!(out.len(), total);
     let rows_per_task = chunk_size(total, par.threads(), 16);
@@ -146,6 +146,13 @@ pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f
 struct Products {
     tile: TileFn,
     gemm: Option<GemmFn>,
+    wide: Option<GemmWideFn>,
+}
+
+impl Products {
+    fn of(k: &Kernels, ty: GgmlType) -> Self {
+        Self { tile: k.tile(ty), gemm: k.gemm(ty), wide: k.gemm_wide(ty) }
+    }
 }
 
 /// Runs the products over `rows` x `toks`, passing each result to
@@ -165,7 +172,6 @@ fn tiles(
     prefetch: bool,
     mut put: impl FnMut(usize, usize, f32),
 ) {
-    let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
     let Some(gemm) = k.gemm else {
         return tile_rows(k.tile, w, acts, rows, toks, put);
     };
@@ -173,20 +179,45 @@ fn tiles(
     let grouped = aligned..aligned + (rows.end - aligned) / GEMM_ROWS * GEMM_ROWS;
     tile_rows(k.tile, w, acts, rows.start..grouped.start, toks.clone(), &mut put);
     tile_rows(k.tile, w, acts, grouped.end..rows.end, toks.clone(), &mut put);
-    let mut out = [[0.0; GEMM_ROWS]; GEMM_TOKENS];
-    for r0 in grouped.step_by(GEMM_ROWS) {
-        let wr: [&[u8]; GEMM_ROWS] = core::array::from_fn(|i| &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb]);
-        for t0 in toks.clone().step_by(GEMM_TOKENS) {
-            let t1 = (t0 + GEMM_TOKENS).min(toks.end);
-            let mut ar: [&[u8]; GEMM_TOKENS] = [&[]; GEMM_TOKENS];
-            for (i, slot) in ar.iter_mut().enumerate().take(t1 - t0) {
-                *slot = &acts.data[(t0 + i) * arb..(t0 + i + 1) * arb];
+    // 16-row groups where the CPU has them, then 8-row ones.
+    let wide_end = match k.wide {
+        Some(wide) => {
+            let end = grouped.start + grouped.len() / GEMM_WIDE_ROWS * GEMM_WIDE_ROWS;
+            for r0 in (grouped.start..end).step_by(GEMM_WIDE_ROWS) {
+                row_group(wide, w, acts, r0, toks.clone(), prefetch, &mut put);
             }
-            gemm(w.n_in, &wr, &ar[..t1 - t0], &mut out, prefetch);
-            for (t, row) in (t0..t1).zip(&out) {
-                for (r, &y) in row.iter().enumerate() {
-                    put(r0 + r, t, y);
-                }
+            end
+        }
+        None => grouped.start,
+    };
+    for r0 in (wide_end..grouped.end).step_by(GEMM_ROWS) {
+        row_group(gemm, w, acts, r0, toks.clone(), prefetch, &mut put);
+    }
+}
+
+/// Rows `r0..r0 + R` times `toks` by the `R`-row product `gemm`.
+fn row_group<const R: usize>(
+    gemm: GemmRowsFn<R>,
+    w: &Matrix<'_>,
+    acts: &Acts,
+    r0: usize,
+    toks: Range<usize>,
+    prefetch: bool,
+    put: &mut impl FnMut(usize, usize, f32),
+) {
+    let (wrb, arb) = (w.row_bytes(), acts.row_bytes);
+    let wr: [&[u8]; R] = core::array::from_fn(|i| &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb]);
+    let mut out = [[0.0; R]; GEMM_TOKENS];
+    for t0 in toks.clone().step_by(GEMM_TOKENS) {
+        let t1 = (t0 + GEMM_TOKENS).min(toks.end);
+        let mut ar: [&[u8]; GEMM_TOKENS] = [&[]; GEMM_TOKENS];
+        for (i, slot) in ar.iter_mut().enumerate().take(t1 - t0) {
+            *slot = &acts.data[(t0 + i) * arb..(t0 + i + 1) * arb];
+        }
+        gemm(w.n_in, &wr, &ar[..t1 - t0], &mut out, prefetch);
+        for (t, row) in (t0..t1).zip(&out) {
+            for (r, &y) in row.iter().enumerate() {
+                put(r0 + r, t, y);
             }
         }
     }

@@ -45,8 +45,19 @@ pub const GEMM_TOKENS: usize = 16;
 /// these are computed, which pays for a few tokens read against rows
 /// streaming from memory (decode batches: +27% at 8 sequences) and costs
 /// prompt batches (-6%), whose rows the hardware prefetcher follows.
-pub type GemmFn =
-    fn(n: usize, w: &[&[u8]; GEMM_ROWS], a: &[&[u8]], out: &mut [[f32; GEMM_ROWS]; GEMM_TOKENS], prefetch: bool);
+pub type GemmFn = GemmRowsFn<GEMM_ROWS>;
+
+/// A row-parallel product over `R` weight rows ([`GemmFn`], [`GemmWideFn`]).
+pub type GemmRowsFn<const R: usize> =
+    fn(n: usize, w: &[&[u8]; R], a: &[&[u8]], out: &mut [[f32; R]; GEMM_TOKENS], prefetch: bool);
+
+/// Weight rows one [`GemmWideFn`] call multiplies.
+pub const GEMM_WIDE_ROWS: usize = 16;
+
+/// [`GemmFn`] over [`GEMM_WIDE_ROWS`] rows, on CPUs whose vectors hold 16
+/// rows' lanes ([`Kernels::gemm_wide`]). Each row's result is bit-identical
+/// to [`GemmFn`]'s, so a matrix's rows may be split between the two.
+pub type GemmWideFn = GemmRowsFn<GEMM_WIDE_ROWS>;
 
 /// The kernels chosen for this CPU. Built once; cheap to copy.
 #[derive(Clone, Copy)]
@@ -179,6 +190,17 @@ impl Kernels {
         #[cfg(target_arch = "aarch64")]
         if self.dotprod {
             return aarch64::gemm_dotprod(ty);
+        }
+        let _ = ty;
+        None
+    }
+
+    /// The 16-row product for `ty`, where this CPU has one; always
+    /// alongside [`Kernels::gemm`], which takes a matrix's leftover 8 rows.
+    pub fn gemm_wide(&self, ty: GgmlType) -> Option<GemmWideFn> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            return x86_64::gemm_wide_avx512(ty);
         }
         let _ = ty;
         None

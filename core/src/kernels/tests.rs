@@ -259,6 +259,49 @@ fn simd_is_chosen_where_the_cpu_has_it() {
     }
 }
 
+/// The 16-row products give each row exactly the 8-row product's bits,
+/// for every token count and widths up to 2048, so a matrix can mix them.
+#[test]
+fn wide_gemm_is_the_8_row_gemm_bit_for_bit() {
+    let mut rng = Rng::new(11);
+    let mut checked = 0;
+    for ty in TYPES {
+        for n in [32usize, 576, 2048].into_iter().filter(|n| n % ty.block_len() == 0) {
+            let rows: Vec<Vec<u8>> = (0..GEMM_WIDE_ROWS).map(|_| random_row(ty, n, &mut rng)).collect();
+            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS)
+                .map(|_| {
+                    let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+                    let mut a = vec![0u8; ty.act_format().row_bytes(n)];
+                    quantize_row(ty.act_format(), &x, &mut a);
+                    a
+                })
+                .collect();
+            let w: [&[u8]; GEMM_WIDE_ROWS] = core::array::from_fn(|r| &rows[r][..]);
+            for k in variants() {
+                let Some(wide) = k.gemm_wide(ty) else { continue };
+                let gemm = k.gemm(ty).expect("a wide product comes with an 8-row one");
+                for toks in 1..=GEMM_TOKENS {
+                    let a: Vec<&[u8]> = acts[..toks].iter().map(|a| &a[..]).collect();
+                    let mut out = [[f32::NAN; GEMM_WIDE_ROWS]; GEMM_TOKENS];
+                    wide(n, &w, &a, &mut out, toks % 2 == 1);
+                    for half in 0..2 {
+                        let rows8: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| w[half * GEMM_ROWS + r]);
+                        let mut want = [[f32::NAN; GEMM_ROWS]; GEMM_TOKENS];
+                        gemm(n, &rows8, &a, &mut want, false);
+                        for t in 0..toks {
+                            let got = &out[t][half * GEMM_ROWS..(half + 1) * GEMM_ROWS];
+                            let same = got.iter().zip(&want[t]).all(|(g, w)| g.to_bits() == w.to_bits());
+                            assert!(same, "{ty} n={n} {} t={t}/{toks}: {got:?} vs {:?}", k.name(), want[t]);
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0 || Kernels::detect().gemm_wide(GgmlType::Q4_1).is_none(), "no wide kernel ran");
+}
+
 /// The row-parallel products against the scalar oracle, for every token
 /// count a call takes and row widths of one block up to SmolLM2's 1536.
 #[test]

@@ -119,7 +119,7 @@ macro_rules! unpack8 {
 /// block `b` (of `wb` bytes) starts a new cache line.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn prefetch_block(rows: &[&[u8]; GEMM_ROWS], b: usize, wb: usize, ahead: usize) {
+pub(super) fn prefetch_block(rows: &[&[u8]; GEMM_ROWS], b: usize, wb: usize, ahead: usize) {
     if (b * wb) % 64 < wb {
         for row in rows {
             // A hint only: it never faults, whatever the address.
@@ -156,7 +156,7 @@ macro_rules! token_passes {
 /// `qh` at `at`: group `g` holds weights `4g..4g + 4`, so bits `4g..4g + 4`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fifth_bits(groups: &mut [__m256i; 8], w: &[&[u8]; GEMM_ROWS], at: usize) {
+pub(super) fn fifth_bits(groups: &mut [__m256i; 8], w: &[&[u8]; GEMM_ROWS], at: usize) {
     let qh: [i32; GEMM_ROWS] = core::array::from_fn(|r| i32::from_le_bytes(bytes_at::<4>(w[r], at)));
     // SAFETY: `qh` is 32 readable bytes; unaligned load.
     let qh = unsafe { _mm256_loadu_si256(qh.as_ptr().cast()) };

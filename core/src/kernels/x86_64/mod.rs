@@ -6,6 +6,7 @@ mod block32;
 #[macro_use]
 mod gemm;
 mod gemm_k;
+mod gemm_wide;
 mod kquant;
 mod strided;
 
@@ -481,6 +482,7 @@ pub(super) fn load32(bytes: &[u8]) -> __m256i {
 pub(super) use activation::ACTIVATION_AVX2;
 pub(super) use block32::{tile_avx2, tile_avx512, tile_vnni};
 pub(super) use gemm::{gemm_avx2, gemm_avx512, gemm_vnni};
+pub(super) use gemm_wide::gemm_wide_avx512;
 pub(super) use kquant::tile_kquant;
 pub(super) use strided::STRIDED_MULTI_AVX2;
 
