@@ -57,6 +57,26 @@ impl Heads {
     }
 }
 
+/// One sequence's share of a batched attention: its problem and its
+/// layer's cache.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SeqAttn<'a> {
+    pub heads: Heads,
+    pub n_tok: usize,
+    pub kc: RowsRef<'a>,
+    pub vc: RowsRef<'a>,
+}
+
+/// The most sequences one batched attention dispatch takes.
+pub(super) const SEQS_AT_ONCE: usize = 32;
+
+impl SeqAttn<'_> {
+    /// Whether [`attend_short`] serves it: every token sees at most KEY_CHUNK rows.
+    pub(super) fn is_short(&self) -> bool {
+        self.n_tok < TOKEN_BLOCK && self.heads.most_seen(self.n_tok) <= KEY_CHUNK
+    }
+}
+
 /// `out` (`n_tok * q_dim`) = attention of the queries `q` over cache rows
 /// `0 .. pos0 + t + 1` for token `t`. `scratch` is reused between calls.
 #[allow(clippy::too_many_arguments)]
@@ -70,11 +90,11 @@ pub(super) fn attend(
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let n_tok = q.len() / h.q_dim();
-    if n_tok >= TOKEN_BLOCK {
+    let seq = SeqAttn { heads: h, n_tok: q.len() / h.q_dim(), kc, vc };
+    if seq.n_tok >= TOKEN_BLOCK {
         attend_blocked(k, h, q, kc, vc, out, scratch, par);
-    } else if h.most_seen(n_tok) <= KEY_CHUNK {
-        attend_short(k, h, q, kc, vc, out, scratch, par);
+    } else if seq.is_short() {
+        attend_short(k, &[seq], q, out, scratch, par);
     } else {
         attend_per_head(k, h, q, kc, vc, out, scratch, par);
     }
@@ -105,39 +125,51 @@ fn probabilities(k: &Kernels, scores: &mut [f32], scale: f32, values: RowsRef<'_
     }
 }
 
-/// Decode where every token sees at most KEY_CHUNK rows: one task per
-/// (token, KV head) scores the group's query heads together, then weighs the
-/// values for them together, in one dispatch (a server's many short
-/// sequences each pay one hand-off per layer, not three). Each result equals
-/// one query head's alone.
-#[allow(clippy::too_many_arguments)]
-fn attend_short(
+/// Decode where every token sees at most KEY_CHUNK rows, for one or more
+/// sequences (each [`SeqAttn::is_short`]; `q` and `out` hold their rows one
+/// sequence after another): one task per (token, KV head) scores the
+/// group's query heads together, then weighs the values for them together,
+/// all in one dispatch (a server's many short sequences share one hand-off
+/// per layer). Each result equals one query head's alone.
+pub(super) fn attend_short(
     k: &Kernels,
-    h: Heads,
+    seqs: &[SeqAttn<'_>],
     q: &[f32],
-    kc: RowsRef<'_>,
-    vc: RowsRef<'_>,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let (hd, q_dim, group) = (h.head_dim, h.q_dim(), h.group());
-    let n_tok = q.len() / q_dim;
+    let Some(first_seq) = seqs.first() else { return };
+    let h0 = first_seq.heads;
+    let (hd, q_dim, group, n_kv) = (h0.head_dim, h0.q_dim(), h0.group(), h0.n_head_kv);
+    debug_assert!(seqs.iter().all(|s| s.is_short() && s.heads.q_dim() == q_dim && s.heads.n_head_kv == n_kv));
     // [rounded queries][sums][scores], group × (hd, hd, KEY_CHUNK)
     let per_task = group * (2 * hd + KEY_CHUNK);
-    let total = n_tok * h.n_head_kv * per_task;
+    let total = q.len() / q_dim * n_kv * per_task;
     if scratch.len() < total {
         scratch.resize(total, 0.0);
     }
     for_each_chunk_mut(par, &mut scratch[..total], per_task, &|start, buf| {
-        let task = start / per_task;
-        let (t, g) = (task / h.n_head_kv, task % h.n_head_kv);
+        // The task's sequence, the token's row among all rows, and the KV head.
+        let (mut task, mut row0) = (start / per_task, 0);
+        let mut seq = first_seq;
+        for s in seqs {
+            seq = s;
+            if task < s.n_tok * n_kv {
+                break;
+            }
+            task -= s.n_tok * n_kv;
+            row0 += s.n_tok;
+        }
+        let (h, kc, vc) = (seq.heads, seq.kc, seq.vc);
+        let (t, g) = (task / n_kv, task % n_kv);
+        let q = &q[(row0 + t) * q_dim..][..q_dim];
         let (first, n_ctx) = h.seen(t);
         let m = n_ctx - first;
         let (qs, rest) = buf.split_at_mut(group * hd);
         let (sums, scores) = rest.split_at_mut(group * hd);
         for (i, r) in qs.chunks_exact_mut(hd).enumerate() {
-            rounded_query(k, &q[t * q_dim + (g * group + i) * hd..][..hd], kc, r);
+            rounded_query(k, &q[(g * group + i) * hd..][..hd], kc, r);
         }
         for (h0, nq) in query_sets(group) {
             let s = &mut scores[h0 * m..(h0 + nq) * m];
@@ -364,10 +396,19 @@ mod tests {
                         attend_blocked(&k, h, &q, kc, vc, &mut blocked, &mut Vec::new(), &Serial);
                         let what = format!("{} f16={} {h:?}", k.name(), kc.is_f16());
                         assert_eq!(per_head, blocked, "{what}");
-                        if h.most_seen(n_tok) <= KEY_CHUNK {
+                        let whole = SeqAttn { heads: h, n_tok, kc, vc };
+                        if whole.is_short() {
                             let mut short = vec![0.0; q.len()];
-                            attend_short(&k, h, &q, kc, vc, &mut short, &mut Vec::new(), &Serial);
+                            attend_short(&k, &[whole], &q, &mut short, &mut Vec::new(), &Serial);
                             assert_eq!(short, blocked, "{what}");
+                            // Batched behind another sequence (the first
+                            // token alone), each gets its rows as alone.
+                            let first = SeqAttn { n_tok: 1, ..whole };
+                            let both_q: Vec<f32> = q[..h.q_dim()].iter().chain(&q).copied().collect();
+                            let mut both = vec![0.0; both_q.len()];
+                            attend_short(&k, &[first, whole], &both_q, &mut both, &mut Vec::new(), &Serial);
+                            assert_eq!(both[..h.q_dim()], blocked[..h.q_dim()], "{what}, batched");
+                            assert_eq!(both[h.q_dim()..], blocked[..], "{what}, batched");
                         }
                         // One token at a time through the decode path, as
                         // generation feeds it, gives the same rows again.

@@ -1,7 +1,7 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use super::attention::{attend, Heads};
+use super::attention::{attend, attend_short, Heads, SeqAttn, SEQS_AT_ONCE};
 use super::ops::{rms_norm, rms_norm_in_place, Rope};
 use super::{KvCache, Model, ModelError};
 use crate::kernels::matmul::{matmul, matvec_stacked, Acts, Matrix};
@@ -245,30 +245,58 @@ impl Model<'_> {
         }
         let (qd, kvd) = (c.q_dim(), c.kv_dim());
         let attn = resize(&mut ws.attn, n_tok * qd);
+        let heads = |pos0| Heads {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: hd,
+            pos0,
+            scale: c.attn_scale,
+            window: c.is_swa(il).then_some(c.sliding_window),
+        };
         let mut row = 0;
         for s in seqs.iter_mut() {
             let rows = row..row + s.n_tok;
             row += s.n_tok;
-            let (k, v) = (&ws.k[rows.start * kvd..rows.end * kvd], &ws.v[rows.start * kvd..rows.end * kvd]);
-            s.kv.write(il, s.pos0, hd, k, v);
-            let (kc, vc) = s.kv.layer(il, hd);
-            let window = c.is_swa(il).then_some(c.sliding_window);
-            let heads = Heads {
-                n_head: c.n_head,
-                n_head_kv: c.n_head_kv,
-                head_dim: hd,
-                pos0: s.pos0,
-                scale: c.attn_scale,
-                window,
-            };
-            let (q, out) = (&mut ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+            s.kv.write(
+                il,
+                s.pos0,
+                hd,
+                &ws.k[rows.start * kvd..rows.end * kvd],
+                &ws.v[rows.start * kvd..rows.end * kvd],
+            );
             if c.attn_temperature.is_some() {
-                for (pos, q) in (s.pos0..).zip(q.chunks_exact_mut(qd)) {
+                for (pos, q) in (s.pos0..).zip(ws.q[rows.start * qd..rows.end * qd].chunks_exact_mut(qd)) {
                     let scale = c.query_scale(pos);
                     q.iter_mut().for_each(|v| *v *= scale);
                 }
             }
-            attend(k_, heads, q, kc, vc, out, &mut ws.attn_scratch, par);
+        }
+        fn seq_attn<'a>(s: &'a SeqRows<'_>, heads: Heads, il: usize) -> SeqAttn<'a> {
+            let (kc, vc) = s.kv.layer(il, heads.head_dim);
+            SeqAttn { heads, n_tok: s.n_tok, kc, vc }
+        }
+        let mut row = 0;
+        if seqs.len() > 1 && seqs.iter().all(|s| seq_attn(s, heads(s.pos0), il).is_short()) {
+            // Decode for many sequences: one dispatch per SEQS_AT_ONCE of them.
+            for batch in seqs.chunks(SEQS_AT_ONCE) {
+                let mut list = heapless::Vec::<SeqAttn<'_>, SEQS_AT_ONCE>::new();
+                for s in batch {
+                    // Never full: a batch holds at most SEQS_AT_ONCE.
+                    let _ = list.push(seq_attn(s, heads(s.pos0), il));
+                }
+                let rows = row..row + batch.iter().map(|s| s.n_tok).sum::<usize>();
+                row = rows.end;
+                let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+                attend_short(k_, &list, q, out, &mut ws.attn_scratch, par);
+            }
+        } else {
+            for s in seqs.iter() {
+                let rows = row..row + s.n_tok;
+                row += s.n_tok;
+                let a = seq_attn(s, heads(s.pos0), il);
+                let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+                attend(k_, a.heads, q, a.kc, a.vc, out, &mut ws.attn_scratch, par);
+            }
         }
         ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
