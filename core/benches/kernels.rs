@@ -115,7 +115,7 @@ fn bench_streaming(c: &mut Criterion) {
             let w = Matrix { ty, n_in, n_out, data: &data };
             let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
             let mut acts = Acts::default();
-            acts.encode(ty.act_format(), &x, n_in, &Serial);
+            acts.encode(&k, ty.act_format(), &x, n_in, &Serial);
             let mut out = vec![0.0; n_out];
             group.throughput(Throughput::Bytes(data.len() as u64));
             group.bench_function(BenchmarkId::new(format!("{ty}/{}", k.name()), n_in), |b| {

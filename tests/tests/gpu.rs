@@ -131,7 +131,7 @@ fn each_matrix_kernel_equals_the_scalar_oracle() {
         for n_tok in [1, 11] {
             let x: Vec<f32> = (0..n_tok * m.n_in).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1.5).collect();
             let mut acts = Acts::default();
-            acts.encode(m.ty.act_format(), &x, m.n_in, &Serial);
+            acts.encode(&model.kernels, m.ty.act_format(), &x, m.n_in, &Serial);
             let mut want = vec![0.0; n_tok * m.n_out];
             matmul(&model.kernels, m, &acts, &mut want, &mut Vec::new(), &Serial);
             let got = prima_gpu::product(&gpu, m, &x).unwrap();

@@ -8,7 +8,7 @@ use core::ops::Range;
 
 use super::{GemmFn, GemmRowsFn, GemmWideFn, Kernels, TileFn, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, TILE};
 use crate::parallel::{chunk_size, for_each_chunk_mut, Parallel};
-use crate::quant::{q8::quantize_row, ActFormat, GgmlType};
+use crate::quant::{ActFormat, GgmlType};
 
 /// A 2-D weight matrix borrowed from the model file: `n_out` rows of `n_in`.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +40,7 @@ pub struct Acts {
 
 impl Acts {
     /// Encodes `x` (`rows` vectors of `n` floats) as `fmt`, reusing the buffer.
-    pub fn encode(&mut self, fmt: ActFormat, x: &[f32], n: usize, par: &dyn Parallel) {
+    pub fn encode(&mut self, k: &Kernels, fmt: ActFormat, x: &[f32], n: usize, par: &dyn Parallel) {
         let rows = x.len() / n;
         self.fmt = Some(fmt);
         self.n = n;
@@ -51,7 +51,7 @@ impl Acts {
         for_each_chunk_mut(par, &mut self.data, rb * rows.div_ceil(par.threads()).max(1), &|start, out| {
             let first = start / rb;
             for (i, o) in out.chunks_exact_mut(rb).enumerate() {
-                quantize_row(fmt, &x[(first + i) * n..(first + i + 1) * n], o);
+                k.quantize_row(fmt, &x[(first + i) * n..(first + i + 1) * n], o);
             }
         });
     }
@@ -102,8 +102,11 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     }
     // Small batches: each task's rows into its own piece of `scratch` as
     // [token][row], then each token's run of rows copied out whole.
-    scratch.clear();
-    scratch.resize(w.n_out * n_tok, 0.0);
+    // Every value is written before it is read, so the buffer is only grown.
+    if scratch.len() < w.n_out * n_tok {
+        scratch.resize(w.n_out * n_tok, 0.0);
+    }
+    let scratch = &mut scratch[..w.n_out * n_tok];
     let per_task = rows_per_task * n_tok;
     for_each_chunk_mut(par, scratch, per_task, &|start, o| {
         let (r0, rows) = (start / n_tok, o.len() / n_tok);
@@ -259,7 +262,7 @@ fn tile_rows(
 /// Convenience for one-off products (tests, tools): encodes `x` and multiplies.
 pub fn matmul_f32(k: &Kernels, w: &Matrix<'_>, x: &[f32], par: &dyn Parallel) -> Vec<f32> {
     let mut acts = Acts::default();
-    acts.encode(w.ty.act_format(), x, w.n_in, par);
+    acts.encode(k, w.ty.act_format(), x, w.n_in, par);
     let mut out = vec![0.0; acts.rows() * w.n_out];
     matmul(k, w, &acts, &mut out, &mut Vec::new(), par);
     out

@@ -294,6 +294,15 @@ impl Kernels {
         gate.iter_mut().zip(up).for_each(|(g, &u)| *g = activation::silu(*g) * u);
     }
 
+    /// [`crate::quant::q8::quantize_row`], byte for byte.
+    pub fn quantize_row(&self, fmt: crate::quant::ActFormat, x: &[f32], out: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            return x86_64::quantize_row_avx2(fmt, x, out);
+        }
+        crate::quant::q8::quantize_row(fmt, x, out)
+    }
+
     /// Rounds every value to the nearest f16 (ties to even), kept as f32.
     pub fn round_to_f16(&self, x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]

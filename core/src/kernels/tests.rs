@@ -238,7 +238,7 @@ fn stacked_matvec_equals_separate_matmuls() {
     let x: Vec<f32> = (0..n_in).map(|_| rng.next_f64() as f32 - 0.5).collect();
     let k = Kernels::detect();
     let mut acts = matmul::Acts::default();
-    acts.encode(ActFormat::Q8_1, &x, n_in, &Serial);
+    acts.encode(&k, ActFormat::Q8_1, &x, n_in, &Serial);
     let mut stacked = vec![0.0; 25];
     let refs: Vec<&Matrix<'_>> = ws.iter().collect();
     matmul::matvec_stacked(&k, &refs, &acts, &mut stacked, &Serial);
@@ -256,6 +256,36 @@ fn simd_is_chosen_where_the_cpu_has_it() {
     // Names of every variant exercised on this machine, for the test log.
     for v in variants() {
         std::println!("kernel variant under test: {}", v.name());
+    }
+}
+
+/// The vectorized activation encoders give the scalar one's bytes: random
+/// rows of several magnitudes, zeros, ties, and non-finite values.
+#[test]
+fn quantize_rows_match_scalar_bytes() {
+    let mut rng = Rng::new(5);
+    let mut rows: Vec<Vec<f32>> = [1e-3f32, 1.0, 40.0, 3e4]
+        .iter()
+        .map(|&mag| (0..256).map(|_| (rng.next_f64() as f32 - 0.5) * mag).collect())
+        .collect();
+    rows.push(vec![0.0; 64]);
+    // 127 / 2.54 = 50: halves fall on ties.
+    rows.push((0..64).map(|i| (i as f32 - 32.0) * 0.01 + if i == 0 { 2.54 } else { 0.0 }).collect());
+    let mut special = rows[1][..64].to_vec();
+    special[3] = f32::INFINITY;
+    special[40] = f32::NAN;
+    rows.push(special);
+    for k in variants() {
+        for fmt in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K, ActFormat::F16] {
+            let block = if fmt == ActFormat::Q8K { 256 } else { 32 };
+            for x in rows.iter().filter(|x| x.len() % block == 0) {
+                let mut want = vec![0u8; fmt.row_bytes(x.len())];
+                quantize_row(fmt, x, &mut want);
+                let mut got = vec![0xAAu8; want.len()];
+                k.quantize_row(fmt, x, &mut got);
+                assert_eq!(got, want, "{fmt:?} {}", k.name());
+            }
+        }
     }
 }
 

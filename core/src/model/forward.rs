@@ -208,7 +208,7 @@ impl Model<'_> {
         });
         let project = |src: &[f32], w: &Matrix<'_>, acts: &mut Acts, out: &mut Vec<f32>, s: &mut Vec<f32>| {
             if acts.fmt != Some(w.ty.act_format()) || acts.n != w.n_in {
-                acts.encode(w.ty.act_format(), src, w.n_in, par);
+                acts.encode(k_, w.ty.act_format(), src, w.n_in, par);
             }
             matmul(k_, w, acts, resize(out, n_tok * w.n_out), s, par);
         };
@@ -298,7 +298,7 @@ impl Model<'_> {
                 attend(k_, a.heads, q, a.kc, a.vc, out, &mut ws.attn_scratch, par);
             }
         }
-        ws.acts.encode(lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
+        ws.acts.encode(k_, lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.wo, &ws.acts, proj, &mut ws.scratch, par);
         post_norm(par, proj, lw.post_attn_norm.as_deref(), n_embd, c.rms_eps);
@@ -328,7 +328,7 @@ impl Model<'_> {
                 k_.swiglu(rows, up);
             }
         });
-        ws.acts.encode(lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
+        ws.acts.encode(k_, lw.w_down.ty.act_format(), &ws.gate, lw.w_down.n_in, par);
         let proj = resize(&mut ws.proj, n_tok * n_embd);
         matmul(k_, &lw.w_down, &ws.acts, proj, &mut ws.scratch, par);
         post_norm(par, proj, lw.post_ffn_norm.as_deref(), n_embd, c.rms_eps);
@@ -352,7 +352,7 @@ impl Model<'_> {
         if ws.norm.len() != self.config.n_embd || mats.iter().any(|m| m.ty != ty) {
             return false;
         }
-        ws.acts.encode(ty.act_format(), &ws.norm, self.config.n_embd, par);
+        ws.acts.encode(&self.kernels, ty.act_format(), &ws.norm, self.config.n_embd, par);
         let total = mats.iter().map(|m| m.n_out).sum();
         let mut stacked = core::mem::take(&mut ws.scratch);
         matvec_stacked(&self.kernels, mats, &ws.acts, resize(&mut stacked, total), par);
@@ -383,7 +383,7 @@ impl Model<'_> {
         for (o, xi) in norm.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
             rms_norm(xi, norm_w, self.config.rms_eps, o);
         }
-        ws.acts.encode(out.ty.act_format(), &ws.norm, n, par);
+        ws.acts.encode(&self.kernels, out.ty.act_format(), &ws.norm, n, par);
         matmul(&self.kernels, out, &ws.acts, logits, &mut ws.scratch, par);
         if let Some(cap) = self.config.logit_softcap {
             logits.iter_mut().for_each(|l| *l = libm::tanhf(*l / cap) * cap);

@@ -75,7 +75,7 @@ impl MatvecProbe {
         let slice_bytes = self.out.len() * ty.row_bytes(N_IN);
         for d in self.data.chunks(slice_bytes) {
             let w = Matrix { ty, n_in: N_IN, n_out: d.len() / ty.row_bytes(N_IN), data: d };
-            self.acts.encode(ty.act_format(), &self.x, N_IN, pool);
+            self.acts.encode(kernels, ty.act_format(), &self.x, N_IN, pool);
             matmul(kernels, &w, &self.acts, &mut self.out[..w.n_out], &mut self.scratch, pool);
         }
     }
