@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
-use prima_core::kernels::{CpuCaps, Kernels, GEMM_ROWS, GEMM_TOKENS, TILE};
+use prima_core::kernels::{CpuCaps, Kernels, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, TILE};
 use prima_core::parallel::Serial;
 use prima_core::quant::q8::quantize_row;
 use prima_core::quant::{random_matrix, random_row};
@@ -94,6 +94,17 @@ fn bench_gemm(c: &mut Criterion) {
                 group.bench_function(id, |b| {
                     let mut out = [[0.0; GEMM_ROWS]; GEMM_TOKENS];
                     b.iter(|| gemm(N, black_box(&w), black_box(&a), &mut out, false))
+                });
+            }
+            let Some(wide) = k.gemm_wide(ty) else { continue };
+            let w16: [&[u8]; GEMM_WIDE_ROWS] = std::array::from_fn(|r| &rows[r % GEMM_ROWS][..]);
+            for toks in [1, 4, 8, GEMM_TOKENS] {
+                let a: Vec<&[u8]> = (0..toks).map(|_| &act[..]).collect();
+                group.throughput(Throughput::Elements((GEMM_WIDE_ROWS * toks * N) as u64));
+                let id = BenchmarkId::new(format!("{ty}/{}", k.name()), format!("16x{toks}"));
+                group.bench_function(id, |b| {
+                    let mut out = [[0.0; GEMM_WIDE_ROWS]; GEMM_TOKENS];
+                    b.iter(|| wide(N, black_box(&w16), black_box(&a), &mut out, false))
                 });
             }
         }
