@@ -268,13 +268,18 @@ fn quantize_rows_match_scalar_bytes() {
         .iter()
         .map(|&mag| (0..256).map(|_| (rng.next_f64() as f32 - 0.5) * mag).collect())
         .collect();
-    rows.push(vec![0.0; 64]);
+    rows.push(vec![0.0; 256]);
     // 127 / 2.54 = 50: halves fall on ties.
-    rows.push((0..64).map(|i| (i as f32 - 32.0) * 0.01 + if i == 0 { 2.54 } else { 0.0 }).collect());
-    let mut special = rows[1][..64].to_vec();
-    special[3] = f32::INFINITY;
-    special[40] = f32::NAN;
-    rows.push(special);
+    rows.push((0..256).map(|i| (i as f32 - 32.0) * 0.01 + if i == 0 { 2.54 } else { 0.0 }).collect());
+    // The largest magnitude twice, negative first: Q8_K takes the first's sign.
+    let mut both_signs = rows[1].clone();
+    (both_signs[70], both_signs[200]) = (-9.0, 9.0);
+    rows.push(both_signs);
+    for (at, bad) in [(3, f32::INFINITY), (40, f32::NAN), (100, f32::NEG_INFINITY)] {
+        let mut special = rows[1].clone();
+        special[at] = bad;
+        rows.push(special);
+    }
     for k in variants() {
         for fmt in [ActFormat::Q8_0, ActFormat::Q8_1, ActFormat::Q8K, ActFormat::F16] {
             let block = if fmt == ActFormat::Q8K { 256 } else { 32 };

@@ -6,13 +6,15 @@ use crate::quant::ActFormat;
 use core::arch::x86_64::*;
 use half::f16;
 
-/// [`quantize_row`] for `fmt`, byte for byte; Q8_0 and Q8_1 vectorized.
+/// [`quantize_row`] for `fmt`, byte for byte; Q8_0, Q8_1 and Q8_K vectorized.
 pub(in crate::kernels) fn quantize_row_avx2(fmt: ActFormat, x: &[f32], out: &mut [u8]) {
     match fmt {
         // SAFETY (both arms): reached only through the kernel table, after
         // detection confirmed AVX2 on this CPU and OS.
         ActFormat::Q8_0 => unsafe { q8_rows::<false>(x, out) },
         ActFormat::Q8_1 => unsafe { q8_rows::<true>(x, out) },
+        // SAFETY: as above.
+        ActFormat::Q8K => unsafe { q8k_rows(x, out) },
         _ => quantize_row(fmt, x, out),
     }
 }
@@ -68,5 +70,70 @@ fn q8_rows<const SUM: bool>(x: &[f32], out: &mut [u8]) {
             let sum = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
             o[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
         }
+    }
+}
+
+/// Q8_K (the K-quants' activations): 256 values per block scaled by the
+/// value of largest magnitude (sign kept, the first on ties), then the
+/// block's 16 sums of 16 levels.
+#[target_feature(enable = "avx2")]
+fn q8k_rows(x: &[f32], out: &mut [u8]) {
+    for (o, xb) in out.chunks_exact_mut(292).zip(x.chunks_exact(256)) {
+        let mut v = [_mm256_setzero_ps(); 32];
+        for (i, v) in v.iter_mut().enumerate() {
+            let mut raw = [0f32; 8];
+            raw.copy_from_slice(&xb[8 * i..8 * i + 8]);
+            // SAFETY: `raw` is 8 readable f32s; unaligned load.
+            *v = unsafe { _mm256_loadu_ps(raw.as_ptr()) };
+        }
+        let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+        let (mut m, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for v in &v {
+            m = _mm256_max_ps(m, _mm256_and_ps(*v, magnitude));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(*v, *v));
+        }
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        if !amax.is_finite() || amax == 0.0 || _mm256_movemask_ps(nan) != 0 {
+            // Zero, NaN or infinity: the scalar encoder's own handling.
+            quantize_row(ActFormat::Q8K, xb, o);
+            continue;
+        }
+        // The first value whose magnitude is the largest gives the sign.
+        let mut max = amax;
+        for (i, v) in v.iter().enumerate() {
+            let hit =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_and_ps(*v, magnitude), _mm256_set1_ps(amax)));
+            if hit != 0 {
+                max = xb[8 * i + hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let mut qs = [0u8; 256];
+        let mut bsums = [0u8; 32];
+        for (g, chunk) in v.chunks_exact(4).enumerate() {
+            // 32 levels: |iscale · v| <= 127, so the packs never saturate.
+            let mut q = [_mm256_setzero_si256(); 4];
+            for i in 0..4 {
+                let r = _mm256_mul_ps(chunk[i], _mm256_set1_ps(iscale));
+                q[i] = _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r));
+            }
+            let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: `qs[32 g..]` holds 32 writable bytes; unaligned store.
+            unsafe { _mm256_storeu_si256(qs[32 * g..].as_mut_ptr().cast(), bytes) };
+            for half in 0..2 {
+                let s = _mm256_add_epi32(q[2 * half], q[2 * half + 1]);
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let sum = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s))) as i16;
+                bsums[4 * g + 2 * half..][..2].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+        o[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        o[4..260].copy_from_slice(&qs);
+        o[260..].copy_from_slice(&bsums);
     }
 }
