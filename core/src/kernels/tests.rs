@@ -39,6 +39,14 @@ fn variants() -> [Kernels; 4] {
     ]
 }
 
+/// A random activation row of `n` values in ±2, encoded as `ty`'s products take it.
+fn random_act(ty: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+    let mut a = vec![0u8; ty.act_format().row_bytes(n)];
+    quantize_row(ty.act_format(), &x, &mut a);
+    a
+}
+
 #[test]
 fn every_detected_variant_matches_scalar_on_random_rows() {
     let mut rng = Rng::new(42);
@@ -46,9 +54,7 @@ fn every_detected_variant_matches_scalar_on_random_rows() {
     for ty in TYPES {
         for n in [256usize, 512, 1024] {
             let w = random_row(ty, n, &mut rng);
-            let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
-            let mut a = vec![0u8; ty.act_format().row_bytes(n)];
-            quantize_row(ty.act_format(), &x, &mut a);
+            let a = random_act(ty, n, &mut rng);
             let want = scalar::dot(ty, n, &w, &a);
             assert!(want.is_finite(), "{ty}: scalar result {want}");
             for k in variants {
@@ -190,14 +196,7 @@ fn every_tile_shape_matches_scalar_dots() {
     let n = 256;
     for ty in TYPES {
         let rows: Vec<Vec<u8>> = (0..TILE).map(|_| random_row(ty, n, &mut rng)).collect();
-        let acts: Vec<Vec<u8>> = (0..TILE)
-            .map(|_| {
-                let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
-                let mut a = vec![0u8; ty.act_format().row_bytes(n)];
-                quantize_row(ty.act_format(), &x, &mut a);
-                a
-            })
-            .collect();
+        let acts: Vec<Vec<u8>> = (0..TILE).map(|_| random_act(ty, n, &mut rng)).collect();
         let w: Vec<&[u8]> = rows.iter().map(|r| &r[..]).collect();
         let a: Vec<&[u8]> = acts.iter().map(|r| &r[..]).collect();
         for k in variants() {
@@ -303,14 +302,7 @@ fn wide_gemm_is_the_8_row_gemm_bit_for_bit() {
     for ty in TYPES {
         for n in [32usize, 576, 2048].into_iter().filter(|n| n % ty.block_len() == 0) {
             let rows: Vec<Vec<u8>> = (0..GEMM_WIDE_ROWS).map(|_| random_row(ty, n, &mut rng)).collect();
-            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS)
-                .map(|_| {
-                    let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
-                    let mut a = vec![0u8; ty.act_format().row_bytes(n)];
-                    quantize_row(ty.act_format(), &x, &mut a);
-                    a
-                })
-                .collect();
+            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS).map(|_| random_act(ty, n, &mut rng)).collect();
             let w: [&[u8]; GEMM_WIDE_ROWS] = core::array::from_fn(|r| &rows[r][..]);
             for k in variants() {
                 let Some(wide) = k.gemm_wide(ty) else { continue };
@@ -347,14 +339,7 @@ fn every_gemm_matches_scalar() {
         let mut checked_type = false;
         for n in [32usize, 256, 576, 1536, 2048].into_iter().filter(|n| n % ty.block_len() == 0) {
             let rows: Vec<Vec<u8>> = (0..GEMM_ROWS).map(|_| random_row(ty, n, &mut rng)).collect();
-            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS)
-                .map(|_| {
-                    let x: Vec<f32> = (0..n).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
-                    let mut a = vec![0u8; ty.act_format().row_bytes(n)];
-                    quantize_row(ty.act_format(), &x, &mut a);
-                    a
-                })
-                .collect();
+            let acts: Vec<Vec<u8>> = (0..GEMM_TOKENS).map(|_| random_act(ty, n, &mut rng)).collect();
             let w: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &rows[r][..]);
             for k in variants() {
                 let Some(gemm) = k.gemm(ty) else { continue };

@@ -77,24 +77,22 @@ impl SeqAttn<'_> {
     }
 }
 
-/// `out` (`n_tok * q_dim`) = attention of the queries `q` over cache rows
-/// `0 .. pos0 + t + 1` for token `t`. `scratch` is reused between calls.
-#[allow(clippy::too_many_arguments)]
+/// `out` (`n_tok * q_dim`) = attention of `seq`'s queries `q` over cache
+/// rows `0 .. pos0 + t + 1` for token `t`. `scratch` is reused between calls.
 pub(super) fn attend(
     k: &Kernels,
-    h: Heads,
+    seq: &SeqAttn<'_>,
     q: &[f32],
-    kc: RowsRef<'_>,
-    vc: RowsRef<'_>,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
     par: &dyn Parallel,
 ) {
-    let seq = SeqAttn { heads: h, n_tok: q.len() / h.q_dim(), kc, vc };
+    debug_assert_eq!(q.len(), seq.n_tok * seq.heads.q_dim());
+    let SeqAttn { heads: h, kc, vc, .. } = *seq;
     if seq.n_tok >= TOKEN_BLOCK {
         attend_blocked(k, h, q, kc, vc, out, scratch, par);
     } else if seq.is_short() {
-        attend_short(k, &[seq], q, out, scratch, par);
+        attend_short(k, core::slice::from_ref(seq), q, out, scratch, par);
     } else {
         attend_per_head(k, h, q, kc, vc, out, scratch, par);
     }
@@ -417,7 +415,8 @@ mod tests {
                             let one = Heads { pos0: h.pos0 + t, ..h };
                             let mut row = vec![0.0; h.q_dim()];
                             let qt = &q[t * h.q_dim()..(t + 1) * h.q_dim()];
-                            attend(&k, one, qt, kc, vc, &mut row, &mut scratch, &Serial);
+                            let seq = SeqAttn { heads: one, n_tok: 1, kc, vc };
+                            attend(&k, &seq, qt, &mut row, &mut scratch, &Serial);
                             assert_eq!(row, blocked[t * h.q_dim()..(t + 1) * h.q_dim()], "{what}, token {t}");
                         }
                     }

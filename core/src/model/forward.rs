@@ -271,31 +271,28 @@ impl Model<'_> {
                 }
             }
         }
-        fn seq_attn<'a>(s: &'a SeqRows<'_>, heads: Heads, il: usize) -> SeqAttn<'a> {
-            let (kc, vc) = s.kv.layer(il, heads.head_dim);
-            SeqAttn { heads, n_tok: s.n_tok, kc, vc }
-        }
+        // Sequences all decoding over short caches share one dispatch
+        // (per SEQS_AT_ONCE of them); otherwise each takes its own.
         let mut row = 0;
-        if seqs.len() > 1 && seqs.iter().all(|s| seq_attn(s, heads(s.pos0), il).is_short()) {
-            // Decode for many sequences: one dispatch per SEQS_AT_ONCE of them.
-            for batch in seqs.chunks(SEQS_AT_ONCE) {
-                let mut list = heapless::Vec::<SeqAttn<'_>, SEQS_AT_ONCE>::new();
-                for s in batch {
-                    // Never full: a batch holds at most SEQS_AT_ONCE.
-                    let _ = list.push(seq_attn(s, heads(s.pos0), il));
-                }
-                let rows = row..row + batch.iter().map(|s| s.n_tok).sum::<usize>();
-                row = rows.end;
-                let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
-                attend_short(k_, &list, q, out, &mut ws.attn_scratch, par);
+        for batch in seqs.chunks(SEQS_AT_ONCE) {
+            let mut list = heapless::Vec::<SeqAttn<'_>, SEQS_AT_ONCE>::new();
+            for s in batch.iter() {
+                let (kc, vc) = s.kv.layer(il, hd);
+                // Never full: a batch holds at most SEQS_AT_ONCE.
+                let _ = list.push(SeqAttn { heads: heads(s.pos0), n_tok: s.n_tok, kc, vc });
             }
-        } else {
-            for s in seqs.iter() {
-                let rows = row..row + s.n_tok;
-                row += s.n_tok;
-                let a = seq_attn(s, heads(s.pos0), il);
-                let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
-                attend(k_, a.heads, q, a.kc, a.vc, out, &mut ws.attn_scratch, par);
+            let rows = row..row + batch.iter().map(|s| s.n_tok).sum::<usize>();
+            row = rows.end;
+            let (q, out) = (&ws.q[rows.start * qd..rows.end * qd], &mut attn[rows.start * qd..rows.end * qd]);
+            if list.len() > 1 && list.iter().all(SeqAttn::is_short) {
+                attend_short(k_, &list, q, out, &mut ws.attn_scratch, par);
+                continue;
+            }
+            let mut at = 0;
+            for a in &list {
+                let len = a.n_tok * qd;
+                attend(k_, a, &q[at..at + len], &mut out[at..at + len], &mut ws.attn_scratch, par);
+                at += len;
             }
         }
         ws.acts.encode(k_, lw.wo.ty.act_format(), &ws.attn, lw.wo.n_in, par);
