@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use core::ops::Range;
 
-use super::{GemmFn, GemmRowsFn, GemmWideFn, Kernels, TileFn, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, TILE};
+use super::{
+    GemmFn, GemmRowsFn, GemmWideFn, Kernels, PanelFn, TileFn, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, PANEL_ROWS, TILE,
+};
 use crate::parallel::{chunk_size, for_each_chunk_mut, Parallel};
 use crate::quant::{ActFormat, GgmlType};
 
@@ -80,6 +82,9 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     let n_tok = acts.rows();
     debug_assert_eq!(out.len(), n_tok * w.n_out);
     if n_tok >= SPLIT_BY_TOKEN_FROM {
+        if let Some(panel) = k.panel(w.ty) {
+            return panel_matmul(panel, tile, w, acts, out, scratch, par);
+        }
         let toks_per_task = chunk_size(n_tok, par.threads(), TILE);
         for_each_chunk_mut(par, out, toks_per_task * w.n_out, &|start, o| {
             let t0 = start / w.n_out;
@@ -118,6 +123,50 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
             out[t * w.n_out + r0..][..rows].copy_from_slice(run);
         }
     }
+}
+
+/// Large batches by a panel product: split by weight row, so each thread
+/// reads its rows once for all the tokens. Each task writes its rows into
+/// `scratch` as groups of [`PANEL_ROWS`] (fewer at the matrix's end), each
+/// laid out `[token][row]`; then each token's row is copied out.
+fn panel_matmul(
+    panel: PanelFn,
+    k: Products,
+    w: &Matrix<'_>,
+    acts: &Acts,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    par: &dyn Parallel,
+) {
+    let n_tok = acts.rows();
+    if scratch.len() < w.n_out * n_tok {
+        scratch.resize(w.n_out * n_tok, 0.0);
+    }
+    let scratch = &mut scratch[..w.n_out * n_tok];
+    let rows_per_task = chunk_size(w.n_out, par.threads(), PANEL_ROWS);
+    for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, piece| {
+        let (r0, rows) = (start / n_tok, piece.len() / n_tok);
+        let panels = rows / PANEL_ROWS * PANEL_ROWS;
+        let (whole, rest) = piece.split_at_mut(panels * n_tok);
+        for (p, group) in whole.chunks_exact_mut(PANEL_ROWS * n_tok).enumerate() {
+            let first = r0 + p * PANEL_ROWS;
+            let wr: [&[u8]; PANEL_ROWS] = core::array::from_fn(|i| w.row(first + i));
+            panel(w.n_in, &wr, &acts.data, acts.row_bytes, group.as_chunks_mut().0);
+        }
+        let (first, width) = (r0 + panels, rows - panels);
+        tiles(k, w, acts, first..r0 + rows, 0..n_tok, false, |r, t, y| rest[t * width + r - first] = y);
+    });
+    let scratch = &*scratch;
+    let toks_per_task = chunk_size(n_tok, par.threads(), 1);
+    for_each_chunk_mut(par, out, toks_per_task * w.n_out, &|start, o| {
+        let t0 = start / w.n_out;
+        for (i, row) in o.chunks_exact_mut(w.n_out).enumerate() {
+            for g0 in (0..w.n_out).step_by(PANEL_ROWS) {
+                let width = PANEL_ROWS.min(w.n_out - g0);
+                row[g0..g0 + width].copy_from_slice(&scratch[g0 * n_tok + (t0 + i) * width..][..width]);
+            }
+        }
+    });
 }
 
 /// One activation vector times several matrices of one weight type, as a

@@ -59,6 +59,18 @@ pub const GEMM_WIDE_ROWS: usize = 16;
 /// to [`GemmFn`]'s, so a matrix's rows may be split between the two.
 pub type GemmWideFn = GemmRowsFn<GEMM_WIDE_ROWS>;
 
+/// Weight rows one [`PanelFn`] call multiplies.
+pub const PANEL_ROWS: usize = 16;
+
+/// [`PANEL_ROWS`] weight rows times any number of encoded activation rows
+/// (the first at `acts`, each `act_row_bytes` after the last), each `n`
+/// elements: `out[t][r] = dot(w[r], a[t])`, one `out` entry per token.
+/// For prompts: each weight block is unpacked once for all the tokens,
+/// where [`GemmFn`] unpacks it again for every few. Each row's result is
+/// bit-identical to [`GemmFn`]'s ([`Kernels::panel`]).
+pub type PanelFn =
+    fn(n: usize, w: &[&[u8]; PANEL_ROWS], acts: &[u8], act_row_bytes: usize, out: &mut [[f32; PANEL_ROWS]]);
+
 /// The kernels chosen for this CPU. Built once; cheap to copy.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -201,6 +213,17 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 {
             return x86_64::gemm_wide_avx512(ty);
+        }
+        let _ = ty;
+        None
+    }
+
+    /// The panel product for `ty`, where this CPU has one; always alongside
+    /// [`Kernels::gemm`], which takes a matrix's leftover rows.
+    pub fn panel(&self, ty: GgmlType) -> Option<PanelFn> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            return x86_64::panel_avx512(ty);
         }
         let _ = ty;
         None

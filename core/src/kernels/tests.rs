@@ -368,3 +368,84 @@ fn every_gemm_matches_scalar() {
     }
     assert!(checked > 0 || Kernels::detect().gemm(GgmlType::Q4_1).is_none(), "no gemm kernel ran");
 }
+
+/// The panel products give each row exactly the 8-row product's bits, for
+/// token counts across pass boundaries and widths across unpacked chunks.
+#[test]
+fn panel_is_the_8_row_gemm_bit_for_bit() {
+    let mut rng = Rng::new(13);
+    let mut checked = 0;
+    for ty in TYPES {
+        for n in [256usize, 1280, 2304].into_iter().filter(|n| n % ty.block_len() == 0) {
+            let rows: Vec<Vec<u8>> = (0..PANEL_ROWS).map(|_| random_row(ty, n, &mut rng)).collect();
+            let acts: Vec<u8> = (0..40).flat_map(|_| random_act(ty, n, &mut rng)).collect();
+            let arb = ty.act_format().row_bytes(n);
+            let w: [&[u8]; PANEL_ROWS] = core::array::from_fn(|r| &rows[r][..]);
+            for k in variants() {
+                let Some(panel) = k.panel(ty) else { continue };
+                let gemm = k.gemm(ty).expect("a panel product comes with an 8-row one");
+                for toks in [1, 2, 7, 8, 9, 16, 23, 40] {
+                    let mut out = vec![[f32::NAN; PANEL_ROWS]; toks];
+                    panel(n, &w, &acts, arb, &mut out);
+                    for t0 in (0..toks).step_by(GEMM_TOKENS) {
+                        let t1 = (t0 + GEMM_TOKENS).min(toks);
+                        let a: Vec<&[u8]> = (t0..t1).map(|t| &acts[t * arb..(t + 1) * arb]).collect();
+                        for half in 0..PANEL_ROWS / GEMM_ROWS {
+                            let rows8: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| w[half * GEMM_ROWS + r]);
+                            let mut want = [[f32::NAN; GEMM_ROWS]; GEMM_TOKENS];
+                            gemm(n, &rows8, &a, &mut want, false);
+                            for t in t0..t1 {
+                                let got = &out[t][half * GEMM_ROWS..(half + 1) * GEMM_ROWS];
+                                let same = got.iter().zip(&want[t - t0]).all(|(g, w)| g.to_bits() == w.to_bits());
+                                assert!(same, "{ty} n={n} {} t={t}/{toks}: {got:?} vs {:?}", k.name(), want[t - t0]);
+                            }
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0 || Kernels::detect().panel(GgmlType::Q4_K).is_none(), "no panel kernel ran");
+}
+
+/// Runs tasks in order on the calling thread, but reports `.0` threads, so
+/// matmul splits its work as it would for that many.
+struct PretendThreads(usize);
+
+impl crate::parallel::Parallel for PretendThreads {
+    fn threads(&self) -> usize {
+        self.0
+    }
+    fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        (0..n_tasks).for_each(task);
+    }
+}
+
+/// A prompt-sized batch (split by row into panels where the CPU has them,
+/// with a last task of fewer rows than a panel) gives every token exactly
+/// the logits it gets alone, and the scalar oracle's within rounding.
+#[test]
+fn large_batches_give_each_token_its_lone_result() {
+    let mut rng = Rng::new(17);
+    let (n_in, n_out, n_tok) = (512, 72, 40);
+    for ty in [GgmlType::Q4_K, GgmlType::Q4_0, GgmlType::Q6_K] {
+        let data: Vec<u8> = (0..n_out).flat_map(|_| random_row(ty, n_in, &mut rng)).collect();
+        let w = Matrix { ty, n_in, n_out, data: &data };
+        let x: Vec<f32> = (0..n_in * n_tok).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        for k in variants() {
+            let batch = matmul::matmul_f32(&k, &w, &x, &PretendThreads(2));
+            for t in 0..n_tok {
+                let lone = matmul::matmul_f32(&k, &w, &x[t * n_in..(t + 1) * n_in], &Serial);
+                let mut a = vec![0u8; ty.act_format().row_bytes(n_in)];
+                quantize_row(ty.act_format(), &x[t * n_in..(t + 1) * n_in], &mut a);
+                for r in 0..n_out {
+                    let (got, alone) = (batch[t * n_out + r], lone[r]);
+                    assert_eq!(got.to_bits(), alone.to_bits(), "{ty} {} [{t}][{r}]: {got} vs {alone}", k.name());
+                    let want = scalar::dot(ty, n_in, w.row(r), &a);
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} {} [{t}][{r}]", k.name());
+                }
+            }
+        }
+    }
+}

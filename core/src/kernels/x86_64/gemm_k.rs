@@ -13,13 +13,13 @@ use core::arch::x86_64::*;
 
 /// Q4_K super-block: f16 d and dmin, 12 bytes of packed 6-bit scales and
 /// minimums, then 128 bytes of nibbles.
-const BLOCK_BYTES: usize = 144;
+pub(super) const BLOCK_BYTES: usize = 144;
 /// Q6_K super-block: 128 bytes of low nibbles, 64 of 2-bit high parts, 16
 /// i8 scales (one per 16 levels), f16 d.
 const Q6K_BYTES: usize = 210;
 /// Q8_K activation block: f32 scale, 256 levels, 16 i16 sums of 16 levels.
-const ACT_BYTES: usize = 292;
-const ACT_SUMS_AT: usize = 260;
+pub(super) const ACT_BYTES: usize = 292;
+pub(super) const ACT_SUMS_AT: usize = 260;
 
 /// The 8 rows' super-block header at `at`: d and dmin in f32 lanes, and
 /// per lane the row's eight 6-bit scales and eight minimums as bytes:
@@ -49,12 +49,12 @@ fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
 /// 8 rows' Q4_K super-block, unpacked: per 32-level sub-block, its 8
 /// groups of 4 levels per row; the scales (sub-blocks 0..4, 4..8) as bytes
 /// per lane; d and dmin; the minimums as [`min_pairs`] gives them.
-struct Q4kBlock {
-    groups: [[__m256i; 8]; 8],
-    scales: [__m256i; 2],
-    d: __m256,
-    dmin: __m256,
-    mins: [__m256i; 4],
+pub(super) struct Q4kBlock {
+    pub(super) groups: [[__m256i; 8]; 8],
+    pub(super) scales: [__m256i; 2],
+    pub(super) d: __m256,
+    pub(super) dmin: __m256,
+    pub(super) mins: [__m256i; 4],
 }
 
 /// Chunk `c` (32 bytes per row) of the super-block at `at`: the groups of
@@ -77,7 +77,7 @@ fn unpack_chunk(rows: &[&[u8]; GEMM_ROWS], at: usize, c: usize) -> [[__m256i; 8]
 /// The whole super-block at `at`, for prompts: met by several passes of tokens.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
+pub(super) fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
     let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(rows, at);
     let mut groups = [[_mm256_setzero_si256(); 8]; 8];
     for c in 0..4 {
@@ -114,7 +114,7 @@ fn prefetch_next(rows: &[&[u8]; GEMM_ROWS], at: usize, block_bytes: usize, nb: u
 /// Byte `k` of each dword of `v` as a dword (`PAIR`: in both i16 halves).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn pick_byte<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
+pub(super) fn pick_byte<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
     let mask = |i: i32| {
         let b = 4 * i + k as i32;
         if PAIR {

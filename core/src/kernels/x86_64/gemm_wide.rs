@@ -21,13 +21,13 @@ const MAX_TOKENS: usize = 8;
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn join(lo: __m256i, hi: __m256i) -> __m512i {
+pub(super) fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+pub(super) fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi)))
 }
 
