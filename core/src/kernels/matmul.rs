@@ -47,7 +47,8 @@ impl Acts {
         self.fmt = Some(fmt);
         self.n = n;
         self.row_bytes = fmt.row_bytes(n);
-        self.data.clear();
+        // The encoder writes every byte, so only new bytes are zeroed.
+        self.data.truncate(rows * self.row_bytes);
         self.data.resize(rows * self.row_bytes, 0);
         let rb = self.row_bytes;
         for_each_chunk_mut(par, &mut self.data, rb * rows.div_ceil(par.threads()).max(1), &|start, out| {

@@ -26,7 +26,7 @@ pub(super) const ACT_SUMS_AT: usize = 260;
 /// `[scales 0..4, scales 4..8, mins 0..4, mins 4..8]`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
+pub(super) fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
     let [heads, q0, q1, q2] = transposed16(w, at);
     let d = _mm256_and_si256(heads, _mm256_set1_epi32(0xFFFF));
     let dmin = _mm256_srli_epi32(heads, 16);
@@ -49,19 +49,19 @@ fn header(w: &[&[u8]; GEMM_ROWS], at: usize) -> (__m256, __m256, [__m256i; 4]) {
 /// 8 rows' Q4_K super-block, unpacked: per 32-level sub-block, its 8
 /// groups of 4 levels per row; the scales (sub-blocks 0..4, 4..8) as bytes
 /// per lane; d and dmin; the minimums as [`min_pairs`] gives them.
-pub(super) struct Q4kBlock {
-    pub(super) groups: [[__m256i; 8]; 8],
-    pub(super) scales: [__m256i; 2],
-    pub(super) d: __m256,
-    pub(super) dmin: __m256,
-    pub(super) mins: [__m256i; 4],
+struct Q4kBlock {
+    groups: [[__m256i; 8]; 8],
+    scales: [__m256i; 2],
+    d: __m256,
+    dmin: __m256,
+    mins: [__m256i; 4],
 }
 
 /// Chunk `c` (32 bytes per row) of the super-block at `at`: the groups of
 /// sub-block `2c` (low nibbles), then those of `2c + 1` (high nibbles).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn unpack_chunk(rows: &[&[u8]; GEMM_ROWS], at: usize, c: usize) -> [[__m256i; 8]; 2] {
+pub(super) fn unpack_chunk(rows: &[&[u8]; GEMM_ROWS], at: usize, c: usize) -> [[__m256i; 8]; 2] {
     let (qs, low) = (at + 16 + 32 * c, _mm256_set1_epi8(0x0F));
     let mut halves = [[_mm256_setzero_si256(); 8]; 2];
     for (half, base) in [(0, qs), (4, qs + 16)] {
@@ -77,7 +77,7 @@ fn unpack_chunk(rows: &[&[u8]; GEMM_ROWS], at: usize, c: usize) -> [[__m256i; 8]
 /// The whole super-block at `at`, for prompts: met by several passes of tokens.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(super) fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
+fn unpack_q4k(rows: &[&[u8]; GEMM_ROWS], at: usize) -> Q4kBlock {
     let (d, dmin, [scales_lo, scales_hi, mins_lo, mins_hi]) = header(rows, at);
     let mut groups = [[_mm256_setzero_si256(); 8]; 8];
     for c in 0..4 {

@@ -9,8 +9,8 @@
 //! super-block, then its float steps in the same order, so every row's
 //! result is bit-identical to [`crate::kernels::GemmFn`]'s.
 
-use super::gemm::{bytes_at, load16};
-use super::gemm_k::{pick_byte, unpack_q4k, ACT_BYTES, ACT_SUMS_AT, BLOCK_BYTES};
+use super::gemm::bytes_at;
+use super::gemm_k::{header, pick_byte, unpack_chunk, ACT_BYTES, ACT_SUMS_AT, BLOCK_BYTES};
 use super::gemm_wide::{join, join_ps};
 use crate::kernels::{PanelFn, GEMM_ROWS, PANEL_ROWS};
 use crate::quant::GgmlType;
@@ -26,15 +26,15 @@ const CHUNK_BLOCKS: usize = 8;
 const PASS_TOKENS: usize = 8;
 
 /// 16 rows' Q4_K super-block, unpacked: per sub-block its 8 groups (lane
-/// `r` holds 4 of row `r`'s levels) and the rows' scales as i32 lanes; d
-/// and dmin; the minimums as i16 pairs (see `gemm_k::min_pairs`).
+/// `r` holds 4 of row `r`'s levels), the rows' scales as i16 pairs
+/// (scale, 0) and minimums as pairs (minimum, minimum); d and dmin.
 #[derive(Clone, Copy)]
 struct Block16 {
     groups: [[__m512i; 8]; 8],
     scales: [__m512i; 8],
+    mins: [__m512i; 8],
     d: __m512,
     dmin: __m512,
-    mins: [__m512i; 4],
 }
 
 #[inline]
@@ -44,47 +44,68 @@ fn unpack16(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block16 {
     for (r, row) in w.iter().enumerate() {
         halves[r / GEMM_ROWS][r % GEMM_ROWS] = row;
     }
-    let (lo, hi) = (unpack_q4k(&halves[0], at), unpack_q4k(&halves[1], at));
-    let mut blk = Block16 {
-        groups: [[_mm512_setzero_si512(); 8]; 8],
-        scales: [_mm512_setzero_si512(); 8],
-        d: join_ps(lo.d, hi.d),
-        dmin: join_ps(lo.dmin, hi.dmin),
-        mins: [_mm512_setzero_si512(); 4],
-    };
+    let (lo, hi) = (header(&halves[0], at), header(&halves[1], at));
+    let zero8 = [_mm512_setzero_si512(); 8];
+    let mut blk =
+        Block16 { groups: [zero8; 8], scales: zero8, mins: zero8, d: join_ps(lo.0, hi.0), dmin: join_ps(lo.1, hi.1) };
+    // Bytes `[scales 0..4, scales 4..8, mins 0..4, mins 4..8]` per lane.
     for j in 0..8 {
-        for g in 0..8 {
-            blk.groups[j][g] = join(lo.groups[j][g], hi.groups[j][g]);
-        }
-        let (k, half) = (j % 4, j / 4);
-        blk.scales[j] = join(pick_byte::<false>(lo.scales[half], k), pick_byte::<false>(hi.scales[half], k));
+        let (v, k) = (j / 4, j % 4);
+        blk.scales[j] = join(pick_byte::<false>(lo.2[v], k), pick_byte::<false>(hi.2[v], k));
+        blk.mins[j] = join(pick_byte::<true>(lo.2[2 + v], k), pick_byte::<true>(hi.2[2 + v], k));
     }
-    for i in 0..4 {
-        blk.mins[i] = join(lo.mins[i], hi.mins[i]);
+    for c in 0..4 {
+        let (l, h) = (unpack_chunk(&halves[0], at, c), unpack_chunk(&halves[1], at, c));
+        for (half, j) in [2 * c, 2 * c + 1].into_iter().enumerate() {
+            for g in 0..8 {
+                blk.groups[j][g] = join(l[half][g], h[half][g]);
+            }
+        }
     }
     blk
 }
 
+/// `acc + a · b` by i16 pairs into i32 lanes, as one `vpdpwssd`: LLVM
+/// splits the intrinsic into a multiply and an add, one more instruction
+/// on the two ports that 512-bit work shares (14% of this kernel's).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of AVX512-VNNI, which this
+    // function's target features (the callers') guarantee; no memory, no
+    // stack, no flags.
+    unsafe {
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    acc
+}
+
 /// `sum_j mins[j] * (the token's level sum over sub-block j)` per row
-/// lane, as `gemm_k::level_sums` computes it for 8.
+/// lane: the activation's sums of 16 levels pair up as dwords, 2j and
+/// 2j + 1 in dword j, and meet the minimum of sub-block j in both halves.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn level_sums16(blk: &[u8], mins: &[__m512i; 4]) -> __m512i {
-    let sums16 = _mm_hadd_epi16(load16(blk, ACT_SUMS_AT), load16(blk, ACT_SUMS_AT + 16));
-    let order = _mm_setr_epi8(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15);
-    let pairs = _mm512_broadcast_i32x4(_mm_shuffle_epi8(sums16, order));
-    let a = _mm512_madd_epi16(mins[0], _mm512_shuffle_epi32::<0x00>(pairs));
-    let b = _mm512_madd_epi16(mins[1], _mm512_shuffle_epi32::<0x55>(pairs));
-    let c = _mm512_madd_epi16(mins[2], _mm512_shuffle_epi32::<0xAA>(pairs));
-    let e = _mm512_madd_epi16(mins[3], _mm512_shuffle_epi32::<0xFF>(pairs));
-    _mm512_add_epi32(_mm512_add_epi32(a, b), _mm512_add_epi32(c, e))
+fn level_sums16(blk: &[u8; ACT_BYTES], mins: &[__m512i; 8]) -> __m512i {
+    let mut sum = _mm512_setzero_si512();
+    for (j, &m) in mins.iter().enumerate() {
+        let pair = _mm512_set1_epi32(i32::from_le_bytes(bytes_at::<4>(blk, ACT_SUMS_AT + 4 * j)));
+        sum = dpwssd(sum, m, pair);
+    }
+    sum
 }
 
 /// One token's sub-block (`$qa`, its 32 levels) against the 16 rows'
-/// `$groups`, times the rows' `$scales`: the exact integer sum. A macro,
+/// `$groups`, times the rows' `$scales`, added to `$isum`: exact integers. A macro,
 /// so that every token's copy is inlined and the token loop unrolled.
 macro_rules! sub_block {
-    ($groups:expr, $qa:expr, $scales:expr) => {{
+    ($isum:expr, $groups:expr, $qa:expr, $scales:expr) => {{
         let (groups, qa): (&[__m512i; 8], &[u8; 32]) = ($groups, $qa);
         let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         for g in (0..8).step_by(2) {
@@ -93,8 +114,29 @@ macro_rules! sub_block {
             even = _mm512_dpbusd_epi32(even, groups[g], a0);
             odd = _mm512_dpbusd_epi32(odd, groups[g + 1], a1);
         }
-        _mm512_mullo_epi32(_mm512_add_epi32(even, odd), $scales)
+        // Each half's 16 levels sum to at most 16 · 15 · 128 = 30720, so
+        // its low i16 is the whole sum: `dpwssd` by (scale, 0) pairs scales
+        // it and adds it in, one instruction where a 32-bit multiply is two.
+        dpwssd(dpwssd($isum, even, $scales), odd, $scales)
     }};
+}
+
+/// `$body` for each token `$t` below `$n` (at most [`PASS_TOKENS`]),
+/// written out: LLVM's unrolling of a plain loop is a guess, and when it
+/// guesses no, the integer sums live in memory (-20%).
+macro_rules! each_token {
+    ($n:expr, $t:ident, $body:block) => {
+        seq_tokens!($n, $t, $body, 0 1 2 3 4 5 6 7)
+    };
+}
+
+macro_rules! seq_tokens {
+    ($n:expr, $t:ident, $body:block, $($i:literal)*) => {
+        $(if $i < $n {
+            let $t = $i;
+            $body
+        })*
+    };
 }
 
 /// `T` tokens' super-blocks (`toks[t]`) against one unpacked super-block,
@@ -105,10 +147,10 @@ fn tokens16<const T: usize>(blk: &Block16, toks: &[&[u8; ACT_BYTES]; T], acc: &m
     let mut isum = [_mm512_setzero_si512(); T];
     for j in 0..8 {
         let (groups, scales) = (blk.groups[j], blk.scales[j]);
-        for t in 0..T {
+        each_token!(T, t, {
             let qa: &[u8; 32] = toks[t][4 + 32 * j..4 + 32 * (j + 1)].try_into().expect("32 levels");
-            isum[t] = _mm512_add_epi32(isum[t], sub_block!(&groups, qa, scales));
-        }
+            isum[t] = sub_block!(isum[t], &groups, qa, scales);
+        });
     }
     for t in 0..T {
         // As `gemm_k::q4k_scaled`: one rounding for `d · isum - dmin · mins`,
@@ -159,7 +201,7 @@ fn panel_q4k(n: usize, w: &[&[u8]; PANEL_ROWS], acts: &[u8], act_row_bytes: usiz
     let rows: [&[u8]; PANEL_ROWS] = core::array::from_fn(|r| &w[r][..nb * BLOCK_BYTES]);
     let zero = _mm512_setzero_si512();
     let (zero_ps, zero8) = (_mm512_setzero_ps(), [zero; 8]);
-    let empty = Block16 { groups: [zero8; 8], scales: zero8, d: zero_ps, dmin: zero_ps, mins: [zero; 4] };
+    let empty = Block16 { groups: [zero8; 8], scales: zero8, mins: zero8, d: zero_ps, dmin: zero_ps };
     let mut blocks = [empty; CHUNK_BLOCKS];
     if nb == 0 {
         out.fill([0.0; PANEL_ROWS]);
