@@ -16,7 +16,7 @@ use core::arch::x86_64::*;
 pub(super) const BLOCK_BYTES: usize = 144;
 /// Q6_K super-block: 128 bytes of low nibbles, 64 of 2-bit high parts, 16
 /// i8 scales (one per 16 levels), f16 d.
-const Q6K_BYTES: usize = 210;
+pub(super) const Q6K_BYTES: usize = 210;
 /// Q8_K activation block: f32 scale, 256 levels, 16 i16 sums of 16 levels.
 pub(super) const ACT_BYTES: usize = 292;
 pub(super) const ACT_SUMS_AT: usize = 260;
@@ -161,7 +161,7 @@ fn level_sums(blk: &[u8], mins: &[__m256i; 4]) -> __m256i {
 /// both i16 halves).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn pick_signed<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
+pub(super) fn pick_signed<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
     let mask = |i: i32| {
         let b = 4 * i + k as i32;
         if PAIR {
@@ -183,12 +183,35 @@ fn pick_signed<const PAIR: bool>(v: __m256i, k: usize) -> __m256i {
 /// bytes `4g..4g + 4` of row `r` in lane `r`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transposed16(w: &[&[u8]; GEMM_ROWS], at: usize) -> [__m256i; 4] {
+pub(super) fn transposed16(w: &[&[u8]; GEMM_ROWS], at: usize) -> [__m256i; 4] {
     let mut rows = [_mm256_setzero_si256(); 4];
     for r in 0..4 {
         rows[r] = _mm256_set_m128i(load16(w[r + 4], at), load16(w[r], at));
     }
     transpose4(rows)
+}
+
+/// The 8 rows' Q6_K levels `128h + 32k + l0..+ 16` for each `k` (scale
+/// group `8h + 2k + l0 / 16`), 4 groups of 4 per row. Level `128h + 32k +
+/// l` (l < 32) takes a nibble of `ql[64h + 32(k % 2) + l]` (the high one
+/// for k >= 2) and bits 2k, 2k + 1 of `qh[32h + l]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn q6k_levels(rows: &[&[u8]; GEMM_ROWS], at: usize, h: usize, l0: usize) -> [[__m256i; 4]; 4] {
+    let (low4, high2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    let ql_a = transposed16(rows, at + 64 * h + l0);
+    let ql_b = transposed16(rows, at + 64 * h + 32 + l0);
+    let qh = transposed16(rows, at + 128 + 32 * h + l0);
+    let mut levels = [[_mm256_setzero_si256(); 4]; 4];
+    for g in 0..4 {
+        let (a, b, hi) = (ql_a[g], ql_b[g], qh[g]);
+        let high = [_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 2), hi, _mm256_srli_epi16(hi, 2)];
+        let low = [a, b, _mm256_srli_epi16(a, 4), _mm256_srli_epi16(b, 4)];
+        for k in 0..4 {
+            levels[k][g] = _mm256_or_si256(_mm256_and_si256(low[k], low4), _mm256_and_si256(high[k], high2));
+        }
+    }
+    levels
 }
 
 /// `sum_s scale[s] * (sum of the activation's 16 levels of group s)` per
@@ -408,7 +431,6 @@ macro_rules! gemm_k_kernels {
             let nb = n / 256;
             let rows: [&[u8]; GEMM_ROWS] = core::array::from_fn(|r| &w[r][..nb * Q6K_BYTES]);
             let toks: [&[u8]; T] = core::array::from_fn(|t| &a[t][..nb * ACT_BYTES]);
-            let (low4, high2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..nb {
                 let at = b * Q6K_BYTES;
@@ -421,25 +443,9 @@ macro_rules! gemm_k_kernels {
                 // SAFETY: `d` is 16 readable bytes; unaligned load.
                 let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) });
                 let mut isum = [_mm256_setzero_si256(); T];
-                // Level 128h + 32k + l (l < 32) takes a nibble of ql[64h +
-                // 32(k % 2) + l] (the high one for k >= 2) and bits 2k, 2k + 1
-                // of qh[32h + l]; scale group 8h + 2k + l / 16.
                 for h in 0..2 {
                     for l0 in [0, 16] {
-                        let ql_a = transposed16(&rows, at + 64 * h + l0);
-                        let ql_b = transposed16(&rows, at + 64 * h + 32 + l0);
-                        let qh = transposed16(&rows, at + 128 + 32 * h + l0);
-                        let mut levels = [[_mm256_setzero_si256(); 4]; 4];
-                        for g in 0..4 {
-                            let (a, b, hi) = (ql_a[g], ql_b[g], qh[g]);
-                            let high =
-                                [_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 2), hi, _mm256_srli_epi16(hi, 2)];
-                            let low = [a, b, _mm256_srli_epi16(a, 4), _mm256_srli_epi16(b, 4)];
-                            for k in 0..4 {
-                                levels[k][g] =
-                                    _mm256_or_si256(_mm256_and_si256(low[k], low4), _mm256_and_si256(high[k], high2));
-                            }
-                        }
+                        let levels = q6k_levels(&rows, at, h, l0);
                         for t in 0..T {
                             for k in 0..4 {
                                 let group = 8 * h + 2 * k + l0 / 16;

@@ -1,8 +1,8 @@
-//! Q4_K products for prompts on AVX-512: 16 weight rows against every
-//! token of a batch ([`PanelFn`]). A few super-blocks are unpacked at a
-//! time (two 8-row unpackings of [`super::gemm_k`], joined into 512-bit
-//! lanes) and then met by all the tokens, 8 at a time, while they sit in
-//! L1. The 8-row kernel instead unpacks each super-block again for every 8
+//! Q4_K and Q6_K products for prompts on AVX-512: 16 weight rows against
+//! every token of a batch ([`PanelFn`]). A few super-blocks are unpacked
+//! at a time (two 8-row unpackings of [`super::gemm_k`], joined into
+//! 512-bit lanes) and then met by all the tokens, 8 at a time, while they
+//! sit in L1. The 8-row kernel instead unpacks each super-block again for every 8
 //! tokens and reads the rows from memory once per 16 tokens.
 //!
 //! Each lane repeats the 8-row kernel's arithmetic: exact integer sums per
@@ -10,7 +10,10 @@
 //! result is bit-identical to [`crate::kernels::GemmFn`]'s.
 
 use super::gemm::bytes_at;
-use super::gemm_k::{header, pick_byte, unpack_chunk, ACT_BYTES, ACT_SUMS_AT, BLOCK_BYTES};
+use super::gemm_k::{
+    header, pick_byte, pick_signed, q6k_levels, transposed16, unpack_chunk, ACT_BYTES, ACT_SUMS_AT, BLOCK_BYTES,
+    Q6K_BYTES,
+};
 use super::gemm_wide::{join, join_ps};
 use crate::kernels::{PanelFn, GEMM_ROWS, PANEL_ROWS};
 use crate::quant::GgmlType;
@@ -161,78 +164,166 @@ fn tokens16<const T: usize>(blk: &Block16, toks: &[&[u8; ACT_BYTES]; T], acc: &m
     }
 }
 
-/// One pass: `out.len()` tokens (`T`), whose activation rows start at
-/// `acts`, `act_row_bytes` apart, through the unpacked super-blocks
-/// `blocks`, found at `at` in each row. `first`: the accumulators start at
-/// zero, otherwise from `out`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn pass<const T: usize>(
-    blocks: &[Block16],
-    acts: &[u8],
-    act_row_bytes: usize,
-    at: usize,
-    out: &mut [[f32; PANEL_ROWS]],
-    first: bool,
-) {
-    let mut acc = [_mm512_setzero_ps(); T];
-    if !first {
-        for t in 0..T {
-            // SAFETY: `out[t]` is 16 readable f32s; unaligned load.
-            acc[t] = unsafe { _mm512_loadu_ps(out[t].as_ptr()) };
+/// Stamps out a panel product `$panel` ([`PanelFn`]) over `$block`s,
+/// super-blocks of `$bytes` per row unpacked by `$unpack` and met by
+/// `$tokens`, `$chunk` super-blocks at a time, and its pass function
+/// `$pass`: `out.len()` tokens (`T`), whose activation rows start at
+/// `acts`, `act_row_bytes` apart, through the unpacked `blocks`, found at
+/// `at` in each activation row (`first`: the sums start at zero, otherwise
+/// from `out`).
+macro_rules! panel_product {
+    ($panel:ident, $pass:ident, $block:ty, $bytes:expr, $chunk:expr, $unpack:ident, $tokens:ident) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $pass<const T: usize>(
+            blocks: &[$block],
+            acts: &[u8],
+            act_row_bytes: usize,
+            at: usize,
+            out: &mut [[f32; PANEL_ROWS]],
+            first: bool,
+        ) {
+            let mut acc = [_mm512_setzero_ps(); T];
+            if !first {
+                for t in 0..T {
+                    // SAFETY: `out[t]` is 16 readable f32s; unaligned load.
+                    acc[t] = unsafe { _mm512_loadu_ps(out[t].as_ptr()) };
+                }
+            }
+            for (i, blk) in blocks.iter().enumerate() {
+                let at = at + i * ACT_BYTES;
+                let toks: [&[u8; ACT_BYTES]; T] = core::array::from_fn(|t| {
+                    acts[t * act_row_bytes + at..][..ACT_BYTES].try_into().expect("one Q8_K block")
+                });
+                $tokens::<T>(blk, &toks, &mut acc);
+            }
+            for t in 0..T {
+                // SAFETY: `out[t]` is 16 writable f32s; unaligned store.
+                unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+            }
         }
-    }
-    for (i, blk) in blocks.iter().enumerate() {
-        let at = at + i * ACT_BYTES;
-        let toks: [&[u8; ACT_BYTES]; T] =
-            core::array::from_fn(|t| acts[t * act_row_bytes + at..][..ACT_BYTES].try_into().expect("one Q8_K block"));
-        tokens16::<T>(blk, &toks, &mut acc);
-    }
-    for t in 0..T {
-        // SAFETY: `out[t]` is 16 writable f32s; unaligned store.
-        unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-    }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $panel(n: usize, w: &[&[u8]; PANEL_ROWS], acts: &[u8], act_row_bytes: usize, out: &mut [[f32; PANEL_ROWS]]) {
+            let nb = n / 256;
+            let rows: [&[u8]; PANEL_ROWS] = core::array::from_fn(|r| &w[r][..nb * $bytes]);
+            if nb == 0 {
+                out.fill([0.0; PANEL_ROWS]);
+                return;
+            }
+            // Super-block 0 fills the array, so the first chunk starts at 1.
+            let mut blocks = [$unpack(&rows, 0); $chunk];
+            for b0 in (0..nb).step_by($chunk) {
+                let chunk = (nb - b0).min($chunk);
+                for (i, blk) in blocks.iter_mut().enumerate().take(chunk).skip(usize::from(b0 == 0)) {
+                    *blk = $unpack(&rows, (b0 + i) * $bytes);
+                }
+                let (blocks, at, first) = (&blocks[..chunk], b0 * ACT_BYTES, b0 == 0);
+                for (p, o) in out.chunks_mut(PASS_TOKENS).enumerate() {
+                    let acts = &acts[p * PASS_TOKENS * act_row_bytes..];
+                    match o.len() {
+                        1 => $pass::<1>(blocks, acts, act_row_bytes, at, o, first),
+                        2 => $pass::<2>(blocks, acts, act_row_bytes, at, o, first),
+                        3 => $pass::<3>(blocks, acts, act_row_bytes, at, o, first),
+                        4 => $pass::<4>(blocks, acts, act_row_bytes, at, o, first),
+                        5 => $pass::<5>(blocks, acts, act_row_bytes, at, o, first),
+                        6 => $pass::<6>(blocks, acts, act_row_bytes, at, o, first),
+                        7 => $pass::<7>(blocks, acts, act_row_bytes, at, o, first),
+                        _ => $pass::<8>(blocks, acts, act_row_bytes, at, o, first),
+                    }
+                }
+            }
+        }
+    };
 }
 
-/// [`PanelFn`] for Q4_K.
+panel_product!(panel_q4k, pass_q4k, Block16, BLOCK_BYTES, CHUNK_BLOCKS, unpack16, tokens16);
+
+/// 16 rows' Q6_K super-block, unpacked: per scale group (16 levels) its 4
+/// groups of 4 levels (0..64, stored plus 32) per lane, and the rows'
+/// scales as i32 lanes; the scales again as i16 pairs `(2i, 2i + 1)`; d.
+#[derive(Clone, Copy)]
+struct Block6 {
+    levels: [[__m512i; 4]; 16],
+    scales: [__m512i; 16],
+    scale_pairs: [__m512i; 8],
+    d: __m512,
+}
+
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn panel_q4k(n: usize, w: &[&[u8]; PANEL_ROWS], acts: &[u8], act_row_bytes: usize, out: &mut [[f32; PANEL_ROWS]]) {
-    let nb = n / 256;
-    let rows: [&[u8]; PANEL_ROWS] = core::array::from_fn(|r| &w[r][..nb * BLOCK_BYTES]);
-    let zero = _mm512_setzero_si512();
-    let (zero_ps, zero8) = (_mm512_setzero_ps(), [zero; 8]);
-    let empty = Block16 { groups: [zero8; 8], scales: zero8, mins: zero8, d: zero_ps, dmin: zero_ps };
-    let mut blocks = [empty; CHUNK_BLOCKS];
-    if nb == 0 {
-        out.fill([0.0; PANEL_ROWS]);
+fn unpack6(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block6 {
+    let mut halves = [[&[][..]; GEMM_ROWS]; 2];
+    for (r, row) in w.iter().enumerate() {
+        halves[r / GEMM_ROWS][r % GEMM_ROWS] = row;
     }
-    for b0 in (0..nb).step_by(CHUNK_BLOCKS) {
-        let chunk = (nb - b0).min(CHUNK_BLOCKS);
-        for (i, blk) in blocks.iter_mut().enumerate().take(chunk) {
-            *blk = unpack16(&rows, (b0 + i) * BLOCK_BYTES);
-        }
-        let (blocks, at, first) = (&blocks[..chunk], b0 * ACT_BYTES, b0 == 0);
-        for (p, o) in out.chunks_mut(PASS_TOKENS).enumerate() {
-            let acts = &acts[p * PASS_TOKENS * act_row_bytes..];
-            match o.len() {
-                1 => pass::<1>(blocks, acts, act_row_bytes, at, o, first),
-                2 => pass::<2>(blocks, acts, act_row_bytes, at, o, first),
-                3 => pass::<3>(blocks, acts, act_row_bytes, at, o, first),
-                4 => pass::<4>(blocks, acts, act_row_bytes, at, o, first),
-                5 => pass::<5>(blocks, acts, act_row_bytes, at, o, first),
-                6 => pass::<6>(blocks, acts, act_row_bytes, at, o, first),
-                7 => pass::<7>(blocks, acts, act_row_bytes, at, o, first),
-                _ => pass::<8>(blocks, acts, act_row_bytes, at, o, first),
+    let d: [u16; PANEL_ROWS] = core::array::from_fn(|r| u16::from_le_bytes(bytes_at::<2>(w[r], at + 208)));
+    // SAFETY: `d` is 32 readable bytes; unaligned load.
+    let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) });
+    let zero = _mm512_setzero_si512();
+    let mut blk = Block6 { levels: [[zero; 4]; 16], scales: [zero; 16], scale_pairs: [zero; 8], d };
+    for h in 0..2 {
+        for l0 in [0, 16] {
+            let (lo, hi) = (q6k_levels(&halves[0], at, h, l0), q6k_levels(&halves[1], at, h, l0));
+            for k in 0..4 {
+                let group = 8 * h + 2 * k + l0 / 16;
+                for g in 0..4 {
+                    blk.levels[group][g] = join(lo[k][g], hi[k][g]);
+                }
             }
         }
     }
+    let (lo, hi) = (transposed16(&halves[0], at + 192), transposed16(&halves[1], at + 192));
+    for s in 0..16 {
+        blk.scales[s] = join(pick_signed::<false>(lo[s / 4], s % 4), pick_signed::<false>(hi[s / 4], s % 4));
+    }
+    for i in 0..8 {
+        let even = _mm512_and_si512(blk.scales[2 * i], _mm512_set1_epi32(0xFFFF));
+        blk.scale_pairs[i] = _mm512_or_si512(even, _mm512_slli_epi32::<16>(blk.scales[2 * i + 1]));
+    }
+    blk
 }
+
+/// `T` tokens' super-blocks against one unpacked Q6_K super-block, added
+/// into `acc`, as `gemm_k`'s `gemm_q6k` does it for 8 rows. A group's 4
+/// levels by 4 activations reach 4 · 63 · 128 = 32256, but two of them
+/// overflow an i16, so each group's sum is scaled by a 32-bit multiply.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tokens6<const T: usize>(blk: &Block6, toks: &[&[u8; ACT_BYTES]; T], acc: &mut [__m512; T]) {
+    let mut isum = [_mm512_setzero_si512(); T];
+    for s in 0..16 {
+        let (levels, scale) = (blk.levels[s], blk.scales[s]);
+        each_token!(T, t, {
+            let qa: &[u8; 16] = toks[t][4 + 16 * s..4 + 16 * (s + 1)].try_into().expect("16 levels");
+            let a = |g: usize| _mm512_set1_epi32(i32::from_le_bytes(bytes_at::<4>(qa, 4 * g)));
+            let even = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[0], a(0));
+            let odd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels[1], a(1));
+            let (even, odd) = (_mm512_dpbusd_epi32(even, levels[2], a(2)), _mm512_dpbusd_epi32(odd, levels[3], a(3)));
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(even, odd), scale));
+        });
+    }
+    for t in 0..T {
+        // Levels are stored plus 32: take 32 · Σ scale · (group's level sum) off.
+        let mut offset = _mm512_setzero_si512();
+        for (i, &pairs) in blk.scale_pairs.iter().enumerate() {
+            let sums = _mm512_set1_epi32(i32::from_le_bytes(bytes_at::<4>(toks[t], ACT_SUMS_AT + 4 * i)));
+            offset = dpwssd(offset, pairs, sums);
+        }
+        let sums = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(offset)));
+        let da = _mm512_set1_ps(f32::from_le_bytes(bytes_at::<4>(toks[t], 0)));
+        acc[t] = _mm512_fmadd_ps(sums, _mm512_mul_ps(blk.d, da), acc[t]);
+    }
+}
+
+panel_product!(panel_q6k, pass_q6k, Block6, Q6K_BYTES, CHUNK_BLOCKS / 2, unpack6, tokens6);
 
 pub(in crate::kernels) fn panel_avx512(ty: GgmlType) -> Option<PanelFn> {
     match ty {
         // SAFETY: the kernel table asks for AVX-512 kernels only when the
         // CPU has AVX-512 F/BW/VL and VNNI.
         GgmlType::Q4_K => Some(|n, w, a, arb, o| unsafe { panel_q4k(n, w, a, arb, o) }),
+        GgmlType::Q6_K => Some(|n, w, a, arb, o| unsafe { panel_q6k(n, w, a, arb, o) }),
         _ => None,
     }
 }
