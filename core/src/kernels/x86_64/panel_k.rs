@@ -40,13 +40,15 @@ struct Block16 {
     dmin: __m512,
 }
 
+/// The 16 rows as the 8-row unpackings take them: rows 0..8, then 8..16.
+fn split_rows<'a>(w: &[&'a [u8]; PANEL_ROWS]) -> [[&'a [u8]; GEMM_ROWS]; 2] {
+    core::array::from_fn(|half| core::array::from_fn(|r| w[half * GEMM_ROWS + r]))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn unpack16(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block16 {
-    let mut halves = [[&[][..]; GEMM_ROWS]; 2];
-    for (r, row) in w.iter().enumerate() {
-        halves[r / GEMM_ROWS][r % GEMM_ROWS] = row;
-    }
+    let halves = split_rows(w);
     let (lo, hi) = (header(&halves[0], at), header(&halves[1], at));
     let zero8 = [_mm512_setzero_si512(); 8];
     let mut blk =
@@ -253,10 +255,7 @@ struct Block6 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn unpack6(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block6 {
-    let mut halves = [[&[][..]; GEMM_ROWS]; 2];
-    for (r, row) in w.iter().enumerate() {
-        halves[r / GEMM_ROWS][r % GEMM_ROWS] = row;
-    }
+    let halves = split_rows(w);
     let d: [u16; PANEL_ROWS] = core::array::from_fn(|r| u16::from_le_bytes(bytes_at::<2>(w[r], at + 208)));
     // SAFETY: `d` is 32 readable bytes; unaligned load.
     let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) });
