@@ -1,13 +1,13 @@
 //! Tile-kernel throughput per weight type: the scalar oracle against every
 //! SIMD level this CPU supports, for decode (one token) and prompt batches
-//! (four tokens per tile), and the row-parallel products for several
-//! tokens, and a prompt's attention at depth (scores, softmax, weighted
-//! sums of one KV head's three query heads over 2048 keys). Run with
-//! `cargo bench -p prima-core`.
+//! (four tokens per tile), the row-parallel products for several tokens,
+//! the K-quants' panel products for prompts, and a prompt's attention at
+//! depth (scores, softmax, weighted sums of one KV head's three query
+//! heads over 2048 keys). Run with `cargo bench -p prima-core`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prima_core::kernels::matmul::{matmul, Acts, Matrix};
-use prima_core::kernels::{CpuCaps, Kernels, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, TILE};
+use prima_core::kernels::{CpuCaps, Kernels, GEMM_ROWS, GEMM_TOKENS, GEMM_WIDE_ROWS, PANEL_ROWS, TILE};
 use prima_core::parallel::Serial;
 use prima_core::quant::q8::quantize_row;
 use prima_core::quant::{random_matrix, random_row};
@@ -112,6 +112,49 @@ fn bench_gemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// The K-quants' prompt products: the 8-row product at 16 tokens a call
+/// (how prompts ran before panels), against the 16-row panels at a
+/// prompt's 64 and 256 tokens a call. Elements are weights times tokens.
+fn bench_panel(c: &mut Criterion) {
+    let mut rng = Rng::new(3);
+    let mut group = c.benchmark_group("panel");
+    group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2)).sample_size(10);
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        let rows: Vec<Vec<u8>> = (0..PANEL_ROWS).map(|_| random_row(ty, N, &mut rng)).collect();
+        let arb = ty.act_format().row_bytes(N);
+        let acts: Vec<u8> = (0..256)
+            .flat_map(|_| {
+                let x: Vec<f32> = (0..N).map(|_| rng.next_f64() as f32 - 0.5).collect();
+                let mut act = vec![0u8; arb];
+                quantize_row(ty.act_format(), &x, &mut act);
+                act
+            })
+            .collect();
+        for k in variants() {
+            let Some(gemm) = k.gemm(ty) else { continue };
+            let w8: [&[u8]; GEMM_ROWS] = std::array::from_fn(|r| &rows[r][..]);
+            let a: Vec<&[u8]> = acts.chunks_exact(arb).take(GEMM_TOKENS).collect();
+            group.throughput(Throughput::Elements((GEMM_ROWS * GEMM_TOKENS * N) as u64));
+            let id = BenchmarkId::new(format!("{ty}/{}", k.name()), format!("8x{GEMM_TOKENS} gemm"));
+            group.bench_function(id, |b| {
+                let mut out = [[0.0; GEMM_ROWS]; GEMM_TOKENS];
+                b.iter(|| gemm(N, black_box(&w8), black_box(&a), &mut out, false))
+            });
+            let Some(panel) = k.panel(ty) else { continue };
+            let w16: [&[u8]; PANEL_ROWS] = std::array::from_fn(|r| &rows[r][..]);
+            for toks in [64, 256] {
+                group.throughput(Throughput::Elements((PANEL_ROWS * toks * N) as u64));
+                let id = BenchmarkId::new(format!("{ty}/{}", k.name()), format!("16x{toks} panel"));
+                group.bench_function(id, |b| {
+                    let mut out = vec![[0.0; PANEL_ROWS]; toks];
+                    b.iter(|| panel(N, black_box(&w16), black_box(&acts), arb, &mut out))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 /// Decode's matrix-vector product over a matrix far larger than the caches,
 /// as a layer's weights stream from memory: what prefetching decides. Row
 /// widths are those of 2B to 8B models' matrices.
@@ -184,5 +227,5 @@ fn bench_attention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tiles, bench_gemm, bench_streaming, bench_attention);
+criterion_group!(benches, bench_tiles, bench_gemm, bench_panel, bench_streaming, bench_attention);
 criterion_main!(benches);
