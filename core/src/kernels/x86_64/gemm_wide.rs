@@ -56,7 +56,7 @@ macro_rules! unpack16 {
 /// `acc`: the 8-row kernels' `token_block`, lane for lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn token_block<const TY: u8>(
+pub(super) fn token_block<const TY: u8>(
     groups: &[__m512i; 8],
     bias: __m512i,
     dw: __m512,

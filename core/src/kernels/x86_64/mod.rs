@@ -6,9 +6,10 @@ mod block32;
 #[macro_use]
 mod gemm;
 mod gemm_k;
+#[macro_use]
 mod gemm_wide;
 mod kquant;
-mod panel_k;
+mod panel;
 mod quantize;
 mod strided;
 
@@ -486,7 +487,7 @@ pub(super) use block32::{tile_avx2, tile_avx512, tile_vnni};
 pub(super) use gemm::{gemm_avx2, gemm_avx512, gemm_vnni};
 pub(super) use gemm_wide::gemm_wide_avx512;
 pub(super) use kquant::tile_kquant;
-pub(super) use panel_k::panel_avx512;
+pub(super) use panel::panel_avx512;
 pub(super) use quantize::quantize_row_avx2;
 pub(super) use strided::STRIDED_MULTI_AVX2;
 

@@ -1,20 +1,23 @@
-//! Q4_K and Q6_K products for prompts on AVX-512: 16 weight rows against
-//! every token of a batch ([`PanelFn`]). A few super-blocks are unpacked
-//! at a time (two 8-row unpackings of [`super::gemm_k`], joined into
-//! 512-bit lanes) and then met by all the tokens, 8 at a time, while they
-//! sit in L1. The 8-row kernel instead unpacks each super-block again for every 8
-//! tokens and reads the rows from memory once per 16 tokens.
+//! Products for prompts on AVX-512: 16 weight rows against every token
+//! of a batch ([`PanelFn`]), for Q4_K, Q6_K and the 32-element types. A
+//! few blocks are unpacked at a time (two 8-row unpackings, of
+//! [`super::gemm_k`] or [`super::gemm_wide`], joined into 512-bit lanes)
+//! and then met by all the tokens, 8 at a time, while they sit in L1. The
+//! 8- and 16-row products instead unpack each block again for every 8
+//! tokens and read the rows from memory once per 16 tokens.
 //!
-//! Each lane repeats the 8-row kernel's arithmetic: exact integer sums per
-//! super-block, then its float steps in the same order, so every row's
-//! result is bit-identical to [`crate::kernels::GemmFn`]'s.
+//! Each lane repeats the row products' arithmetic: exact integer sums per
+//! block, then their float steps in the same order, so every row's result
+//! is bit-identical to [`crate::kernels::GemmFn`]'s.
 
-use super::gemm::bytes_at;
+use super::gemm::{bytes_at, fifth_bits, load16, transpose4};
 use super::gemm_k::{
     header, pick_byte, pick_signed, q6k_levels, transposed16, unpack_chunk, ACT_BYTES, ACT_SUMS_AT, BLOCK_BYTES,
     Q6K_BYTES,
 };
+use super::gemm_wide::token_block;
 use super::gemm_wide::{join, join_ps};
+use crate::kernels::shared::{layout, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use crate::kernels::{PanelFn, GEMM_ROWS, PANEL_ROWS};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
@@ -47,8 +50,8 @@ fn split_rows<'a>(w: &[&'a [u8]; PANEL_ROWS]) -> [[&'a [u8]; GEMM_ROWS]; 2] {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn unpack16(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block16 {
-    let halves = split_rows(w);
+fn unpack16(w: &[&[u8]; PANEL_ROWS], b: usize) -> Block16 {
+    let (halves, at) = (split_rows(w), b * BLOCK_BYTES);
     let (lo, hi) = (header(&halves[0], at), header(&halves[1], at));
     let zero8 = [_mm512_setzero_si512(); 8];
     let mut blk =
@@ -72,7 +75,8 @@ fn unpack16(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block16 {
 
 /// `acc + a · b` by i16 pairs into i32 lanes, as one `vpdpwssd`: LLVM
 /// splits the intrinsic into a multiply and an add, one more instruction
-/// on the two ports that 512-bit work shares (14% of this kernel's).
+/// on the two ports that 512-bit work shares (one instruction: +5–10% on
+/// 8B-shaped prompts).
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
 fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
@@ -107,8 +111,8 @@ fn level_sums16(blk: &[u8; ACT_BYTES], mins: &[__m512i; 8]) -> __m512i {
 }
 
 /// One token's sub-block (`$qa`, its 32 levels) against the 16 rows'
-/// `$groups`, times the rows' `$scales`, added to `$isum`: exact integers. A macro,
-/// so that every token's copy is inlined and the token loop unrolled.
+/// `$groups`, times the rows' `$scales`, added to `$isum`: exact integers.
+/// A macro, so that every token's copy is inlined in the written-out loop.
 macro_rules! sub_block {
     ($isum:expr, $groups:expr, $qa:expr, $scales:expr) => {{
         let (groups, qa): (&[__m512i; 8], &[u8; 32]) = ($groups, $qa);
@@ -166,15 +170,16 @@ fn tokens16<const T: usize>(blk: &Block16, toks: &[&[u8; ACT_BYTES]; T], acc: &m
     }
 }
 
-/// Stamps out a panel product `$panel` ([`PanelFn`]) over `$block`s,
-/// super-blocks of `$bytes` per row unpacked by `$unpack` and met by
-/// `$tokens`, `$chunk` super-blocks at a time, and its pass function
-/// `$pass`: `out.len()` tokens (`T`), whose activation rows start at
-/// `acts`, `act_row_bytes` apart, through the unpacked `blocks`, found at
-/// `at` in each activation row (`first`: the sums start at zero, otherwise
-/// from `out`).
+/// Stamps out a panel product `$panel` ([`PanelFn`]) over `$block`s:
+/// blocks of `$len` weights, `$bytes` per row, unpacked by `$unpack` (from
+/// the rows and a block index) and met by `$tokens` (the unpacked block,
+/// each token's `$act` activation bytes of it, the accumulators), `$chunk`
+/// blocks at a time. Its pass function `$pass` takes `out.len()` tokens
+/// (`T`), whose activation rows start at `acts`, `act_row_bytes` apart,
+/// through the unpacked `blocks`, found at `at` in each activation row
+/// (`first`: the sums start at zero, otherwise from `out`).
 macro_rules! panel_product {
-    ($panel:ident, $pass:ident, $block:ty, $bytes:expr, $chunk:expr, $unpack:ident, $tokens:ident) => {
+    ($panel:ident, $pass:ident, $block:ty, $len:expr, $bytes:expr, $act:expr, $chunk:expr, $unpack:expr, $tokens:expr) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         fn $pass<const T: usize>(
@@ -193,11 +198,11 @@ macro_rules! panel_product {
                 }
             }
             for (i, blk) in blocks.iter().enumerate() {
-                let at = at + i * ACT_BYTES;
-                let toks: [&[u8; ACT_BYTES]; T] = core::array::from_fn(|t| {
-                    acts[t * act_row_bytes + at..][..ACT_BYTES].try_into().expect("one Q8_K block")
+                let at = at + i * $act;
+                let toks: [&[u8; $act]; T] = core::array::from_fn(|t| {
+                    acts[t * act_row_bytes + at..][..$act].try_into().expect("one activation block")
                 });
-                $tokens::<T>(blk, &toks, &mut acc);
+                $tokens(blk, &toks, &mut acc);
             }
             for t in 0..T {
                 // SAFETY: `out[t]` is 16 writable f32s; unaligned store.
@@ -207,20 +212,20 @@ macro_rules! panel_product {
 
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         fn $panel(n: usize, w: &[&[u8]; PANEL_ROWS], acts: &[u8], act_row_bytes: usize, out: &mut [[f32; PANEL_ROWS]]) {
-            let nb = n / 256;
+            let nb = n / $len;
             let rows: [&[u8]; PANEL_ROWS] = core::array::from_fn(|r| &w[r][..nb * $bytes]);
             if nb == 0 {
                 out.fill([0.0; PANEL_ROWS]);
                 return;
             }
-            // Super-block 0 fills the array, so the first chunk starts at 1.
+            // Block 0 fills the array, so the first chunk starts at 1.
             let mut blocks = [$unpack(&rows, 0); $chunk];
             for b0 in (0..nb).step_by($chunk) {
                 let chunk = (nb - b0).min($chunk);
                 for (i, blk) in blocks.iter_mut().enumerate().take(chunk).skip(usize::from(b0 == 0)) {
-                    *blk = $unpack(&rows, (b0 + i) * $bytes);
+                    *blk = $unpack(&rows, b0 + i);
                 }
-                let (blocks, at, first) = (&blocks[..chunk], b0 * ACT_BYTES, b0 == 0);
+                let (blocks, at, first) = (&blocks[..chunk], b0 * $act, b0 == 0);
                 for (p, o) in out.chunks_mut(PASS_TOKENS).enumerate() {
                     let acts = &acts[p * PASS_TOKENS * act_row_bytes..];
                     match o.len() {
@@ -239,7 +244,7 @@ macro_rules! panel_product {
     };
 }
 
-panel_product!(panel_q4k, pass_q4k, Block16, BLOCK_BYTES, CHUNK_BLOCKS, unpack16, tokens16);
+panel_product!(panel_q4k, pass_q4k, Block16, 256, BLOCK_BYTES, ACT_BYTES, CHUNK_BLOCKS, unpack16, tokens16);
 
 /// 16 rows' Q6_K super-block, unpacked: per scale group (16 levels) its 4
 /// groups of 4 levels (0..64, stored plus 32) per lane, and the rows'
@@ -254,8 +259,8 @@ struct Block6 {
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn unpack6(w: &[&[u8]; PANEL_ROWS], at: usize) -> Block6 {
-    let halves = split_rows(w);
+fn unpack6(w: &[&[u8]; PANEL_ROWS], b: usize) -> Block6 {
+    let (halves, at) = (split_rows(w), b * Q6K_BYTES);
     let d: [u16; PANEL_ROWS] = core::array::from_fn(|r| u16::from_le_bytes(bytes_at::<2>(w[r], at + 208)));
     // SAFETY: `d` is 32 readable bytes; unaligned load.
     let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) });
@@ -315,7 +320,62 @@ fn tokens6<const T: usize>(blk: &Block6, toks: &[&[u8; ACT_BYTES]; T], acc: &mut
     }
 }
 
-panel_product!(panel_q6k, pass_q6k, Block6, Q6K_BYTES, CHUNK_BLOCKS / 2, unpack6, tokens6);
+panel_product!(panel_q6k, pass_q6k, Block6, 256, Q6K_BYTES, ACT_BYTES, CHUNK_BLOCKS / 2, unpack6, tokens6);
+
+/// Blocks of a 32-element type unpacked at a time: 704 bytes each.
+const CHUNK_32: usize = 32;
+
+/// 16 rows' block of a 32-element type, unpacked as `gemm_wide` unpacks
+/// it: the groups, the rows' scales and minimums, and `128 · Σw`.
+#[derive(Clone, Copy)]
+struct Block32 {
+    groups: [__m512i; 8],
+    dw: __m512,
+    mw: __m512,
+    bias: __m512i,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn unpack32<const TY: u8>(w: &[&[u8]; PANEL_ROWS], b: usize) -> Block32 {
+    let halves = split_rows(w);
+    let (groups, dw, mw, bias) = unpack16!(TY, &halves[0], &halves[1], b);
+    Block32 { groups, dw, mw, bias }
+}
+
+/// `T` tokens' blocks against one unpacked block, by `gemm_wide`'s own
+/// per-token step, so the rows stay bit-identical to its (and the 8-row
+/// product's).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn tokens32<const TY: u8, const A: usize, const T: usize>(blk: &Block32, toks: &[&[u8; A]; T], acc: &mut [__m512; T]) {
+    each_token!(T, t, {
+        acc[t] = token_block::<TY>(&blk.groups, blk.bias, blk.dw, blk.mw, toks[t], acc[t]);
+    });
+}
+
+/// The 32-element types' panels, one per type.
+macro_rules! panel_32 {
+    ($panel:ident, $pass:ident, $ty:ident) => {
+        panel_product!(
+            $panel,
+            $pass,
+            Block32,
+            32,
+            layout($ty).0,
+            { layout($ty).1 },
+            CHUNK_32,
+            unpack32::<$ty>,
+            tokens32::<$ty, { layout($ty).1 }, T>
+        );
+    };
+}
+
+panel_32!(panel_q4_0, pass_q4_0, Q4_0);
+panel_32!(panel_q4_1, pass_q4_1, Q4_1);
+panel_32!(panel_q5_0, pass_q5_0, Q5_0);
+panel_32!(panel_q5_1, pass_q5_1, Q5_1);
+panel_32!(panel_q8_0, pass_q8_0, Q8_0);
 
 pub(in crate::kernels) fn panel_avx512(ty: GgmlType) -> Option<PanelFn> {
     match ty {
@@ -323,6 +383,11 @@ pub(in crate::kernels) fn panel_avx512(ty: GgmlType) -> Option<PanelFn> {
         // CPU has AVX-512 F/BW/VL and VNNI.
         GgmlType::Q4_K => Some(|n, w, a, arb, o| unsafe { panel_q4k(n, w, a, arb, o) }),
         GgmlType::Q6_K => Some(|n, w, a, arb, o| unsafe { panel_q6k(n, w, a, arb, o) }),
+        GgmlType::Q4_0 => Some(|n, w, a, arb, o| unsafe { panel_q4_0(n, w, a, arb, o) }),
+        GgmlType::Q4_1 => Some(|n, w, a, arb, o| unsafe { panel_q4_1(n, w, a, arb, o) }),
+        GgmlType::Q5_0 => Some(|n, w, a, arb, o| unsafe { panel_q5_0(n, w, a, arb, o) }),
+        GgmlType::Q5_1 => Some(|n, w, a, arb, o| unsafe { panel_q5_1(n, w, a, arb, o) }),
+        GgmlType::Q8_0 => Some(|n, w, a, arb, o| unsafe { panel_q8_0(n, w, a, arb, o) }),
         _ => None,
     }
 }
