@@ -83,7 +83,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     let n_tok = acts.rows();
     debug_assert_eq!(out.len(), n_tok * w.n_out);
     if n_tok >= SPLIT_BY_TOKEN_FROM {
-        if let Some(panel) = k.panel(w.ty) {
+        if let Some(panel) = tile.panel {
             return panel_matmul(panel, tile, w, acts, out, scratch, par);
         }
         let toks_per_task = chunk_size(n_tok, par.threads(), TILE);
@@ -109,10 +109,7 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
     // Small batches: each task's rows into its own piece of `scratch` as
     // [token][row], then each token's run of rows copied out whole.
     // Every value is written before it is read, so the buffer is only grown.
-    if scratch.len() < w.n_out * n_tok {
-        scratch.resize(w.n_out * n_tok, 0.0);
-    }
-    let scratch = &mut scratch[..w.n_out * n_tok];
+    let scratch = grown(scratch, w.n_out * n_tok);
     let per_task = rows_per_task * n_tok;
     for_each_chunk_mut(par, scratch, per_task, &|start, o| {
         let (r0, rows) = (start / n_tok, o.len() / n_tok);
@@ -124,6 +121,15 @@ pub fn matmul(k: &Kernels, w: &Matrix<'_>, acts: &Acts, out: &mut [f32], scratch
             out[t * w.n_out + r0..][..rows].copy_from_slice(run);
         }
     }
+}
+
+/// The first `n` values of `scratch`, grown (never shrunk or cleared) to
+/// hold them: the callers write every value before reading it.
+fn grown(scratch: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if scratch.len() < n {
+        scratch.resize(n, 0.0);
+    }
+    &mut scratch[..n]
 }
 
 /// Large batches by a panel product: split by weight row, so each thread
@@ -140,10 +146,7 @@ fn panel_matmul(
     par: &dyn Parallel,
 ) {
     let n_tok = acts.rows();
-    if scratch.len() < w.n_out * n_tok {
-        scratch.resize(w.n_out * n_tok, 0.0);
-    }
-    let scratch = &mut scratch[..w.n_out * n_tok];
+    let scratch = grown(scratch, w.n_out * n_tok);
     let rows_per_task = chunk_size(w.n_out, par.threads(), PANEL_ROWS);
     for_each_chunk_mut(par, scratch, rows_per_task * n_tok, &|start, piece| {
         let (r0, rows) = (start / n_tok, piece.len() / n_tok);
@@ -193,18 +196,19 @@ pub fn matvec_stacked(k: &Kernels, ws: &[&Matrix<'_>], acts: &Acts, out: &mut [f
     });
 }
 
-/// A weight type's kernels: tiles, and the row-parallel product for
-/// several tokens where there is one.
+/// A weight type's kernels: tiles, and the row-parallel and panel
+/// products where there are some.
 #[derive(Clone, Copy)]
 struct Products {
     tile: TileFn,
     gemm: Option<GemmFn>,
     wide: Option<GemmWideFn>,
+    panel: Option<PanelFn>,
 }
 
 impl Products {
     fn of(k: &Kernels, ty: GgmlType) -> Self {
-        Self { tile: k.tile(ty), gemm: k.gemm(ty), wide: k.gemm_wide(ty) }
+        Self { tile: k.tile(ty), gemm: k.gemm(ty), wide: k.gemm_wide(ty), panel: k.panel(ty) }
     }
 }
 

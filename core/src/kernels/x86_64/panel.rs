@@ -22,9 +22,10 @@ use crate::kernels::{PanelFn, GEMM_ROWS, PANEL_ROWS};
 use crate::quant::GgmlType;
 use core::arch::x86_64::*;
 
-/// Super-blocks unpacked at a time: 4.9 KiB each, so they stay in L1 or
-/// L2 while the passes of tokens meet them. 4, 8 and 16 measured alike on
-/// 8B-shaped prompts (within the VM's noise).
+/// Super-blocks unpacked at a time: 5.1 KiB each for Q4_K (Q6_K's, 5.6
+/// KiB, take half as many), so they stay in L1 or L2 while the passes of
+/// tokens meet them. 4, 8 and 16 measured alike on 8B-shaped Q4_K prompts
+/// (within the VM's noise).
 const CHUNK_BLOCKS: usize = 8;
 
 /// Tokens one pass carries: 8 accumulators and 8 integer sums beside a
